@@ -1,0 +1,346 @@
+//! Patch format v1, the one definition shared by the writer (hpbuild), hpctl
+//! and — through the C header generated from `format_layout.rs` — the
+//! in-process loader.
+//!
+//! A patch is an ELF64 x86-64 relocatable object (`ET_REL`):
+//! * its allocated sections are the new code and data, laid out by the loader
+//!   in a region near the running executable (code read+execute, read-only
+//!   data read-only, writable data read+write; never write+execute);
+//! * its relocations are ordinary `R_X86_64_*` relocations; undefined symbols
+//!   name things in the running program (see [`HP_LOCAL_SEP`]);
+//! * the non-allocated section [`HP_META_SECTION`] says which functions of the
+//!   running program are replaced, by which symbol, and what their original
+//!   code must look like (size + fingerprint), so the loader refuses a patch
+//!   built for different code.
+
+use object::{Object, ObjectSection};
+use std::fmt;
+
+include!("format_layout.rs");
+
+/// One replaced function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FuncRecord {
+    /// Symbol name in the running program.
+    pub name: String,
+    /// STT_FILE name for a static function; empty for a global.
+    pub file: String,
+    /// Defined symbol in the patch object that holds the new code.
+    pub new_symbol: String,
+    /// One of the `HP_REDIRECT_*` constants.
+    pub redirect: u32,
+    /// Size of the original function (its `st_size`).
+    pub old_size: u64,
+    /// [`fingerprint`] of the original code.
+    pub fingerprint: u64,
+    /// Byte ranges (offset, length) of the original code ignored by the fingerprint.
+    pub masks: Vec<(u32, u32)>,
+}
+
+impl FuncRecord {
+    pub fn is_local(&self) -> bool {
+        !self.file.is_empty()
+    }
+}
+
+/// The whole metadata section.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Meta {
+    pub patch_id: String,
+    /// Free text describing what the patch was built against.
+    pub base_id: String,
+    pub funcs: Vec<FuncRecord>,
+}
+
+/// Why bytes are not a valid patch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatError(pub String);
+
+impl fmt::Display for FormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FormatError {}
+
+fn bad(msg: impl Into<String>) -> FormatError {
+    FormatError(msg.into())
+}
+
+/// FNV-1a 64 over `code`, reading every byte inside a mask as zero.
+pub fn fingerprint(code: &[u8], masks: &[(u32, u32)]) -> u64 {
+    let mut hash = HP_FNV_OFFSET_BASIS;
+    for (i, &byte) in code.iter().enumerate() {
+        let masked = masks
+            .iter()
+            .any(|&(off, len)| (i as u64) >= off as u64 && (i as u64) < off as u64 + len as u64);
+        hash ^= if masked { 0 } else { byte as u64 };
+        hash = hash.wrapping_mul(HP_FNV_PRIME);
+    }
+    hash
+}
+
+/// The undefined-symbol name a patch uses for the static NAME of FILE.
+pub fn local_symbol_name(file: &str, name: &str) -> String {
+    format!("{file}{HP_LOCAL_SEP}{name}")
+}
+
+/// Splits an undefined-symbol name into (file, name); file is `None` for globals.
+pub fn split_symbol_name(symbol: &str) -> (Option<&str>, &str) {
+    match symbol.rfind(HP_LOCAL_SEP) {
+        Some(at) => (Some(&symbol[..at]), &symbol[at + HP_LOCAL_SEP.len()..]),
+        None => (None, symbol),
+    }
+}
+
+struct StrTab {
+    bytes: Vec<u8>,
+}
+
+impl StrTab {
+    fn new() -> Self {
+        StrTab { bytes: vec![0] }
+    }
+    fn add(&mut self, s: &str) -> u32 {
+        if s.is_empty() {
+            return 0;
+        }
+        let at = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(s.as_bytes());
+        self.bytes.push(0);
+        at
+    }
+}
+
+fn put_u32(buf: &mut [u8], at: u32, v: u32) {
+    buf[at as usize..at as usize + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_u64(buf: &mut [u8], at: u32, v: u64) {
+    buf[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+impl Meta {
+    /// Serialises the metadata section.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut strs = StrTab::new();
+        let nmasks: usize = self.funcs.iter().map(|f| f.masks.len()).sum();
+        let funcs_off = HP_HDR_SIZE;
+        let masks_off = funcs_off + HP_FUNC_SIZE * self.funcs.len() as u32;
+        let strtab_off = masks_off + HP_MASK_SIZE * nmasks as u32;
+        let mut out = vec![0u8; strtab_off as usize];
+
+        out[..8].copy_from_slice(HP_MAGIC);
+        put_u32(&mut out, HP_HDR_VERSION, HP_FORMAT_VERSION);
+        put_u32(&mut out, HP_HDR_PATCH_ID, strs.add(&self.patch_id));
+        put_u32(&mut out, HP_HDR_BASE_ID, strs.add(&self.base_id));
+        put_u32(&mut out, HP_HDR_NFUNCS, self.funcs.len() as u32);
+        put_u32(&mut out, HP_HDR_FUNCS_OFF, funcs_off);
+        put_u32(&mut out, HP_HDR_NMASKS, nmasks as u32);
+        put_u32(&mut out, HP_HDR_MASKS_OFF, masks_off);
+
+        let mut mask_index = 0u32;
+        for (i, f) in self.funcs.iter().enumerate() {
+            let rec = funcs_off + HP_FUNC_SIZE * i as u32;
+            put_u32(&mut out, rec + HP_FUNC_NAME, strs.add(&f.name));
+            put_u32(&mut out, rec + HP_FUNC_FILE, strs.add(&f.file));
+            put_u32(&mut out, rec + HP_FUNC_NEW, strs.add(&f.new_symbol));
+            put_u32(&mut out, rec + HP_FUNC_REDIRECT, f.redirect);
+            put_u64(&mut out, rec + HP_FUNC_OLD_SIZE, f.old_size);
+            put_u64(&mut out, rec + HP_FUNC_FINGERPRINT, f.fingerprint);
+            put_u32(&mut out, rec + HP_FUNC_MASK_FIRST, mask_index);
+            put_u32(&mut out, rec + HP_FUNC_MASK_COUNT, f.masks.len() as u32);
+            let flags = if f.is_local() { HP_FUNC_F_LOCAL } else { 0 };
+            put_u32(&mut out, rec + HP_FUNC_FLAGS, flags);
+            for &(off, len) in &f.masks {
+                let m = masks_off + HP_MASK_SIZE * mask_index;
+                put_u32(&mut out, m + HP_MASK_OFFSET, off);
+                put_u32(&mut out, m + HP_MASK_LEN, len);
+                mask_index += 1;
+            }
+        }
+        put_u32(&mut out, HP_HDR_STRTAB_OFF, strtab_off);
+        put_u32(&mut out, HP_HDR_STRTAB_SIZE, strs.bytes.len() as u32);
+        out.extend_from_slice(&strs.bytes);
+        out
+    }
+
+    /// Parses and bounds-checks a metadata section.
+    pub fn decode(data: &[u8]) -> Result<Meta, FormatError> {
+        let r = Reader { data };
+        if data.len() < HP_HDR_SIZE as usize || &data[..8] != HP_MAGIC {
+            return Err(bad("metadata section has no HOTPATCH header"));
+        }
+        let version = r.u32(HP_HDR_VERSION)?;
+        if version != HP_FORMAT_VERSION {
+            return Err(bad(format!(
+                "patch format version {version}, this tool reads version {HP_FORMAT_VERSION}"
+            )));
+        }
+        let strtab_off = r.u32(HP_HDR_STRTAB_OFF)?;
+        let strtab_size = r.u32(HP_HDR_STRTAB_SIZE)?;
+        let strtab = r.slice(strtab_off as u64, strtab_size as u64)?;
+        let s = |at: u32| read_str(strtab, at);
+        let nfuncs = r.u32(HP_HDR_NFUNCS)? as u64;
+        let funcs_off = r.u32(HP_HDR_FUNCS_OFF)? as u64;
+        let nmasks = r.u32(HP_HDR_NMASKS)? as u64;
+        let masks_off = r.u32(HP_HDR_MASKS_OFF)? as u64;
+        r.slice(funcs_off, nfuncs * HP_FUNC_SIZE as u64)?;
+        r.slice(masks_off, nmasks * HP_MASK_SIZE as u64)?;
+
+        let mut funcs = Vec::new();
+        for i in 0..nfuncs {
+            let rec = (funcs_off + i * HP_FUNC_SIZE as u64) as u32;
+            let first = r.u32(rec + HP_FUNC_MASK_FIRST)? as u64;
+            let count = r.u32(rec + HP_FUNC_MASK_COUNT)? as u64;
+            if first + count > nmasks {
+                return Err(bad(format!("function record {i} points past the mask table")));
+            }
+            let mut masks = Vec::new();
+            for m in first..first + count {
+                let at = (masks_off + m * HP_MASK_SIZE as u64) as u32;
+                masks.push((r.u32(at + HP_MASK_OFFSET)?, r.u32(at + HP_MASK_LEN)?));
+            }
+            funcs.push(FuncRecord {
+                name: s(r.u32(rec + HP_FUNC_NAME)?)?,
+                file: s(r.u32(rec + HP_FUNC_FILE)?)?,
+                new_symbol: s(r.u32(rec + HP_FUNC_NEW)?)?,
+                redirect: r.u32(rec + HP_FUNC_REDIRECT)?,
+                old_size: r.u64(rec + HP_FUNC_OLD_SIZE)?,
+                fingerprint: r.u64(rec + HP_FUNC_FINGERPRINT)?,
+                masks,
+            });
+        }
+        Ok(Meta {
+            patch_id: s(r.u32(HP_HDR_PATCH_ID)?)?,
+            base_id: s(r.u32(HP_HDR_BASE_ID)?)?,
+            funcs,
+        })
+    }
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn slice(&self, off: u64, len: u64) -> Result<&'a [u8], FormatError> {
+        let end = off.checked_add(len).ok_or_else(|| bad("metadata offset overflows"))?;
+        if end > self.data.len() as u64 {
+            return Err(bad(format!(
+                "metadata is truncated: needs {end} bytes, section has {}",
+                self.data.len()
+            )));
+        }
+        Ok(&self.data[off as usize..end as usize])
+    }
+    fn u32(&self, at: u32) -> Result<u32, FormatError> {
+        Ok(u32::from_le_bytes(self.slice(at as u64, 4)?.try_into().unwrap()))
+    }
+    fn u64(&self, at: u32) -> Result<u64, FormatError> {
+        Ok(u64::from_le_bytes(self.slice(at as u64, 8)?.try_into().unwrap()))
+    }
+}
+
+fn read_str(strtab: &[u8], at: u32) -> Result<String, FormatError> {
+    let tail = strtab
+        .get(at as usize..)
+        .ok_or_else(|| bad("metadata string offset out of range"))?;
+    let end = tail
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or_else(|| bad("metadata string is not terminated"))?;
+    String::from_utf8(tail[..end].to_vec()).map_err(|_| bad("metadata string is not UTF-8"))
+}
+
+/// Checks that `bytes` is an x86-64 ELF relocatable object with a valid
+/// metadata section, and returns the metadata. Used by hpctl before anything
+/// is sent to a process.
+pub fn read_patch(bytes: &[u8]) -> Result<Meta, FormatError> {
+    let file = object::File::parse(bytes).map_err(|e| bad(format!("not an ELF object: {e}")))?;
+    if file.format() != object::BinaryFormat::Elf
+        || file.architecture() != object::Architecture::X86_64
+        || file.kind() != object::ObjectKind::Relocatable
+    {
+        return Err(bad("not an x86-64 ELF relocatable object"));
+    }
+    let section = file
+        .section_by_name(HP_META_SECTION)
+        .ok_or_else(|| bad(format!("no {HP_META_SECTION} section: not a hotpatch object")))?;
+    let data = section
+        .data()
+        .map_err(|e| bad(format!("{HP_META_SECTION} is unreadable: {e}")))?;
+    let meta = Meta::decode(data)?;
+    for f in &meta.funcs {
+        if file.symbol_by_name(&f.new_symbol).is_none() {
+            return Err(bad(format!(
+                "function {} names replacement symbol {} that the object does not define",
+                f.name, f.new_symbol
+            )));
+        }
+    }
+    Ok(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Meta {
+        Meta {
+            patch_id: "fix-1".into(),
+            base_id: "v1".into(),
+            funcs: vec![
+                FuncRecord {
+                    name: "helper".into(),
+                    file: "main.c".into(),
+                    new_symbol: "helper".into(),
+                    redirect: HP_REDIRECT_ENTRY_JUMP,
+                    old_size: 22,
+                    fingerprint: 0x1234,
+                    masks: vec![(2, 4), (11, 4)],
+                },
+                FuncRecord {
+                    name: "main".into(),
+                    file: String::new(),
+                    new_symbol: "main".into(),
+                    redirect: HP_REDIRECT_ENTRY_JUMP,
+                    old_size: 76,
+                    fingerprint: 7,
+                    masks: vec![],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn meta_round_trips() {
+        let meta = sample();
+        assert_eq!(Meta::decode(&meta.encode()).unwrap(), meta);
+    }
+
+    #[test]
+    fn truncated_meta_is_an_error_at_every_length() {
+        let bytes = sample().encode();
+        for len in 0..bytes.len() - 1 {
+            assert!(Meta::decode(&bytes[..len]).is_err(), "length {len} accepted");
+        }
+    }
+
+    #[test]
+    fn fingerprint_ignores_masked_bytes_only() {
+        let a = [1u8, 2, 3, 4, 5, 6];
+        let mut b = a;
+        b[2] = 99;
+        assert_eq!(fingerprint(&a, &[(2, 2)]), fingerprint(&b, &[(2, 2)]));
+        assert_ne!(fingerprint(&a, &[(3, 2)]), fingerprint(&b, &[(3, 2)]));
+    }
+
+    #[test]
+    fn local_names_split_at_the_last_separator() {
+        let n = local_symbol_name("dir::x.c", "calls.0");
+        assert_eq!(split_symbol_name(&n), (Some("dir::x.c"), "calls.0"));
+        assert_eq!(split_symbol_name("printf"), (None, "printf"));
+    }
+}
