@@ -6,9 +6,24 @@
 //! the compiler changes code the diff never mentions (inlining, IPA), so every
 //! function whose bytes or relocations differ ships.
 //!
+//! Inside: `elf` validates and models an object; `correlate` pairs patched
+//! symbols with original ones (clones and static locals are renumbered
+//! between compilations); `normalize` turns code and data into a form where
+//! relocation targets are named by what they mean (string literals by
+//! contents, statics by original name); `compare` gives verdicts and
+//! refusals; `plan` computes what ships, the routes and the replacements.
+//!
 //! Entry point: [`compare`]. Its result, [`UnitDiff`], is consumed by
 //! hpbuild's emitter, which copies the planned sections of the *patched*
 //! object into the patch object and routes every relocation as the plan says.
+
+mod compare;
+mod correlate;
+mod elf;
+mod normalize;
+mod plan;
+
+pub use correlate::strip_numeric;
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -122,7 +137,49 @@ impl std::error::Error for DiffError {}
 
 /// Compares `original` with `patched` (the bytes of two ELF x86-64
 /// relocatable objects of the same translation unit).
+///
+/// Never panics on malformed input: anything that is not a well-formed
+/// ELF64 x86-64 relocatable object is a [`DiffError`].
 pub fn compare(original: &[u8], patched: &[u8]) -> Result<UnitDiff, DiffError> {
-    let _ = (original, patched);
-    Err(DiffError("differ not implemented yet".into()))
+    let orig = elf::parse(original, "original")?;
+    let pat = elf::parse(patched, "patched")?;
+    let file = orig.file.clone().unwrap_or_default();
+
+    let corr = correlate::correlate(&orig, &pat);
+    let analysis = compare::analyze(&orig, &pat, &corr, &file);
+    let plan = plan::plan(&analysis, &corr, &file);
+    let replacements = plan::replacements(&analysis);
+
+    let mut functions = Vec::with_capacity(analysis.funcs.len());
+    for f in &analysis.funcs {
+        let (obj, sym) = match (f.patched, f.original) {
+            (Some(p), _) => (&pat, p),
+            (None, Some(o)) => (&orig, o),
+            (None, None) => continue,
+        };
+        let s = &obj.symbols[sym];
+        let mut reasons = f.reasons.clone();
+        if let (Some(p), true) = (f.patched, matches!(f.change, Change::Changed | Change::New)) {
+            if let Some(sec) = pat.symbols[p].section {
+                reasons.extend(plan.notes.get(&sec).into_iter().flatten().cloned());
+            }
+        }
+        functions.push(FunctionVerdict {
+            name: s.name.clone(),
+            local: !s.global,
+            change: f.change,
+            reasons,
+        });
+    }
+    let mut refusals = analysis.refusals.clone();
+    refusals.extend(plan.refusals);
+
+    Ok(UnitDiff {
+        file,
+        functions,
+        refusals,
+        replacements,
+        ship_sections: plan.ship.into_iter().collect(),
+        routes: plan.routes,
+    })
 }

@@ -1,0 +1,163 @@
+//! The project's compile database (compile_commands.json, as written by
+//! CMake, Meson or Bear) and how a recorded command is turned into the two
+//! compiles hpbuild needs.
+
+use crate::bail;
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::path::{Component, Path, PathBuf};
+
+#[derive(Deserialize)]
+struct RawEntry {
+    directory: String,
+    file: String,
+    #[serde(default)]
+    arguments: Option<Vec<String>>,
+    #[serde(default)]
+    command: Option<String>,
+}
+
+/// One translation unit of the project.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub directory: PathBuf,
+    /// Absolute, lexically normalised path of the source file.
+    pub file: PathBuf,
+    /// The compiler and its arguments, as recorded.
+    pub args: Vec<String>,
+}
+
+/// `--compile-db` if given, else `<base>/compile_commands.json`.
+pub fn locate(base_root: &Path, explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(Error::new(format!("--compile-db {}: no such file", p.display())))
+        };
+    }
+    let p = base_root.join("compile_commands.json");
+    if !p.is_file() {
+        bail!(
+            "no compile_commands.json in {}: generate one (CMake -DCMAKE_EXPORT_COMPILE_COMMANDS=ON, meson, or `bear -- make`) or pass --compile-db FILE",
+            base_root.display()
+        );
+    }
+    Ok(p)
+}
+
+pub fn load(path: &Path) -> Result<Vec<Entry>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::new(format!("cannot read {}: {e}", path.display())))?;
+    let raw: Vec<RawEntry> = serde_json::from_str(&text)
+        .map_err(|e| Error::new(format!("{} is not a valid compile database: {e}", path.display())))?;
+    raw.into_iter().map(|r| entry(r, path)).collect()
+}
+
+fn entry(r: RawEntry, db: &Path) -> Result<Entry> {
+    let args = match (r.arguments, r.command) {
+        (Some(a), _) if !a.is_empty() => a,
+        (_, Some(c)) => shlex::split(&c)
+            .ok_or_else(|| Error::new(format!("{}: cannot split the command for {}", db.display(), r.file)))?,
+        _ => bail!("{}: entry for {} has neither arguments nor command", db.display(), r.file),
+    };
+    let directory = PathBuf::from(&r.directory);
+    let file = normalize(&directory.join(&r.file));
+    Ok(Entry { directory, file, args })
+}
+
+/// Lexical normalisation (`a/./b/../c` → `a/c`); the files may not exist
+/// under these names in the scratch trees, so no canonicalize.
+pub fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+impl Entry {
+    /// The command that compiles this unit from `tree` (a copy of
+    /// `base_root`) into `output`: the recorded flags, with every path into
+    /// the base moved into the tree, dependency-file and output options
+    /// replaced, plus one function/data object per section so the differ can
+    /// compare function by function. `-ffile-prefix-map` makes `__FILE__`
+    /// and debug paths read as in the deployed build.
+    pub fn command_in(&self, base_root: &Path, tree: &Path, output: &Path) -> (PathBuf, Vec<String>) {
+        let (from, to) = (base_root.to_string_lossy(), tree.to_string_lossy());
+        let moved = |s: &str| s.replace(from.as_ref(), to.as_ref());
+        let mut args = Vec::new();
+        let mut it = self.args.iter().skip(1);
+        while let Some(a) = it.next() {
+            if matches!(a.as_str(), "-o" | "-MF" | "-MT" | "-MQ") {
+                it.next();
+                continue;
+            }
+            let drop = a.starts_with("-o")
+                || matches!(a.as_str(), "-M" | "-MM" | "-MD" | "-MMD" | "-MP" | "-MG")
+                || a.starts_with("-MF")
+                || a.starts_with("-MT")
+                || a.starts_with("-MQ");
+            if !drop {
+                args.push(moved(a));
+            }
+        }
+        if !args.iter().any(|a| a == "-c") {
+            args.push("-c".into());
+        }
+        args.extend([
+            "-ffunction-sections".to_string(),
+            "-fdata-sections".to_string(),
+            "-fno-lto".to_string(),
+            format!("-ffile-prefix-map={to}={from}"),
+            "-o".to_string(),
+            output.to_string_lossy().into_owned(),
+        ]);
+        let compiler = self.args.first().cloned().unwrap_or_else(|| "cc".into());
+        let mut cmd = vec![compiler];
+        cmd.extend(args);
+        (PathBuf::from(moved(&self.directory.to_string_lossy())), cmd)
+    }
+
+    /// Path of the source relative to the base root, if it is inside it.
+    pub fn relative_to(&self, base_root: &Path) -> Option<String> {
+        self.file
+            .strip_prefix(normalize(base_root))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_moves_paths_and_replaces_output() {
+        let e = entry(
+            RawEntry {
+                directory: "/base/build".into(),
+                file: "../src/a.c".into(),
+                arguments: None,
+                command: Some("gcc -O2 -I/base/include -MD -MF a.d -o a.o -c ../src/a.c".into()),
+            },
+            Path::new("db"),
+        )
+        .unwrap();
+        assert_eq!(e.file, PathBuf::from("/base/src/a.c"));
+        assert_eq!(e.relative_to(Path::new("/base")).as_deref(), Some("src/a.c"));
+        let (dir, cmd) = e.command_in(Path::new("/base"), Path::new("/tmp/t"), Path::new("/tmp/o.o"));
+        assert_eq!(dir, PathBuf::from("/tmp/t/build"));
+        assert_eq!(cmd[0], "gcc");
+        assert!(cmd.contains(&"-I/tmp/t/include".to_string()));
+        assert!(!cmd.iter().any(|a| a == "a.o" || a == "-MD" || a == "a.d"));
+        assert!(cmd.ends_with(&["-o".to_string(), "/tmp/o.o".to_string()]));
+        assert!(cmd.contains(&"-ffunction-sections".to_string()));
+    }
+}

@@ -1,0 +1,208 @@
+//! Reading the fix: which files a unified diff touches and which lines.
+//! Parsing is done by the `patch` crate; this module only strips the
+//! preamble real patches carry (mail headers, DEP-3 fields) and the `a/`,
+//! `b/` style prefixes. Which functions changed is decided later, by
+//! comparing items (tree-sitter) and objects, not by hunk positions.
+
+use crate::bail;
+use crate::error::Result;
+use std::path::Path;
+
+/// One file of the diff.
+#[derive(Debug, Clone)]
+pub struct FileChange {
+    /// Path relative to the tree root (prefix stripped); for a deleted file
+    /// the old path.
+    pub path: String,
+    pub added: bool,
+    pub deleted: bool,
+}
+
+impl FileChange {
+    /// C sources and headers are what hpbuild compiles; anything else in a
+    /// diff (tests, docs, build files) is ignored with a note.
+    pub fn is_c(&self) -> bool {
+        [".c", ".h"].iter().any(|ext| self.path.ends_with(ext))
+    }
+
+    pub fn is_header(&self) -> bool {
+        self.path.ends_with(".h")
+    }
+}
+
+/// The parsed diff plus the number of leading path components to strip
+/// (what `patch -p` needs).
+#[derive(Debug)]
+pub struct Diff {
+    pub files: Vec<FileChange>,
+    pub strip: usize,
+    /// The text given to `patch`, preamble removed.
+    pub text: String,
+}
+
+/// Parses `text`; `root` is the base tree, used to decide how many path
+/// components to strip (the level at which the diff's files exist).
+pub fn parse(text: &str, root: &Path) -> Result<Diff> {
+    let body = strip_preamble(text)
+        .ok_or_else(|| crate::error::Error::new("the diff has no '--- ' / '+++ ' file header: not a unified diff"))?;
+    let patches = match patch::Patch::from_multiple(body) {
+        Ok(p) => p,
+        Err(e) => bail!("the diff is malformed: {}", first_line(&e.to_string())),
+    };
+    if patches.is_empty() {
+        bail!("the diff changes no file");
+    }
+    for p in &patches {
+        check_hunk_counts(p)?;
+    }
+    let strip = strip_level(&patches, root)?;
+    let files = patches.iter().map(|p| file_change(p, strip)).collect();
+    Ok(Diff { files, strip, text: body.to_string() })
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim()
+}
+
+/// Everything before the first file header is commentary (git format-patch
+/// mail, Debian DEP-3 fields) that the parser would reject.
+fn strip_preamble(text: &str) -> Option<&str> {
+    let mut offset = 0;
+    let mut lines = text.split_inclusive('\n').peekable();
+    while let Some(line) = lines.next() {
+        if line.starts_with("--- ") && lines.peek().is_some_and(|n| n.starts_with("+++ ")) {
+            return Some(&text[offset..]);
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// A hunk whose body is shorter than its header claims is a truncated diff;
+/// the parser accepts it, `patch` would then fail with a less useful message.
+fn check_hunk_counts(p: &patch::Patch) -> Result<()> {
+    for h in &p.hunks {
+        let (mut old, mut new) = (0u64, 0u64);
+        for l in &h.lines {
+            match l {
+                patch::Line::Add(_) => new += 1,
+                patch::Line::Remove(_) => old += 1,
+                patch::Line::Context(_) => {
+                    old += 1;
+                    new += 1;
+                }
+            }
+        }
+        if old != h.old_range.count || new != h.new_range.count {
+            bail!(
+                "the diff is malformed: hunk @@ -{},{} +{},{} @@ of {} has {} old and {} new lines (truncated?)",
+                h.old_range.start, h.old_range.count, h.new_range.start, h.new_range.count,
+                p.new.path, old, new
+            );
+        }
+    }
+    Ok(())
+}
+
+fn is_dev_null(path: &str) -> bool {
+    path == "/dev/null"
+}
+
+/// Strips `n` leading components like `patch -pN`.
+fn strip_components(path: &str, n: usize) -> Option<String> {
+    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    (parts.len() > n).then(|| parts[n..].join("/"))
+}
+
+/// Picks the smallest strip level at which every existing (non-added) file of
+/// the diff is found in the base tree; for a diff that only adds files, the
+/// `a/ b/` convention (1) when the paths have a prefix, else 0.
+fn strip_level(patches: &[patch::Patch], root: &Path) -> Result<usize> {
+    let existing: Vec<&str> = patches
+        .iter()
+        .filter(|p| !is_dev_null(&p.old.path))
+        .map(|p| p.old.path.as_ref())
+        .collect();
+    if existing.is_empty() {
+        let has_prefix = patches.iter().all(|p| p.new.path.contains('/'));
+        return Ok(usize::from(has_prefix));
+    }
+    for n in 0..4 {
+        let all_found = existing.iter().all(|path| {
+            strip_components(path, n).is_some_and(|rel| root.join(rel).is_file())
+        });
+        if all_found {
+            return Ok(n);
+        }
+    }
+    bail!(
+        "the diff does not apply: {} is not in the base tree {} (with any a/ b/ prefix removed)",
+        existing[0],
+        root.display()
+    )
+}
+
+fn file_change(p: &patch::Patch, strip: usize) -> FileChange {
+    let added = is_dev_null(&p.old.path);
+    let deleted = is_dev_null(&p.new.path);
+    let shown = if deleted { &p.old.path } else { &p.new.path };
+    let path = strip_components(shown, strip).unwrap_or_else(|| shown.to_string());
+    FileChange { path, added, deleted }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIT_DIFF: &str = "From: someone\nSubject: fix\n\n---\n main.c | 2 +-\n\ndiff --git a/src/main.c b/src/main.c\nindex 1..2 100644\n--- a/src/main.c\n+++ b/src/main.c\n@@ -1,3 +1,3 @@\n a\n-b\n+c\n d\n";
+
+    fn tree_with(path: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let full = dir.path().join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, "a\nb\nd\n").unwrap();
+        dir
+    }
+
+    #[test]
+    fn git_style_diff_with_mail_preamble() {
+        let tree = tree_with("src/main.c");
+        let d = parse(GIT_DIFF, tree.path()).unwrap();
+        assert_eq!(d.strip, 1);
+        assert_eq!(d.files.len(), 1);
+        assert_eq!(d.files[0].path, "src/main.c");
+        assert!(d.text.starts_with("--- a/src/main.c"));
+    }
+
+    #[test]
+    fn plain_paths_need_no_strip() {
+        let tree = tree_with("main.c");
+        let d = parse("--- main.c\n+++ main.c\n@@ -2 +2 @@\n-b\n+c\n", tree.path()).unwrap();
+        assert_eq!(d.strip, 0);
+    }
+
+    #[test]
+    fn garbage_is_rejected_with_a_reason() {
+        let tree = tree_with("main.c");
+        let e = parse("this is not a diff\n", tree.path()).unwrap_err().to_string();
+        assert!(e.contains("not a unified diff"), "{e}");
+    }
+
+    #[test]
+    fn truncated_hunk_is_rejected() {
+        let tree = tree_with("main.c");
+        let e = parse("--- a/main.c\n+++ b/main.c\n@@ -1,3 +1,3 @@\n a\n", tree.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn file_missing_from_base_is_named() {
+        let tree = tree_with("main.c");
+        let e = parse("--- a/nothere.c\n+++ b/nothere.c\n@@ -1 +1 @@\n-a\n+b\n", tree.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nothere.c"), "{e}");
+    }
+}

@@ -1,0 +1,218 @@
+//! Writes the patch object (format v1, defined in `hotpatch::format`): the
+//! sections the differ chose, copied from the patched objects, their symbols
+//! and relocations re-pointed as the differ routed them, and the metadata
+//! section describing each replaced function.
+
+use crate::bail;
+use crate::error::{Error, Result};
+use differ::{Route, UnitDiff};
+use hotpatch::format::{self, FuncRecord, Meta};
+use object::write::{self, SectionId, SymbolId, SymbolSection};
+use object::{
+    Object, ObjectSection, ObjectSymbol, RelocationTarget, SectionIndex, SectionKind, SymbolIndex,
+    SymbolKind, SymbolScope,
+};
+use std::collections::{HashMap, HashSet};
+
+/// One translation unit's contribution.
+pub struct Unit<'a> {
+    /// The patched object the sections are copied from.
+    pub patched: &'a [u8],
+    pub diff: &'a UnitDiff,
+}
+
+/// Builds the patch object.
+pub fn emit(units: &[Unit], patch_id: &str, base_id: &str) -> Result<Vec<u8>> {
+    let mut out = write::Object::new(object::BinaryFormat::Elf, object::Architecture::X86_64, object::Endianness::Little);
+    let mut names = Names::default();
+    let mut funcs = Vec::new();
+    for unit in units {
+        funcs.extend(emit_unit(&mut out, &mut names, unit)?);
+    }
+    let meta = Meta { patch_id: patch_id.into(), base_id: base_id.into(), funcs };
+    let section = out.add_section(Vec::new(), format::HP_META_SECTION.as_bytes().to_vec(), SectionKind::Metadata);
+    out.set_section_data(section, meta.encode(), 8);
+    out.write().map_err(|e| Error::new(format!("cannot write the patch object: {e}")))
+}
+
+/// Defined-symbol names must be unique in the patch (the metadata and the
+/// loader find replacement code by name), and undefined references to the
+/// same base symbol are shared.
+#[derive(Default)]
+struct Names {
+    defined: HashSet<String>,
+    undefined: HashMap<String, SymbolId>,
+}
+
+impl Names {
+    fn unique(&mut self, name: &str) -> String {
+        let mut candidate = name.to_string();
+        let mut n = 1;
+        while !self.defined.insert(candidate.clone()) {
+            candidate = format!("{name}.hp{n}");
+            n += 1;
+        }
+        candidate
+    }
+
+    fn base_symbol(&mut self, out: &mut write::Object, name: String) -> SymbolId {
+        *self.undefined.entry(name.clone()).or_insert_with(|| {
+            out.add_symbol(write::Symbol {
+                name: name.into_bytes(),
+                value: 0,
+                size: 0,
+                kind: SymbolKind::Unknown,
+                scope: SymbolScope::Unknown,
+                weak: false,
+                section: SymbolSection::Undefined,
+                flags: object::SymbolFlags::None,
+            })
+        })
+    }
+}
+
+fn emit_unit(out: &mut write::Object, names: &mut Names, unit: &Unit) -> Result<Vec<FuncRecord>> {
+    let file = object::File::parse(unit.patched)
+        .map_err(|e| Error::new(format!("cannot read patched object: {e}")))?;
+    let sections = copy_sections(out, &file, unit.diff)?;
+    let symbols = copy_symbols(out, names, &file, &sections)?;
+    copy_relocations(out, names, &file, unit.diff, &sections, &symbols)?;
+    unit.diff
+        .replacements
+        .iter()
+        .map(|r| {
+            let new = symbols.get(&SymbolIndex(r.patched_symbol)).ok_or_else(|| {
+                Error::new(format!("internal: replacement code for {} is not in a shipped section", r.name))
+            })?;
+            Ok(FuncRecord {
+                name: r.name.clone(),
+                file: if r.local { unit.diff.file.clone() } else { String::new() },
+                new_symbol: String::from_utf8_lossy(&out.symbol(*new).name).into_owned(),
+                redirect: format::HP_REDIRECT_ENTRY_JUMP,
+                old_size: r.old_size,
+                fingerprint: r.fingerprint,
+                masks: r.masks.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Loader-facing kind of a copied section: code, read-only or writable data.
+/// Merge flags are dropped: the loader places sections as they are.
+fn shipped_kind(kind: SectionKind) -> SectionKind {
+    match kind {
+        SectionKind::Text => SectionKind::Text,
+        SectionKind::Data | SectionKind::ReadOnlyDataWithRel => SectionKind::Data,
+        SectionKind::UninitializedData => SectionKind::UninitializedData,
+        _ => SectionKind::ReadOnlyData,
+    }
+}
+
+fn copy_sections(out: &mut write::Object, file: &object::File, diff: &UnitDiff) -> Result<HashMap<SectionIndex, SectionId>> {
+    let mut map = HashMap::new();
+    for &index in &diff.ship_sections {
+        let sec = file
+            .section_by_index(SectionIndex(index))
+            .map_err(|e| Error::new(format!("internal: shipped section {index}: {e}")))?;
+        let name = sec.name().unwrap_or("").as_bytes().to_vec();
+        let kind = sec.kind();
+        if matches!(kind, SectionKind::Tls | SectionKind::UninitializedTls) {
+            bail!("{}: thread-local data cannot be added by a patch yet", sec.name().unwrap_or("?"));
+        }
+        let id = out.add_section(Vec::new(), name, shipped_kind(kind));
+        let align = sec.align().max(1);
+        if kind == SectionKind::UninitializedData {
+            out.append_section_bss(id, sec.size(), align);
+        } else {
+            let data = sec.data().map_err(|e| Error::new(format!("cannot read section {index}: {e}")))?;
+            out.set_section_data(id, data.to_vec(), align);
+        }
+        map.insert(SectionIndex(index), id);
+    }
+    Ok(map)
+}
+
+/// Named symbols defined in shipped sections keep their offsets; names are
+/// made unique across units.
+fn copy_symbols(
+    out: &mut write::Object,
+    names: &mut Names,
+    file: &object::File,
+    sections: &HashMap<SectionIndex, SectionId>,
+) -> Result<HashMap<SymbolIndex, SymbolId>> {
+    let mut map = HashMap::new();
+    for sym in file.symbols() {
+        let Some(section) = sym.section_index().and_then(|i| sections.get(&i)) else { continue };
+        if sym.kind() == SymbolKind::Section {
+            map.insert(sym.index(), out.section_symbol(*section));
+            continue;
+        }
+        let name = sym.name().unwrap_or("");
+        if name.is_empty() {
+            continue;
+        }
+        let scope = if sym.is_global() { SymbolScope::Linkage } else { SymbolScope::Compilation };
+        let id = out.add_symbol(write::Symbol {
+            name: names.unique(name).into_bytes(),
+            value: sym.address(),
+            size: sym.size(),
+            // A defined STT_NOTYPE symbol (GCC's `.LC0` string labels) reads
+            // as Unknown; the writer spells STT_NOTYPE as Label.
+            kind: match sym.kind() {
+                SymbolKind::Unknown => SymbolKind::Label,
+                kind => kind,
+            },
+            scope,
+            weak: sym.is_weak(),
+            section: SymbolSection::Section(*section),
+            flags: object::SymbolFlags::None,
+        });
+        map.insert(sym.index(), id);
+    }
+    Ok(map)
+}
+
+fn copy_relocations(
+    out: &mut write::Object,
+    names: &mut Names,
+    file: &object::File,
+    diff: &UnitDiff,
+    sections: &HashMap<SectionIndex, SectionId>,
+    symbols: &HashMap<SymbolIndex, SymbolId>,
+) -> Result<()> {
+    for (&index, &id) in sections {
+        let sec = file.section_by_index(index).expect("copied above");
+        for (offset, reloc) in sec.relocations() {
+            let RelocationTarget::Symbol(target) = reloc.target() else {
+                bail!("internal: relocation at {:#x} in {} has no symbol", offset, sec.name().unwrap_or("?"));
+            };
+            let symbol = match symbols.get(&target) {
+                Some(s) => *s,
+                None => route_to_base(out, names, file, diff, target)?,
+            };
+            let r = write::Relocation { offset, symbol, addend: reloc.addend(), flags: reloc.flags() };
+            out.add_relocation(id, r)
+                .map_err(|e| Error::new(format!("cannot copy relocation at {offset:#x}: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+fn route_to_base(
+    out: &mut write::Object,
+    names: &mut Names,
+    file: &object::File,
+    diff: &UnitDiff,
+    target: SymbolIndex,
+) -> Result<SymbolId> {
+    let name = match diff.routes.get(&target.0) {
+        Some(Route::BaseGlobal(name)) => name.clone(),
+        Some(Route::BaseLocal(name)) => format::local_symbol_name(&diff.file, name),
+        other => {
+            let sym = file.symbol_by_index(target).ok();
+            let shown = sym.and_then(|s| s.name().ok().map(str::to_string)).unwrap_or_default();
+            bail!("internal: symbol {shown} (#{}) has route {other:?} but is not in a shipped section", target.0);
+        }
+    };
+    Ok(names.base_symbol(out, name))
+}

@@ -1,0 +1,228 @@
+//! Runs the stages in order: diff → trees → compile database → compile both
+//! sides of each affected unit → compare → refuse or emit.
+
+use crate::compdb::{self, Entry};
+use crate::compile::{self, Side};
+use crate::error::{Error, Result};
+use crate::manifest::{self, DiffInfo, Manifest, Replaced, UnitInfo};
+use crate::progress::Progress;
+use crate::{bail, diff, emit, review, tree, BuildArgs};
+use differ::UnitDiff;
+use std::path::Path;
+
+/// One compiled and compared translation unit.
+struct Unit {
+    rel: String,
+    patched_obj: Vec<u8>,
+    orig_cmd: Vec<String>,
+    patched_cmd: Vec<String>,
+    diff: UnitDiff,
+    edited: Vec<String>,
+}
+
+pub fn run(args: &BuildArgs) -> Result<()> {
+    let (base, diff_path, output) = required(args)?;
+    let progress = Progress::new(args.verbose);
+    let diff_bytes = std::fs::read(diff_path)
+        .map_err(|e| Error::new(format!("cannot read diff {}: {e}", diff_path.display())))?;
+    let diff_text = String::from_utf8_lossy(&diff_bytes);
+
+    let trees = tree::prepare(base)?;
+    let diff = diff::parse(&diff_text, &trees.orig)?;
+    trees.apply(&diff)?;
+    let db_path = compdb::locate(&trees.base_root, args.compile_db.as_deref())?;
+    let entries = compdb::load(&db_path)?;
+    let (selected, mut notes) = select_units(&diff, &entries, &trees.base_root)?;
+
+    let mut units = Vec::new();
+    for (i, entry) in selected.into_iter().enumerate() {
+        let rel = entry.relative_to(&trees.base_root).unwrap_or_default();
+        progress.step(format!("compiling and comparing {rel}"));
+        units.push(build_unit(i, entry, rel, &trees)?);
+    }
+    refuse_if_needed(&units)?;
+    if units.iter().all(|u| u.diff.replacements.is_empty() && u.diff.is_empty()) {
+        bail!(
+            "the diff changes no compiled code in {}: nothing to patch",
+            units.iter().map(|u| u.rel.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+
+    let patch_id = patch_id(output, &diff_bytes);
+    let emit_units: Vec<emit::Unit> = units.iter().map(|u| emit::Unit { patched: &u.patched_obj, diff: &u.diff }).collect();
+    let object = emit::emit(&emit_units, &patch_id, &trees.base_label)?;
+    write(output, &object)?;
+
+    let source_path = output.with_extension("c");
+    write(&source_path, review::source(&patch_id, &trees.patched, &units_for_review(&units)).as_bytes())?;
+    notes.extend(units.iter().flat_map(|u| u.diff.functions.iter().filter(|f| f.change == differ::Change::Removed).map(move |f| format!("{}: function {} was removed; the running program keeps its old code", u.rel, f.name))));
+    let manifest = build_manifest(&units, &trees.base_label, diff_path, &diff, &diff_bytes, output, &source_path, patch_id, notes);
+    let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
+    write(&output.with_extension("json"), json.as_bytes())?;
+    report(args, &manifest, &json);
+    Ok(())
+}
+
+fn required(args: &BuildArgs) -> Result<(&str, &Path, &Path)> {
+    match (&args.base, &args.diff, &args.output) {
+        (Some(b), Some(d), Some(o)) => Ok((b.as_str(), d.as_path(), o.as_path())),
+        _ => bail!("usage: hpbuild --base <DIR|GIT-REV> --diff FILE -o OUT.hpo (or: hpbuild loader --out DIR)"),
+    }
+}
+
+/// The translation units the diff affects. A changed header affects every
+/// unit (dependency tracking comes later); files that are not C are noted
+/// and ignored.
+fn select_units(diff: &diff::Diff, entries: &[Entry], base_root: &Path) -> Result<(Vec<Entry>, Vec<String>)> {
+    let mut notes = Vec::new();
+    let mut selected: Vec<Entry> = Vec::new();
+    let add = |e: &Entry, selected: &mut Vec<Entry>| {
+        if !selected.iter().any(|s| s.file == e.file) {
+            selected.push(e.clone());
+        }
+    };
+    for f in &diff.files {
+        if !f.is_c() {
+            notes.push(format!("ignored {}: not a C source or header", f.path));
+            continue;
+        }
+        if f.added || f.deleted {
+            bail!("{}: the diff {} a file; a live patch can only change existing translation units", f.path, if f.added { "adds" } else { "deletes" });
+        }
+        if f.is_header() {
+            notes.push(format!("{} is a header: every translation unit was compared", f.path));
+            entries.iter().for_each(|e| add(e, &mut selected));
+            continue;
+        }
+        let full = compdb::normalize(&base_root.join(&f.path));
+        match entries.iter().find(|e| e.file == full) {
+            Some(e) => add(e, &mut selected),
+            None => bail!("{} is changed by the diff but has no entry in compile_commands.json", f.path),
+        }
+    }
+    if selected.is_empty() {
+        bail!("the diff changes no C source file");
+    }
+    Ok((selected, notes))
+}
+
+fn build_unit(index: usize, entry: Entry, rel: String, trees: &tree::Trees) -> Result<Unit> {
+    let orig_out = compile::object_path(&trees.work, index, Side::Original);
+    let new_out = compile::object_path(&trees.work, index, Side::Patched);
+    let (orig_obj, orig_cmd) = compile::compile(&entry, &trees.base_root, &trees.orig, &orig_out, Side::Original)?;
+    let (patched_obj, patched_cmd) = compile::compile(&entry, &trees.base_root, &trees.patched, &new_out, Side::Patched)?;
+    let diff = differ::compare(&orig_obj, &patched_obj)
+        .map_err(|e| Error::new(format!("{rel}: cannot compare objects: {e}")))?;
+    let edited = review::edited_functions(&trees.orig.join(&rel), &trees.patched.join(&rel));
+    Ok(Unit { rel, patched_obj, orig_cmd, patched_cmd, diff, edited })
+}
+
+/// The first refusal becomes the error (one line naming the symbol); the
+/// count of the others tells the user there is more to fix.
+fn refuse_if_needed(units: &[Unit]) -> Result<()> {
+    let all: Vec<(&str, &differ::Refusal)> =
+        units.iter().flat_map(|u| u.diff.refusals.iter().map(move |r| (u.rel.as_str(), r))).collect();
+    if let Some((rel, first)) = all.first() {
+        let more = match all.len() - 1 {
+            0 => String::new(),
+            n => format!(" ({n} more refusal(s); see --explain after fixing this one)"),
+        };
+        bail!("{rel}: {}{more}", first.message);
+    }
+    Ok(())
+}
+
+fn patch_id(output: &Path, diff: &[u8]) -> String {
+    let stem = output.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "patch".into());
+    format!("{stem}-{:08x}", hotpatch::format::fingerprint(diff, &[]) as u32)
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|e| Error::new(format!("cannot write {}: {e}", path.display())))
+}
+
+fn units_for_review(units: &[Unit]) -> Vec<review::ReviewUnit<'_>> {
+    units.iter().map(|u| review::ReviewUnit { rel: &u.rel, diff: &u.diff }).collect()
+}
+
+fn compiler_version(cmd: &[String]) -> String {
+    let Some(cc) = cmd.first() else { return String::new() };
+    std::process::Command::new(cc)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_string))
+        .unwrap_or_else(|| cc.clone())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_manifest(
+    units: &[Unit],
+    base_label: &str,
+    diff_path: &Path,
+    diff: &diff::Diff,
+    diff_bytes: &[u8],
+    output: &Path,
+    source: &Path,
+    patch_id: String,
+    notes: Vec<String>,
+) -> Manifest {
+    let replaced = units
+        .iter()
+        .flat_map(|u| {
+            u.diff.replacements.iter().map(move |r| Replaced {
+                name: r.name.clone(),
+                file: if r.local { u.diff.file.clone() } else { String::new() },
+                old_size: r.old_size,
+                fingerprint: format!("{:016x}", r.fingerprint),
+                redirect: "entry-jump",
+                why: manifest::reasons(&u.diff, &r.name, &u.edited),
+            })
+        })
+        .collect();
+    Manifest {
+        format_version: hotpatch::format::HP_FORMAT_VERSION,
+        patch_id,
+        patch_object: output.display().to_string(),
+        reviewable_source: source.display().to_string(),
+        base: base_label.to_string(),
+        diff: DiffInfo {
+            path: diff_path.display().to_string(),
+            fnv1a64: format!("{:016x}", hotpatch::format::fingerprint(diff_bytes, &[])),
+            files: diff.files.iter().map(|f| f.path.clone()).collect(),
+        },
+        compiler: units.first().map(|u| compiler_version(&u.orig_cmd)).unwrap_or_default(),
+        units: units
+            .iter()
+            .map(|u| UnitInfo {
+                source: u.rel.clone(),
+                symbol_file: u.diff.file.clone(),
+                original_command: u.orig_cmd.clone(),
+                patched_command: u.patched_cmd.clone(),
+                edited_in_diff: u.edited.clone(),
+            })
+            .collect(),
+        replaced,
+        added: units.iter().flat_map(|u| manifest::added_functions(&u.diff).map(str::to_string)).collect(),
+        notes,
+    }
+}
+
+fn report(args: &BuildArgs, m: &Manifest, json: &str) {
+    if args.json {
+        println!("{json}");
+    }
+    if args.explain {
+        for r in &m.replaced {
+            let file = if r.file.is_empty() { String::new() } else { format!(" ({})", r.file) };
+            println!("{}{file}: {}", r.name, r.why.join("; "));
+        }
+        for a in &m.added {
+            println!("{a}: new function");
+        }
+        for n in &m.notes {
+            println!("note: {n}");
+        }
+    }
+}
+

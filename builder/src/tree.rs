@@ -1,0 +1,141 @@
+//! The two source trees hpbuild compiles: the original (the deployed base)
+//! and a private copy with the diff applied. The base itself is never
+//! modified.
+
+use crate::bail;
+use crate::diff::Diff;
+use crate::error::{Error, Result};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub struct Trees {
+    /// Keeps the scratch directory alive; removed on drop.
+    _scratch: tempfile::TempDir,
+    /// The directory the compile database's paths point at.
+    pub base_root: PathBuf,
+    /// The tree the original objects are compiled from.
+    pub orig: PathBuf,
+    /// The tree with the diff applied.
+    pub patched: PathBuf,
+    /// Scratch space for objects.
+    pub work: PathBuf,
+    /// What the base is, for the manifest ("directory /x" / "git rev (sha)").
+    pub base_label: String,
+}
+
+/// Resolves `--base` and makes the trees.
+pub fn prepare(base: &str) -> Result<Trees> {
+    let scratch = tempfile::Builder::new()
+        .prefix("hpbuild.")
+        .tempdir()
+        .map_err(|e| Error::new(format!("cannot create a scratch directory: {e}")))?;
+    let work = scratch.path().join("obj");
+    let patched = scratch.path().join("patched");
+    mkdir(&work)?;
+    let (base_root, orig, base_label) = if Path::new(base).is_dir() {
+        let root = fs::canonicalize(base)
+            .map_err(|e| Error::new(format!("cannot read base directory {base}: {e}")))?;
+        let label = format!("directory {}", root.display());
+        (root.clone(), root, label)
+    } else {
+        checkout_git_rev(base, &scratch.path().join("orig"))?
+    };
+    copy_tree(&orig, &patched)?;
+    Ok(Trees { _scratch: scratch, base_root, orig, patched, work, base_label })
+}
+
+impl Trees {
+    /// Applies the diff to the patched copy with GNU patch, which handles
+    /// offsets and fuzz the way projects expect.
+    pub fn apply(&self, diff: &Diff) -> Result<()> {
+        let diff_file = self.work.join("fix.diff");
+        fs::write(&diff_file, &diff.text)
+            .map_err(|e| Error::new(format!("cannot write {}: {e}", diff_file.display())))?;
+        let out = Command::new("patch")
+            .arg(format!("-p{}", diff.strip))
+            .args(["--batch", "--forward", "--no-backup-if-mismatch", "--reject-file=-", "-d"])
+            .arg(&self.patched)
+            .arg("-i")
+            .arg(&diff_file)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::new(format!("cannot run `patch` (install GNU patch): {e}")))?;
+        if !out.status.success() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let why = text
+                .lines()
+                .find(|l| l.contains("FAILED") || l.contains("failed") || l.contains("Reversed") || l.contains("malformed"))
+                .or_else(|| text.lines().last())
+                .unwrap_or("patch failed");
+            bail!("the diff does not apply to the base: {}", why.trim());
+        }
+        Ok(())
+    }
+}
+
+fn mkdir(p: &Path) -> Result<()> {
+    fs::create_dir_all(p).map_err(|e| Error::new(format!("cannot create {}: {e}", p.display())))
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).stderr(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// `--base REV`: a clean export of the revision (no working-tree changes,
+/// no untracked files), from the repository in the current directory.
+fn checkout_git_rev(rev: &str, into: &Path) -> Result<(PathBuf, PathBuf, String)> {
+    let not_found = || {
+        Error::new(format!(
+            "--base {rev}: not a directory, and not a git revision of a repository in the current directory"
+        ))
+    };
+    let top = git(&["rev-parse", "--show-toplevel"]).ok_or_else(not_found)?;
+    let sha = git(&["rev-parse", "--verify", "--quiet", &format!("{rev}^{{commit}}")]).ok_or_else(not_found)?;
+    mkdir(into)?;
+    let archive = Command::new("git")
+        .args(["-C", &top, "archive", "--format=tar", &sha])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::new(format!("cannot run git archive: {e}")))?;
+    let status = Command::new("tar")
+        .arg("-x")
+        .arg("-C")
+        .arg(into)
+        .stdin(archive.stdout.unwrap())
+        .status()
+        .map_err(|e| Error::new(format!("cannot run tar: {e}")))?;
+    if !status.success() {
+        bail!("cannot export git revision {rev} ({sha})");
+    }
+    Ok((PathBuf::from(top), into.to_path_buf(), format!("git {rev} ({sha})")))
+}
+
+/// Copies a tree, keeping symlinks as links and skipping `.git`.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    mkdir(to)?;
+    let entries = fs::read_dir(from).map_err(|e| Error::new(format!("cannot read {}: {e}", from.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::new(format!("cannot read {}: {e}", from.display())))?;
+        let name = entry.file_name();
+        if name == ".git" {
+            continue;
+        }
+        let (src, dst) = (entry.path(), to.join(&name));
+        let kind = entry.file_type().map_err(|e| Error::new(format!("{}: {e}", src.display())))?;
+        let copied = if kind.is_dir() {
+            copy_tree(&src, &dst).map(|_| ())
+        } else if kind.is_symlink() {
+            fs::read_link(&src)
+                .and_then(|target| std::os::unix::fs::symlink(target, &dst))
+                .map_err(|e| Error::new(format!("cannot copy link {}: {e}", src.display())))
+        } else {
+            fs::copy(&src, &dst)
+                .map(|_| ())
+                .map_err(|e| Error::new(format!("cannot copy {}: {e}", src.display())))
+        };
+        copied?;
+    }
+    Ok(())
+}

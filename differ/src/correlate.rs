@@ -1,0 +1,259 @@
+//! Pairs the named symbols of the patched object with those of the original.
+//!
+//! Names are not stable between two compilations: GCC numbers compiler-made
+//! clones (`foo.constprop.0`, `foo.part.1`) and static locals (`calls.0`,
+//! `calls.1`) in the order it meets them, so an edit elsewhere in the file
+//! renumbers them. Functions are paired by exact name, then by name with the
+//! numeric components removed when that is unambiguous. Static locals are
+//! paired through the functions that use them, because the same base name
+//! (`calls`) is common and an exact-name match could hand one function's
+//! state to another.
+
+use crate::elf::{Object, SymKind};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// `name` without its numeric dot-components: `foo.isra.0` → `foo.isra`,
+/// `calls.12` → `calls`, `foo.part.0.cold` → `foo.part.cold`.
+pub fn strip_numeric(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for (i, part) in name.split('.').enumerate() {
+        if i > 0 && !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if i > 0 {
+            out.push('.');
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+/// A `.cold` part split off a function by GCC (`foo.cold`, `foo.part.0.cold`).
+pub fn is_cold(name: &str) -> bool {
+    strip_numeric(name).ends_with(".cold")
+}
+
+/// A data symbol named like a GCC static local or other compiler-numbered
+/// local (`calls.0`, `CSWTCH.11`, `__func__.2`).
+pub fn is_numbered_local(obj: &Object, sym: usize) -> bool {
+    let s = &obj.symbols[sym];
+    !s.global && s.is_data() && strip_numeric(&s.name) != s.name
+}
+
+/// Defined function symbols.
+pub fn functions(obj: &Object) -> Vec<usize> {
+    (0..obj.symbols.len())
+        .filter(|&i| {
+            let s = &obj.symbols[i];
+            s.kind == SymKind::Func && s.section.is_some() && !s.name.is_empty()
+        })
+        .collect()
+}
+
+/// Defined data symbols (objects, TLS objects) and global assembler labels.
+pub fn data_symbols(obj: &Object) -> Vec<usize> {
+    (0..obj.symbols.len())
+        .filter(|&i| {
+            let s = &obj.symbols[i];
+            s.section.is_some() && s.is_named() && s.kind != SymKind::Func
+        })
+        .collect()
+}
+
+/// The named symbols a section's relocations reach (directly, or through
+/// the section symbol of a single-symbol section).
+pub fn named_refs(obj: &Object, section: usize) -> BTreeSet<usize> {
+    obj.sections[section]
+        .relocs
+        .iter()
+        .filter_map(|r| obj.named_target(r.sym))
+        .collect()
+}
+
+/// The result: for each symbol index, its partner on the other side.
+#[derive(Debug, Default)]
+pub struct Correlation {
+    pub p2o: BTreeMap<usize, usize>,
+    pub o2p: BTreeMap<usize, usize>,
+    /// Patched static locals that could stand for several original ones:
+    /// (patched symbol, candidate original symbols).
+    pub ambiguous: Vec<(usize, Vec<usize>)>,
+}
+
+impl Correlation {
+    fn pair(&mut self, o: usize, p: usize) {
+        self.p2o.insert(p, o);
+        self.o2p.insert(o, p);
+    }
+
+    /// Pairs unpaired symbols of `orig` and `patched` by exact name, then by
+    /// stripped name where the stripped name is unique among the unpaired
+    /// symbols on both sides.
+    fn pair_by_name(&mut self, original: &Object, patched: &Object, orig: &[usize], pat: &[usize]) {
+        let mut by_name: BTreeMap<&str, usize> = BTreeMap::new();
+        for &o in orig.iter().filter(|o| !self.o2p.contains_key(o)) {
+            by_name
+                .entry(original.symbols[o].name.as_str())
+                .or_insert(o);
+        }
+        for &p in pat {
+            if self.p2o.contains_key(&p) {
+                continue;
+            }
+            if let Some(&o) = by_name.get(patched.symbols[p].name.as_str()) {
+                if !self.o2p.contains_key(&o) {
+                    self.pair(o, p);
+                }
+            }
+        }
+        let group = |obj: &Object, syms: &[usize], taken: &BTreeMap<usize, usize>| {
+            let mut m: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+            for &s in syms.iter().filter(|s| !taken.contains_key(s)) {
+                m.entry(strip_numeric(&obj.symbols[s].name))
+                    .or_default()
+                    .push(s);
+            }
+            m
+        };
+        let og = group(original, orig, &self.o2p);
+        let pg = group(patched, pat, &self.p2o);
+        for (name, ps) in &pg {
+            if let (Some(os), [p]) = (og.get(name), ps.as_slice()) {
+                if let [o] = os.as_slice() {
+                    self.pair(*o, *p);
+                }
+            }
+        }
+    }
+}
+
+/// Correlates both objects' named symbols.
+pub fn correlate(original: &Object, patched: &Object) -> Correlation {
+    let mut c = Correlation::default();
+    let (of, pf) = (functions(original), functions(patched));
+    c.pair_by_name(original, patched, &of, &pf);
+
+    let (od, pd) = (data_symbols(original), data_symbols(patched));
+
+    // Static locals through their users. For each original function, the
+    // numbered locals it references; for each patched numbered local, the
+    // patched functions referencing it.
+    let orig_uses: BTreeMap<usize, BTreeSet<usize>> = of
+        .iter()
+        .map(|&f| {
+            let sec = original.symbols[f].section.unwrap_or(0);
+            let refs = named_refs(original, sec)
+                .into_iter()
+                .filter(|&s| is_numbered_local(original, s))
+                .collect();
+            (f, refs)
+        })
+        .collect();
+    let mut users: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for &f in &pf {
+        let sec = patched.symbols[f].section.unwrap_or(0);
+        for s in named_refs(patched, sec) {
+            if is_numbered_local(patched, s) {
+                users.entry(s).or_default().push(f);
+            }
+        }
+    }
+    let mut undecided = Vec::new();
+    for &p in pd.iter().filter(|&&p| is_numbered_local(patched, p)) {
+        let base = strip_numeric(&patched.symbols[p].name);
+        let kind = patched.symbols[p].kind;
+        let mut known_user = false;
+        let mut candidates: Option<BTreeSet<usize>> = None;
+        for f in users.get(&p).into_iter().flatten() {
+            let Some(of) = c.p2o.get(f) else { continue };
+            known_user = true;
+            let set: BTreeSet<usize> = orig_uses[of]
+                .iter()
+                .copied()
+                .filter(|&o| {
+                    let s = &original.symbols[o];
+                    s.kind == kind && strip_numeric(&s.name) == base && !c.o2p.contains_key(&o)
+                })
+                .collect();
+            // An inlined copy may use several statics of the same base name
+            // (it inlined two functions): intersect the non-empty sets so the
+            // function that owns the static decides.
+            if !set.is_empty() {
+                candidates = Some(match candidates {
+                    None => set,
+                    Some(prev) => prev.intersection(&set).copied().collect(),
+                });
+            }
+        }
+        match candidates.map(|c| c.into_iter().collect::<Vec<_>>()) {
+            Some(v) if v.len() == 1 => c.pair(v[0], p),
+            Some(v) if v.len() > 1 => c.ambiguous.push((p, v)),
+            // Correlated functions use it but used no such static before:
+            // the static is new (e.g. `static int calls` added to count()).
+            _ if known_user => {}
+            // No evidence from users (only new functions or data use it):
+            // decided by name below.
+            _ => undecided.push(p),
+        }
+    }
+    let rest_pd: Vec<usize> = pd
+        .iter()
+        .copied()
+        .filter(|&p| !is_numbered_local(patched, p) || undecided.contains(&p))
+        .collect();
+    // Exact names are only trusted for unnumbered data; numbered locals fall
+    // back to "unique by base name".
+    let unnumbered_pd: Vec<usize> = rest_pd
+        .iter()
+        .copied()
+        .filter(|&p| !is_numbered_local(patched, p))
+        .collect();
+    let unnumbered_od: Vec<usize> = od
+        .iter()
+        .copied()
+        .filter(|&o| !is_numbered_local(original, o))
+        .collect();
+    c.pair_by_name(original, patched, &unnumbered_od, &unnumbered_pd);
+    let numbered_od: Vec<usize> = od
+        .iter()
+        .copied()
+        .filter(|&o| is_numbered_local(original, o))
+        .collect();
+    let numbered_pd: Vec<usize> = pd
+        .iter()
+        .copied()
+        .filter(|&p| is_numbered_local(patched, p))
+        .collect();
+    for p in undecided {
+        let base = strip_numeric(&patched.symbols[p].name);
+        let same = |obj: &Object, v: &[usize]| -> Vec<usize> {
+            v.iter()
+                .copied()
+                .filter(|&s| strip_numeric(&obj.symbols[s].name) == base)
+                .collect()
+        };
+        let (os, ps) = (same(original, &numbered_od), same(patched, &numbered_pd));
+        if let ([o], [_]) = (os.as_slice(), ps.as_slice()) {
+            if !c.o2p.contains_key(o) && original.symbols[*o].kind == patched.symbols[p].kind {
+                c.pair(*o, p);
+            }
+        }
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_numeric_components() {
+        assert_eq!(strip_numeric("foo.isra.0"), "foo.isra");
+        assert_eq!(strip_numeric("calls.12"), "calls");
+        assert_eq!(strip_numeric("foo.part.0.cold"), "foo.part.cold");
+        assert_eq!(strip_numeric("main"), "main");
+        assert_eq!(strip_numeric("v2.0x"), "v2.0x");
+        assert!(is_cold("foo.part.0.cold"));
+        assert!(!is_cold("cold"));
+    }
+}
