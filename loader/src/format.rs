@@ -195,7 +195,9 @@ impl Meta {
             let first = r.u32(rec + HP_FUNC_MASK_FIRST)? as u64;
             let count = r.u32(rec + HP_FUNC_MASK_COUNT)? as u64;
             if first + count > nmasks {
-                return Err(bad(format!("function record {i} points past the mask table")));
+                return Err(bad(format!(
+                    "function record {i} points past the mask table"
+                )));
             }
             let mut masks = Vec::new();
             for m in first..first + count {
@@ -226,7 +228,9 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn slice(&self, off: u64, len: u64) -> Result<&'a [u8], FormatError> {
-        let end = off.checked_add(len).ok_or_else(|| bad("metadata offset overflows"))?;
+        let end = off
+            .checked_add(len)
+            .ok_or_else(|| bad("metadata offset overflows"))?;
         if end > self.data.len() as u64 {
             return Err(bad(format!(
                 "metadata is truncated: needs {end} bytes, section has {}",
@@ -236,10 +240,14 @@ impl<'a> Reader<'a> {
         Ok(&self.data[off as usize..end as usize])
     }
     fn u32(&self, at: u32) -> Result<u32, FormatError> {
-        Ok(u32::from_le_bytes(self.slice(at as u64, 4)?.try_into().unwrap()))
+        Ok(u32::from_le_bytes(
+            self.slice(at as u64, 4)?.try_into().unwrap(),
+        ))
     }
     fn u64(&self, at: u32) -> Result<u64, FormatError> {
-        Ok(u64::from_le_bytes(self.slice(at as u64, 8)?.try_into().unwrap()))
+        Ok(u64::from_le_bytes(
+            self.slice(at as u64, 8)?.try_into().unwrap(),
+        ))
     }
 }
 
@@ -265,9 +273,11 @@ pub fn read_patch(bytes: &[u8]) -> Result<Meta, FormatError> {
     {
         return Err(bad("not an x86-64 ELF relocatable object"));
     }
-    let section = file
-        .section_by_name(HP_META_SECTION)
-        .ok_or_else(|| bad(format!("no {HP_META_SECTION} section: not a hotpatch object")))?;
+    let section = file.section_by_name(HP_META_SECTION).ok_or_else(|| {
+        bad(format!(
+            "no {HP_META_SECTION} section: not a hotpatch object"
+        ))
+    })?;
     let data = section
         .data()
         .map_err(|e| bad(format!("{HP_META_SECTION} is unreadable: {e}")))?;
@@ -324,7 +334,10 @@ mod tests {
     fn truncated_meta_is_an_error_at_every_length() {
         let bytes = sample().encode();
         for len in 0..bytes.len() - 1 {
-            assert!(Meta::decode(&bytes[..len]).is_err(), "length {len} accepted");
+            assert!(
+                Meta::decode(&bytes[..len]).is_err(),
+                "length {len} accepted"
+            );
         }
     }
 

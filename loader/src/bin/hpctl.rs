@@ -1,1 +1,215 @@
-fn main() {}
+//! hpctl: talk to the in-process loader (libhotpatch.a) of a running program.
+//!
+//! Every failure is reported as one line that says what to do; the exit
+//! status is 0 on success and 1 on any failure (2 for usage errors).
+//! A patch file is validated before the target process is contacted, so a
+//! bad file never reaches it.
+
+use clap::{Parser, Subcommand};
+use hotpatch::protocol::{self, ClientError, Reply, Request};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "hpctl",
+    version,
+    about = "Apply, revert and list live patches in a running process"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Apply a patch object (.hpo) to a running process.
+    Apply {
+        pid: u32,
+        file: PathBuf,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revert the most recently applied patch.
+    Revert {
+        pid: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the patches applied to a process, oldest first.
+    List {
+        pid: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+extern "C" {
+    fn geteuid() -> u32;
+}
+
+fn check_process(pid: u32) -> Result<(), String> {
+    let meta = match std::fs::metadata(format!("/proc/{pid}")) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("no such process {pid}"))
+        }
+        Err(e) => return Err(format!("cannot inspect process {pid}: {e}")),
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { geteuid() };
+    if me != 0 && meta.uid() != me {
+        return Err(format!(
+            "process {pid} belongs to uid {}; run hpctl as that user or as root",
+            meta.uid()
+        ));
+    }
+    Ok(())
+}
+
+fn exchange(pid: u32, req: &Request) -> Result<Reply, String> {
+    match protocol::send(pid, req, TIMEOUT) {
+        Ok(r) => Ok(r),
+        Err(ClientError::NoLoader(_)) => Err(format!(
+            "process {pid} has no hotpatch loader listening (link libhotpatch.a with -Wl,--whole-archive)"
+        )),
+        Err(e) => Err(format!("process {pid}: {e}")),
+    }
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn run(cmd: &Cmd) -> Result<String, String> {
+    match cmd {
+        Cmd::Apply { pid, file, json } => {
+            check_process(*pid)?;
+            let bytes = std::fs::read(file)
+                .map_err(|e| format!("cannot read patch file {}: {e}", file.display()))?;
+            let meta = hotpatch::format::read_patch(&bytes).map_err(|e| {
+                format!(
+                    "{} is not a usable patch: {e}; rebuild it with hpbuild",
+                    file.display()
+                )
+            })?;
+            let reply = exchange(*pid, &Request::Apply(bytes))?;
+            if !reply.ok {
+                return Err(reply.message);
+            }
+            if *json {
+                let funcs: Vec<String> = meta
+                    .funcs
+                    .iter()
+                    .map(|f| {
+                        json_str(&if f.is_local() {
+                            hotpatch::format::local_symbol_name(&f.file, &f.name)
+                        } else {
+                            f.name.clone()
+                        })
+                    })
+                    .collect();
+                Ok(format!(
+                    "{{\"ok\":true,\"pid\":{pid},\"action\":\"apply\",\"id\":{},\"functions\":[{}],\"message\":{}}}",
+                    json_str(&meta.patch_id),
+                    funcs.join(","),
+                    json_str(&reply.message)
+                ))
+            } else {
+                Ok(reply.message)
+            }
+        }
+        Cmd::Revert { pid, json } => {
+            check_process(*pid)?;
+            let reply = exchange(*pid, &Request::Revert)?;
+            if !reply.ok {
+                return Err(reply.message);
+            }
+            if *json {
+                let id = reply.message.strip_prefix("reverted ").unwrap_or("");
+                Ok(format!(
+                    "{{\"ok\":true,\"pid\":{pid},\"action\":\"revert\",\"id\":{},\"message\":{}}}",
+                    json_str(id),
+                    json_str(&reply.message)
+                ))
+            } else {
+                Ok(reply.message)
+            }
+        }
+        Cmd::List { pid, json } => {
+            check_process(*pid)?;
+            let reply = exchange(*pid, &Request::List)?;
+            if !reply.ok {
+                return Err(reply.message);
+            }
+            let lines: Vec<&String> = reply.details.iter().filter(|l| !l.is_empty()).collect();
+            if *json {
+                let patches: Vec<String> = lines
+                    .iter()
+                    .map(|l| {
+                        let mut words = l.split(' ');
+                        let id = words.next().unwrap_or("");
+                        let funcs: Vec<String> = words.map(json_str).collect();
+                        format!(
+                            "{{\"id\":{},\"functions\":[{}]}}",
+                            json_str(id),
+                            funcs.join(",")
+                        )
+                    })
+                    .collect();
+                Ok(format!(
+                    "{{\"ok\":true,\"pid\":{pid},\"action\":\"list\",\"patches\":[{}]}}",
+                    patches.join(",")
+                ))
+            } else if lines.is_empty() {
+                Ok(format!("no patches applied to process {pid}"))
+            } else {
+                Ok(lines
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = match &cli.cmd {
+        Cmd::Apply { json, .. } | Cmd::Revert { json, .. } | Cmd::List { json, .. } => *json,
+    };
+    match run(&cli.cmd) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            let reason = reason.replace('\n', " ");
+            if json {
+                println!("{{\"ok\":false,\"error\":{}}}", json_str(&reason));
+            }
+            eprintln!("hpctl: {reason}");
+            ExitCode::from(1)
+        }
+    }
+}

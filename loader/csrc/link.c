@@ -1,0 +1,489 @@
+/*
+ * Linking a patch object into the running process.
+ *
+ * Layout of the region (one mapping, final protections per part):
+ *
+ *   [ code sections | stubs ]  R+X   stubs: `jmp *slot(%rip)` for far calls
+ *   [ rodata sections | slots ] R    slots: 8-byte absolute addresses (GOT)
+ *   [ data | bss ]             R+W
+ *
+ * Everything is written while the mapping is R+W, then mprotect'ed; the
+ * region is never writable and executable at the same time.
+ *
+ * Symbols: defined ones resolve into the region; an undefined `FILE::NAME`
+ * is the static NAME of FILE in the executable; any other undefined name is a
+ * global of the executable, else a shared-library symbol (dlsym). Shared
+ * libraries are usually more than 2 GiB away, so rel32 calls to them go
+ * through a stub and GOT-relative loads through a slot we allocate here.
+ *
+ * Relocation support lives in reloc_field_size() and apply_one(); TLS types
+ * (GOTTPOFF, TPOFF32, ...) will add a slot kind holding a TLS offset.
+ */
+
+#include <dlfcn.h>
+#include <link.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "hp_internal.h"
+
+#define PAGE 4096UL
+#define STUB_SIZE 8
+
+#ifndef R_X86_64_GOTPCRELX
+#define R_X86_64_GOTPCRELX 41
+#endif
+#ifndef R_X86_64_REX_GOTPCRELX
+#define R_X86_64_REX_GOTPCRELX 42
+#endif
+
+enum { SYM_UNRESOLVED, SYM_IN_PATCH, SYM_ADDR };
+
+struct symres {
+    uint8_t state;
+    uint8_t is_func;
+    uint8_t near;      /* known to be within reach of the region */
+    uint8_t need_slot, need_stub;
+    uint32_t slot, stub;
+    uintptr_t addr;
+};
+
+static const char *rtype_name(unsigned t)
+{
+    static const char *const names[] = {
+        [R_X86_64_NONE] = "R_X86_64_NONE",         [R_X86_64_64] = "R_X86_64_64",
+        [R_X86_64_PC32] = "R_X86_64_PC32",         [R_X86_64_GOT32] = "R_X86_64_GOT32",
+        [R_X86_64_PLT32] = "R_X86_64_PLT32",       [R_X86_64_COPY] = "R_X86_64_COPY",
+        [R_X86_64_GLOB_DAT] = "R_X86_64_GLOB_DAT", [R_X86_64_JUMP_SLOT] = "R_X86_64_JUMP_SLOT",
+        [R_X86_64_RELATIVE] = "R_X86_64_RELATIVE", [R_X86_64_GOTPCREL] = "R_X86_64_GOTPCREL",
+        [R_X86_64_32] = "R_X86_64_32",             [R_X86_64_32S] = "R_X86_64_32S",
+        [R_X86_64_16] = "R_X86_64_16",             [R_X86_64_PC16] = "R_X86_64_PC16",
+        [R_X86_64_8] = "R_X86_64_8",               [R_X86_64_PC8] = "R_X86_64_PC8",
+        [R_X86_64_DTPMOD64] = "R_X86_64_DTPMOD64", [R_X86_64_DTPOFF64] = "R_X86_64_DTPOFF64",
+        [R_X86_64_TPOFF64] = "R_X86_64_TPOFF64",   [R_X86_64_TLSGD] = "R_X86_64_TLSGD",
+        [R_X86_64_TLSLD] = "R_X86_64_TLSLD",       [R_X86_64_DTPOFF32] = "R_X86_64_DTPOFF32",
+        [R_X86_64_GOTTPOFF] = "R_X86_64_GOTTPOFF", [R_X86_64_TPOFF32] = "R_X86_64_TPOFF32",
+        [R_X86_64_PC64] = "R_X86_64_PC64",         [R_X86_64_GOTOFF64] = "R_X86_64_GOTOFF64",
+        [R_X86_64_GOTPC32] = "R_X86_64_GOTPC32",   [R_X86_64_SIZE32] = "R_X86_64_SIZE32",
+        [R_X86_64_SIZE64] = "R_X86_64_SIZE64",
+        [R_X86_64_GOTPC32_TLSDESC] = "R_X86_64_GOTPC32_TLSDESC",
+        [R_X86_64_TLSDESC_CALL] = "R_X86_64_TLSDESC_CALL",
+        [R_X86_64_GOTPCRELX] = "R_X86_64_GOTPCRELX",
+        [R_X86_64_REX_GOTPCRELX] = "R_X86_64_REX_GOTPCRELX",
+    };
+    if (t < sizeof names / sizeof names[0] && names[t])
+        return names[t];
+    return "unknown";
+}
+
+static int is_tls_type(unsigned t)
+{
+    switch (t) {
+    case R_X86_64_DTPMOD64: case R_X86_64_DTPOFF64: case R_X86_64_TPOFF64:
+    case R_X86_64_TLSGD: case R_X86_64_TLSLD: case R_X86_64_DTPOFF32:
+    case R_X86_64_GOTTPOFF: case R_X86_64_TPOFF32: case R_X86_64_GOTPC32_TLSDESC:
+    case R_X86_64_TLSDESC_CALL:
+        return 1;
+    }
+    return 0;
+}
+
+/* Width of the relocated field, 0 = unsupported. */
+static unsigned reloc_field_size(unsigned t)
+{
+    switch (t) {
+    case R_X86_64_64: case R_X86_64_PC64:
+        return 8;
+    case R_X86_64_PC32: case R_X86_64_PLT32: case R_X86_64_32: case R_X86_64_32S:
+    case R_X86_64_GOTPCREL: case R_X86_64_GOTPCRELX: case R_X86_64_REX_GOTPCRELX:
+        return 4;
+    }
+    return 0;
+}
+
+static int is_got_type(unsigned t)
+{
+    return t == R_X86_64_GOTPCREL || t == R_X86_64_GOTPCRELX || t == R_X86_64_REX_GOTPCRELX;
+}
+
+/* Resolves an undefined symbol of the patch against the running program. */
+static int resolve_undef(const struct hp_patchobj *po, const struct hp_exe *exe, size_t i,
+                         struct symres *r, char *err, size_t errlen)
+{
+    const Elf64_Sym *s = &po->syms[i];
+    const char *full = hp_po_symname(po, i);
+    char file[512], name[512];
+    const char *sep = NULL;
+    for (const char *p = strstr(full, HP_LOCAL_SEP); p; p = strstr(p + 1, HP_LOCAL_SEP))
+        sep = p; /* split at the LAST separator */
+    struct hp_symref refs[4];
+    int n;
+    if (sep) {
+        size_t flen = (size_t)(sep - full);
+        if (flen >= sizeof file || strlen(sep + strlen(HP_LOCAL_SEP)) >= sizeof name)
+            return hp_fail(err, errlen, "symbol name %.80s... is too long", full);
+        memcpy(file, full, flen);
+        file[flen] = 0;
+        snprintf(name, sizeof name, "%s", sep + strlen(HP_LOCAL_SEP));
+        n = hp_exe_lookup(exe, file, name, 0, refs, 4);
+        if (n == 0)
+            return hp_fail(err, errlen,
+                           "static symbol %s of %s (needed by the patch) is not in the running "
+                           "program's symbol table",
+                           name, file);
+    } else {
+        n = hp_exe_lookup(exe, NULL, full, 0, refs, 4);
+    }
+    if (n > 1)
+        return hp_fail(err, errlen,
+                       "symbol %s is ambiguous: %d definitions in the running program", full, n);
+    if (n == 1) {
+        r->addr = refs[0].addr;
+        r->is_func = refs[0].type == STT_FUNC || refs[0].type == STT_GNU_IFUNC;
+        if (refs[0].type == STT_GNU_IFUNC) {
+            /* The symbol is a resolver; call it like the dynamic linker would. */
+            uintptr_t (*resolver)(void) = (uintptr_t (*)(void))refs[0].addr;
+            r->addr = resolver();
+        }
+        r->near = r->addr >= exe->lo && r->addr < exe->hi;
+        r->state = SYM_ADDR;
+        return 0;
+    }
+    /* Shared libraries. dlsym resolves IFUNCs itself. */
+    snprintf(name, sizeof name, "%s", full);
+    char *at = strchr(name, '@');
+    if (at)
+        *at = 0;
+    dlerror();
+    void *addr = dlsym(RTLD_DEFAULT, name);
+    if (!addr && dlerror()) {
+        if (ELF64_ST_BIND(s->st_info) == STB_WEAK) {
+            r->addr = 0;
+            r->state = SYM_ADDR;
+            return 0;
+        }
+        return hp_fail(err, errlen,
+                       "undefined symbol %s: not found in the executable or its shared libraries",
+                       full);
+    }
+    Dl_info info;
+    const ElfW(Sym) *esym = NULL;
+    r->is_func = 1; /* unknown: assume code (a stub is harmless, a data PC32 fails later) */
+    if (dladdr1(addr, &info, (void **)&esym, RTLD_DL_SYMENT) && esym) {
+        unsigned t = ELF64_ST_TYPE(esym->st_info);
+        r->is_func = t == STT_FUNC || t == STT_GNU_IFUNC;
+    }
+    r->addr = (uintptr_t)addr;
+    r->near = r->addr >= exe->lo && r->addr < exe->hi;
+    r->state = SYM_ADDR;
+    return 0;
+}
+
+static int resolve(const struct hp_patchobj *po, const struct hp_exe *exe, size_t i,
+                   struct symres *r, char *err, size_t errlen)
+{
+    if (r->state != SYM_UNRESOLVED)
+        return 0;
+    const Elf64_Sym *s = &po->syms[i];
+    if (i == 0) {
+        r->state = SYM_ADDR;
+        r->addr = 0;
+        return 0;
+    }
+    if (s->st_shndx == SHN_UNDEF)
+        return resolve_undef(po, exe, i, r, err, errlen);
+    if (s->st_shndx == SHN_ABS) {
+        r->state = SYM_ADDR;
+        r->addr = s->st_value;
+        return 0;
+    }
+    if (!hp_po_loaded(po, s->st_shndx))
+        return hp_fail(err, errlen, "symbol %s is defined in non-allocated section %s",
+                       hp_po_symname(po, i), hp_po_secname(po, s->st_shndx));
+    r->state = SYM_IN_PATCH;
+    r->near = 1;
+    r->is_func = ELF64_ST_TYPE(s->st_info) == STT_FUNC ||
+                 (po->sh[s->st_shndx].sh_flags & SHF_EXECINSTR);
+    return 0;
+}
+
+static int fits_s32(int64_t v)
+{
+    return v >= INT32_MIN && v <= INT32_MAX;
+}
+
+static int apply_one(const struct hp_patchobj *po, struct hp_linked *l, struct symres *sr,
+                     size_t rsec, const Elf64_Rela *r, uintptr_t stubs, uintptr_t slots,
+                     char *err, size_t errlen)
+{
+    size_t tsec = po->sh[rsec].sh_info;
+    unsigned type = ELF64_R_TYPE(r->r_info);
+    size_t si = ELF64_R_SYM(r->r_info);
+    const struct symres *s = &sr[si];
+    uintptr_t S = l->sym_addr[si];
+    int64_t A = r->r_addend;
+    uintptr_t P = l->sec_addr[tsec] + r->r_offset;
+    uint8_t *place = (uint8_t *)P;
+    const char *symname = hp_po_symname(po, si);
+    int64_t v;
+    uint32_t v32;
+    uint64_t v64;
+
+    switch (type) {
+    case R_X86_64_64:
+        v64 = S + (uint64_t)A;
+        memcpy(place, &v64, 8);
+        return 0;
+    case R_X86_64_PC64:
+        v64 = S + (uint64_t)A - P;
+        memcpy(place, &v64, 8);
+        return 0;
+    case R_X86_64_32:
+        v64 = S + (uint64_t)A;
+        if (v64 > UINT32_MAX)
+            goto overflow;
+        v32 = (uint32_t)v64;
+        memcpy(place, &v32, 4);
+        return 0;
+    case R_X86_64_32S:
+        v = (int64_t)(S + (uint64_t)A);
+        if (!fits_s32(v))
+            goto overflow;
+        v32 = (uint32_t)(int32_t)v;
+        memcpy(place, &v32, 4);
+        return 0;
+    case R_X86_64_PC32:
+    case R_X86_64_PLT32: {
+        uintptr_t target = S;
+        if (s->need_stub && (type == R_X86_64_PLT32 || !fits_s32((int64_t)(S + A - P))))
+            target = stubs + (uintptr_t)s->stub * STUB_SIZE;
+        v = (int64_t)(target + (uint64_t)A - P);
+        if (!fits_s32(v)) {
+            if (!s->is_func)
+                return hp_fail(err, errlen,
+                               "%s reference to data symbol %s at %#lx is beyond ±2 GiB of the "
+                               "patch (in %s+%#lx); access it through the GOT (build the patch "
+                               "with -fPIC)",
+                               rtype_name(type), symname, (unsigned long)S,
+                               hp_po_secname(po, tsec), (unsigned long)r->r_offset);
+            goto overflow;
+        }
+        v32 = (uint32_t)(int32_t)v;
+        memcpy(place, &v32, 4);
+        return 0;
+    }
+    case R_X86_64_GOTPCREL:
+    case R_X86_64_GOTPCRELX:
+    case R_X86_64_REX_GOTPCRELX:
+        v = (int64_t)(slots + (uintptr_t)s->slot * 8 + (uint64_t)A - P);
+        if (!fits_s32(v))
+            goto overflow;
+        v32 = (uint32_t)(int32_t)v;
+        memcpy(place, &v32, 4);
+        return 0;
+    }
+    return hp_fail(err, errlen, "internal error: relocation type %u", type);
+overflow:
+    return hp_fail(err, errlen,
+                   "relocation %s against %s in %s+%#lx overflows (target %#lx, place %#lx)",
+                   rtype_name(type), symname, hp_po_secname(po, tsec),
+                   (unsigned long)r->r_offset, (unsigned long)S, (unsigned long)P);
+}
+
+static size_t align_up(size_t v, size_t a)
+{
+    return a > 1 ? (v + a - 1) & ~(a - 1) : v;
+}
+
+static int is_applied_rela(const struct hp_patchobj *po, size_t i)
+{
+    return po->sh[i].sh_type == SHT_RELA && hp_po_loaded(po, po->sh[i].sh_info);
+}
+
+void hp_link_free_tables(struct hp_linked *l)
+{
+    free(l->sec_addr);
+    free(l->sym_addr);
+    l->sec_addr = l->sym_addr = NULL;
+}
+
+void hp_link_unmap(struct hp_linked *l)
+{
+    if (l->region.base)
+        munmap(l->region.base, l->region.size);
+    l->region.base = NULL;
+}
+
+int hp_link(const struct hp_patchobj *po, const struct hp_exe *exe, struct hp_linked *l,
+            char *err, size_t errlen)
+{
+    memset(l, 0, sizeof *l);
+    struct symres *sr = calloc(po->nsyms, sizeof *sr);
+    l->sec_addr = calloc(po->nsh, sizeof *l->sec_addr);
+    l->sym_addr = calloc(po->nsyms, sizeof *l->sym_addr);
+    size_t *sec_off = calloc(po->nsh, sizeof *sec_off);
+    if (!sr || !l->sec_addr || !l->sym_addr || !sec_off) {
+        hp_fail(err, errlen, "out of memory");
+        goto fail;
+    }
+
+    /* Pass 1: check every relocation, resolve its symbol, count stubs/slots. */
+    for (size_t i = 1; i < po->nsh; i++) {
+        if (!is_applied_rela(po, i))
+            continue;
+        size_t tsec = po->sh[i].sh_info, n = po->sh[i].sh_size / sizeof(Elf64_Rela);
+        for (size_t k = 0; k < n; k++) {
+            Elf64_Rela r;
+            hp_po_rela(po, i, k, &r);
+            unsigned type = ELF64_R_TYPE(r.r_info);
+            size_t si = ELF64_R_SYM(r.r_info);
+            unsigned width = reloc_field_size(type);
+            if (type == R_X86_64_NONE)
+                continue;
+            if (!width) {
+                hp_fail(err, errlen,
+                        "unsupported relocation %s (%u) against symbol %s in %s+%#lx%s",
+                        rtype_name(type), type, hp_po_symname(po, si), hp_po_secname(po, tsec),
+                        (unsigned long)r.r_offset,
+                        is_tls_type(type) ? ": thread-local storage is not supported yet" : "");
+                goto fail;
+            }
+            if (r.r_offset + width > po->sh[tsec].sh_size) {
+                hp_fail(err, errlen, "relocation at %s+%#lx runs past the section end",
+                        hp_po_secname(po, tsec), (unsigned long)r.r_offset);
+                goto fail;
+            }
+            if (resolve(po, exe, si, &sr[si], err, errlen))
+                goto fail;
+            struct symres *s = &sr[si];
+            if (is_got_type(type) && !s->need_slot) {
+                s->need_slot = 1;
+                s->slot = (uint32_t)l->nslots++;
+            }
+            if ((type == R_X86_64_PLT32 || type == R_X86_64_PC32) && !s->near && s->is_func &&
+                !s->need_stub) {
+                s->need_stub = 1;
+                s->stub = (uint32_t)l->nstubs++;
+                if (!s->need_slot) {
+                    s->need_slot = 1;
+                    s->slot = (uint32_t)l->nslots++;
+                }
+            }
+        }
+    }
+    /* The replacement functions' symbols must resolve too. */
+    for (uint32_t f = 0; f < po->nfuncs; f++) {
+        long si = hp_po_find_defined(po, po->funcs[f].new_sym);
+        if (resolve(po, exe, (size_t)si, &sr[si], err, errlen))
+            goto fail;
+    }
+
+    /* Layout: code, stubs | rodata, slots | data, bss. */
+    size_t off = 0, stubs_off = 0, slots_off = 0;
+    for (int part = 0; part < 3; part++) {
+        if (part > 0)
+            off = align_up(off, PAGE);
+        for (size_t i = 1; i < po->nsh; i++) {
+            const Elf64_Shdr *s = &po->sh[i];
+            if (!hp_po_loaded(po, i))
+                continue;
+            int exec = !!(s->sh_flags & SHF_EXECINSTR), wr = !!(s->sh_flags & SHF_WRITE);
+            if (exec && wr) {
+                hp_fail(err, errlen,
+                        "patch section %s is writable and executable; refusing W+X memory",
+                        hp_po_secname(po, i));
+                goto fail;
+            }
+            int my_part = exec ? 0 : wr ? 2 : 1;
+            if (my_part != part)
+                continue;
+            off = align_up(off, s->sh_addralign);
+            sec_off[i] = off;
+            off += s->sh_size;
+        }
+        if (part == 0) {
+            off = align_up(off, 8);
+            stubs_off = off;
+            off += l->nstubs * STUB_SIZE;
+        }
+        if (part == 1) {
+            off = align_up(off, 8);
+            slots_off = off;
+            off += l->nslots * 8;
+        }
+    }
+    size_t total = align_up(off ? off : 1, PAGE);
+    /* Code part ends at the first page boundary after the stubs, etc. */
+    size_t code_end = align_up(stubs_off + l->nstubs * STUB_SIZE, PAGE);
+    size_t ro_end = align_up(slots_off + l->nslots * 8, PAGE);
+
+    if (hp_region_map(exe->lo, exe->hi, total, &l->region, err, errlen))
+        goto fail;
+    uint8_t *base = l->region.base;
+    uintptr_t stubs = (uintptr_t)base + stubs_off, slots = (uintptr_t)base + slots_off;
+
+    for (size_t i = 1; i < po->nsh; i++) {
+        if (!hp_po_loaded(po, i))
+            continue;
+        l->sec_addr[i] = (uintptr_t)base + sec_off[i];
+        if (po->sh[i].sh_type != SHT_NOBITS)
+            memcpy(base + sec_off[i], po->data + po->sh[i].sh_offset, po->sh[i].sh_size);
+    }
+    for (size_t i = 0; i < po->nsyms; i++) {
+        const Elf64_Sym *s = &po->syms[i];
+        if (sr[i].state == SYM_ADDR)
+            l->sym_addr[i] = sr[i].addr;
+        else if (s->st_shndx != SHN_UNDEF && s->st_shndx < SHN_LORESERVE &&
+                 hp_po_loaded(po, s->st_shndx))
+            l->sym_addr[i] = l->sec_addr[s->st_shndx] +
+                             (ELF64_ST_TYPE(s->st_info) == STT_SECTION ? 0 : s->st_value);
+    }
+    /* Slots and stubs. */
+    for (size_t i = 0; i < po->nsyms; i++) {
+        if (sr[i].need_slot)
+            memcpy((void *)(slots + (uintptr_t)sr[i].slot * 8), &l->sym_addr[i], 8);
+        if (sr[i].need_stub) {
+            uint8_t *st = (uint8_t *)(stubs + (uintptr_t)sr[i].stub * STUB_SIZE);
+            uintptr_t slot = slots + (uintptr_t)sr[i].slot * 8;
+            int32_t rel = (int32_t)(int64_t)(slot - ((uintptr_t)st + 6));
+            st[0] = 0xff; /* jmp *rel32(%rip) */
+            st[1] = 0x25;
+            memcpy(st + 2, &rel, 4);
+            st[6] = st[7] = 0xcc;
+        }
+    }
+    /* Pass 2: apply. */
+    for (size_t i = 1; i < po->nsh; i++) {
+        if (!is_applied_rela(po, i))
+            continue;
+        size_t n = po->sh[i].sh_size / sizeof(Elf64_Rela);
+        for (size_t k = 0; k < n; k++) {
+            Elf64_Rela r;
+            hp_po_rela(po, i, k, &r);
+            if (ELF64_R_TYPE(r.r_info) == R_X86_64_NONE)
+                continue;
+            if (apply_one(po, l, sr, i, &r, stubs, slots, err, errlen))
+                goto fail;
+        }
+    }
+    /* Final protections: never W+X. */
+    if ((code_end && mprotect(base, code_end, PROT_READ | PROT_EXEC)) ||
+        (ro_end > code_end && mprotect(base + code_end, ro_end - code_end, PROT_READ))) {
+        hp_fail(err, errlen, "mprotect of the patch region failed: %m");
+        goto fail;
+    }
+    hp_log("patch region %p-%p: code %#zx, rodata %#zx, data %#zx bytes, %zu stubs, %zu slots",
+           (void *)base, (void *)(base + total), code_end, ro_end - code_end, total - ro_end,
+           l->nstubs, l->nslots);
+    free(sr);
+    free(sec_off);
+    return 0;
+fail:
+    hp_link_unmap(l);
+    hp_link_free_tables(l);
+    free(sr);
+    free(sec_off);
+    return -1;
+}

@@ -1,0 +1,304 @@
+/*
+ * Start-up and the control socket.
+ *
+ * The program calls nothing: a constructor starts one listener thread on the
+ * abstract Unix socket "\0hotpatch.<pid>" (protocol in hp_protocol.h,
+ * generated from loader/src/protocol.rs, which documents it). The thread is
+ * created with every signal blocked, so the program's signals (and our own
+ * stop signal) never land on it; stop.c skips it when stopping threads since
+ * it only ever runs loader code.
+ *
+ * One connection at a time; every read has a timeout and the whole request a
+ * deadline, so a stalled client cannot wedge the listener.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hp_internal.h"
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+static void send_all(int fd, const char *s, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, s, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;
+        s += n;
+        len -= (size_t)n;
+    }
+}
+
+static void reply(int fd, int ok, const char *text, const char *details)
+{
+    char line[1200];
+    int n = snprintf(line, sizeof line, "%s%s%s\n", ok ? HP_REPLY_OK : HP_REPLY_ERR,
+                     *text ? " " : "", text);
+    if (n >= (int)sizeof line) {
+        line[sizeof line - 2] = '\n';
+        n = sizeof line - 1;
+    }
+    send_all(fd, line, (size_t)n);
+    if (details)
+        send_all(fd, details, strlen(details));
+}
+
+/* Reads up to `len` bytes before the deadline; returns bytes read, -1 on
+ * error/timeout. Stops early only at EOF. */
+static ssize_t read_full(int fd, uint8_t *buf, size_t len, long long deadline)
+{
+    size_t got = 0;
+    while (got < len) {
+        long long left = deadline - now_ms();
+        if (left <= 0)
+            return -1;
+        struct pollfd p = {fd, POLLIN, 0};
+        int pr = poll(&p, 1, left > (long long)HP_IO_TIMEOUT_MS ? (int)HP_IO_TIMEOUT_MS : (int)left);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0)
+            return -1;
+        ssize_t n = recv(fd, buf + got, len - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break;
+        got += (size_t)n;
+    }
+    return (ssize_t)got;
+}
+
+/* Makes text safe to echo in a one-line reply. */
+static void printable(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
+            *s = '?';
+}
+
+static void serve(int fd)
+{
+    struct ucred cred;
+    socklen_t clen = sizeof cred;
+    char msg[1024];
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
+        reply(fd, 0, "cannot identify the peer (SO_PEERCRED)", NULL);
+        return;
+    }
+    if (cred.uid != geteuid() && cred.uid != 0) {
+        snprintf(msg, sizeof msg,
+                 "permission denied: uid %u may not patch this process (owner uid %u or root "
+                 "only)",
+                 (unsigned)cred.uid, (unsigned)geteuid());
+        hp_log("refused connection from pid %d: %s", (int)cred.pid, msg);
+        reply(fd, 0, msg, NULL);
+        return;
+    }
+    struct timeval tv = {HP_IO_TIMEOUT_MS / 1000, (HP_IO_TIMEOUT_MS % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    long long deadline = now_ms() + HP_REQUEST_DEADLINE_MS;
+
+    /* Request line, read byte by byte so nothing of the payload is consumed. */
+    char line[HP_MAX_REQUEST_LINE + 1];
+    size_t len = 0;
+    for (;;) {
+        if (len == HP_MAX_REQUEST_LINE) {
+            reply(fd, 0, "request line too long", NULL);
+            return;
+        }
+        ssize_t n = read_full(fd, (uint8_t *)line + len, 1, deadline);
+        if (n != 1) {
+            reply(fd, 0, n == 0 ? "connection closed before a complete request line"
+                                : "timed out reading the request line",
+                  NULL);
+            return;
+        }
+        if (line[len] == '\n')
+            break;
+        len++;
+    }
+    line[len] = 0;
+    if (len && line[len - 1] == '\r')
+        line[--len] = 0;
+    hp_log("request from pid %d uid %u: %.80s", (int)cred.pid, (unsigned)cred.uid, line);
+
+    size_t cmdlen = strlen(HP_CMD_APPLY);
+    if (strncmp(line, HP_CMD_APPLY, cmdlen) == 0 && line[cmdlen] == ' ') {
+        const char *num = line + cmdlen + 1;
+        char *end;
+        errno = 0;
+        unsigned long long size = strtoull(num, &end, 10);
+        if (*num < '0' || *num > '9' || *end || errno) {
+            reply(fd, 0, "malformed APPLY request: expected APPLY <nbytes>", NULL);
+            return;
+        }
+        if (size == 0 || size > HP_MAX_PATCH_SIZE) {
+            snprintf(msg, sizeof msg, "patch size %llu is out of range (1..%llu bytes)", size,
+                     (unsigned long long)HP_MAX_PATCH_SIZE);
+            reply(fd, 0, msg, NULL);
+            return;
+        }
+        uint8_t *buf = malloc(size);
+        if (!buf) {
+            reply(fd, 0, "out of memory for the patch", NULL);
+            return;
+        }
+        ssize_t got = read_full(fd, buf, size, deadline);
+        if (got != (ssize_t)size) {
+            if (got < 0)
+                snprintf(msg, sizeof msg, "timed out reading the patch (%llu bytes expected)",
+                         size);
+            else
+                snprintf(msg, sizeof msg,
+                         "truncated request: expected %llu patch bytes, got %zd", size, got);
+            free(buf);
+            hp_log("%s", msg);
+            reply(fd, 0, msg, NULL);
+            return;
+        }
+        hp_lock();
+        int rc = hp_apply_mem_locked(buf, size, msg, sizeof msg);
+        hp_unlock();
+        free(buf);
+        reply(fd, rc == 0, msg, NULL);
+    } else if (strcmp(line, HP_CMD_REVERT) == 0) {
+        hp_lock();
+        int rc = hp_revert_locked(msg, sizeof msg);
+        hp_unlock();
+        reply(fd, rc == 0, msg, NULL);
+    } else if (strcmp(line, HP_CMD_LIST) == 0) {
+        size_t cap = 1 << 20;
+        char *list = malloc(cap);
+        if (!list) {
+            reply(fd, 0, "out of memory", NULL);
+            return;
+        }
+        hp_lock();
+        hp_list_locked(list, cap);
+        hp_unlock();
+        reply(fd, 1, "", list);
+        free(list);
+    } else {
+        char shown[64];
+        snprintf(shown, sizeof shown, "%.60s", line);
+        printable(shown);
+        snprintf(msg, sizeof msg, "unknown request \"%s\" (expected APPLY, REVERT or LIST)",
+                 shown);
+        reply(fd, 0, msg, NULL);
+    }
+}
+
+static void *listener_main(void *arg)
+{
+    (void)arg;
+    hp_stop_set_listener((pid_t)syscall(SYS_gettid));
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        hp_log("listener: socket: %m");
+        return NULL;
+    }
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    int n = snprintf(addr.sun_path + 1, sizeof addr.sun_path - 1, "%s%d", HP_SOCKET_PREFIX,
+                     (int)getpid());
+    socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+    if (bind(fd, (struct sockaddr *)&addr, alen) < 0 || listen(fd, 8) < 0) {
+        hp_log("listener: cannot listen on @%s: %m", addr.sun_path + 1);
+        close(fd);
+        return NULL;
+    }
+    hp_log("listening on @%s (stop signal %d)", addr.sun_path + 1, hp_stop_signal());
+    for (;;) {
+        int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+        if (c < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE ||
+                errno == ENOBUFS || errno == ENOMEM) {
+                if (errno != EINTR && errno != ECONNABORTED)
+                    sleep(1);
+                continue;
+            }
+            hp_log("listener: accept: %m; stopping");
+            break;
+        }
+        serve(c);
+        close(c);
+    }
+    close(fd);
+    return NULL;
+}
+
+void hp_listener_start(void)
+{
+    pthread_t th;
+    pthread_attr_t attr;
+    sigset_t all, old;
+    sigfillset(&all);
+    /* The new thread inherits this mask: it never runs a signal handler. */
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&th, &attr, listener_main, NULL);
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc)
+        hp_log("cannot start the listener thread: %s", strerror(rc));
+    else
+        pthread_setname_np(th, "hotpatch");
+}
+
+static void atfork_prepare(void)
+{
+    hp_lock(); /* never fork in the middle of an apply */
+}
+
+static void atfork_parent(void)
+{
+    hp_unlock();
+}
+
+static void atfork_child(void)
+{
+    /* Threads do not survive fork: the child gets its own listener, socket
+     * name (new pid), log file and /proc/self/mem. Applied patches are
+     * inherited (the code is in the child's memory too). */
+    hp_patch_after_fork(); /* re-initialises the (held) lock */
+    hp_stop_after_fork();
+    hp_log_init();
+    const char *off = getenv("HOTPATCH_DISABLE");
+    if (!(off && strcmp(off, "1") == 0))
+        hp_listener_start();
+}
+
+__attribute__((constructor)) static void hp_init(void)
+{
+    const char *off = getenv("HOTPATCH_DISABLE");
+    hp_log_init();
+    hp_stop_init();
+    hp_membarrier_init();
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    if (off && strcmp(off, "1") == 0) {
+        hp_log("HOTPATCH_DISABLE=1: not listening");
+        return;
+    }
+    hp_listener_start();
+}

@@ -1,0 +1,518 @@
+//! End-to-end tests of libhotpatch.a and hpctl against real multi-threaded C
+//! programs. Patches are made by the small test-only maker in common/.
+
+mod common;
+
+use common::{hpctl, make_patch, Proc, Work};
+use hotpatch::protocol::{self, Request};
+use std::io::{Read, Write};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixStream};
+use std::time::Duration;
+
+const PROG: &str = include_str!("programs/prog.c");
+const FILE: &str = "prog.c";
+
+/// The program's source with the version knobs set.
+fn version(overrides: &[(&str, &str)]) -> String {
+    let mut defs = vec![
+        ("COMPUTE_FACTOR", "2"),
+        ("GREETING", "\"hello v1\""),
+        ("SAY_FORMAT", "\"say v1 %d\\n\""),
+        ("SAY_EXTRA", ""),
+        ("WORK_FACTOR", "3"),
+        ("TLS_STEP", "1"),
+        ("BUSY_EXTRA", "\"\""),
+    ];
+    for (k, v) in overrides {
+        defs.iter_mut().find(|(n, _)| n == k).unwrap().1 = v;
+    }
+    let mut s: String = defs
+        .iter()
+        .map(|(k, v)| format!("#define {k} {v}\n"))
+        .collect();
+    s.push_str(PROG);
+    s
+}
+
+fn v1() -> String {
+    version(&[])
+}
+
+/// compute ×3, greet "hello v2", say prints through printf and puts.
+fn v2() -> String {
+    version(&[
+        ("COMPUTE_FACTOR", "3"),
+        ("GREETING", "\"hello v2\""),
+        ("SAY_FORMAT", "\"say v2 %d\\n\""),
+        ("SAY_EXTRA", "puts(\"extra line from the patch\");"),
+    ])
+}
+
+struct Setup {
+    work: Work,
+    proc_: Proc,
+}
+
+fn start(tag: &str, extra: &[&str]) -> Setup {
+    let work = Work::new(tag);
+    let exe = common::build_program(&work, FILE, &v1(), extra);
+    let proc_ = Proc::start(&exe, &work);
+    Setup { work, proc_ }
+}
+
+fn patch_file(s: &Setup, id: &str, new_src: &str, funcs: &[&str], extra: &[&str]) -> String {
+    make_patch(&s.work, id, FILE, &v1(), new_src, funcs, extra);
+    s.work
+        .path(&format!("{id}.hpo"))
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn assert_v1(p: &mut Proc) {
+    assert_eq!(p.ask("compute 1"), "44");
+    assert_eq!(p.ask("greet"), "hello v1");
+    assert_eq!(p.ask("say 5"), "say v1 5");
+    assert_eq!(p.read_line(), "said");
+}
+
+#[test]
+fn apply_list_revert_through_hpctl() {
+    let mut s = start("main", &[]);
+    let pid = s.proc_.pid().to_string();
+    let file = patch_file(&s, "fix-1", &v2(), &["compute", "greet", "say"], &[]);
+
+    assert_v1(&mut s.proc_);
+    assert_eq!(s.proc_.ask("calls"), "1");
+
+    let (ok, out, err) = hpctl(&["apply", &pid, &file]);
+    assert!(ok, "apply failed: {err}\nlog:\n{}", s.proc_.log_text());
+    assert_eq!(out, "applied fix-1: 3 functions");
+
+    // New code, old state: the global and the static counter are the program's.
+    assert_eq!(s.proc_.ask("compute 1"), "45");
+    assert_eq!(s.proc_.ask("calls"), "2");
+    assert_eq!(s.proc_.ask("g_value"), "42");
+    assert_eq!(s.proc_.ask("greet"), "hello v2");
+    // printf and puts from patch code: calls into libc through stubs.
+    assert_eq!(s.proc_.ask("say 7"), "say v2 7");
+    assert_eq!(s.proc_.read_line(), "extra line from the patch");
+    assert_eq!(s.proc_.read_line(), "said");
+
+    let (ok, out, _) = hpctl(&["list", &pid]);
+    assert!(ok);
+    assert_eq!(out, "fix-1 compute prog.c::greet say");
+    let (ok, out, _) = hpctl(&["list", &pid, "--json"]);
+    assert!(ok);
+    assert_eq!(
+        out,
+        format!(
+            "{{\"ok\":true,\"pid\":{pid},\"action\":\"list\",\"patches\":[{{\"id\":\"fix-1\",\"functions\":[\"compute\",\"prog.c::greet\",\"say\"]}}]}}"
+        )
+    );
+
+    // The same patch twice is refused.
+    let (ok, _, err) = hpctl(&["apply", &pid, &file]);
+    assert!(!ok);
+    assert!(err.contains("already applied"), "{err}");
+
+    let (ok, out, err) = hpctl(&["revert", &pid, "--json"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"id\":\"fix-1\""), "{out}");
+    assert_v1(&mut s.proc_);
+    assert_eq!(s.proc_.ask("calls"), "3");
+
+    let (ok, _, err) = hpctl(&["revert", &pid]);
+    assert!(!ok);
+    assert_eq!(err, "hpctl: no patch applied");
+    let (ok, out, _) = hpctl(&["list", &pid]);
+    assert!(ok);
+    assert_eq!(out, format!("no patches applied to process {pid}"));
+
+    // The spinning threads were stopped and resumed, not killed.
+    let a: u64 = s.proc_.ask("spins").parse().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let b: u64 = s.proc_.ask("spins").parse().unwrap();
+    assert!(b > a);
+    assert!(s.proc_.log_text().contains("stays mapped"));
+    eprintln!("EINTR after 1 apply + 1 revert: {}", s.proc_.ask("eintr"));
+}
+
+#[test]
+fn stacked_patches_and_c_api() {
+    let mut s = start("stack", &[]);
+    let a = patch_file(
+        &s,
+        "a",
+        &version(&[("COMPUTE_FACTOR", "3")]),
+        &["compute"],
+        &[],
+    );
+    let b = patch_file(
+        &s,
+        "b",
+        &version(&[("COMPUTE_FACTOR", "4")]),
+        &["compute"],
+        &[],
+    );
+    // The C API, from the program's own main thread.
+    assert_eq!(
+        s.proc_.ask(&format!("apply {a}")),
+        "0 applied a: 1 functions"
+    );
+    assert_eq!(s.proc_.ask("compute 1"), "45");
+    // b was built against the original code; the loader fingerprints the
+    // saved original bytes, not a's jump.
+    assert_eq!(
+        s.proc_.ask(&format!("apply {b}")),
+        "0 applied b: 1 functions"
+    );
+    assert_eq!(s.proc_.ask("compute 1"), "46");
+    assert_eq!(s.proc_.ask("list"), "2 a compute|b compute|");
+    assert_eq!(s.proc_.ask("revert"), "0 reverted b");
+    assert_eq!(s.proc_.ask("compute 1"), "45");
+    assert_eq!(s.proc_.ask("revert"), "0 reverted a");
+    assert_eq!(s.proc_.ask("compute 1"), "44");
+    assert_eq!(s.proc_.ask("revert"), "-1 no patch applied");
+}
+
+#[test]
+fn mismatched_patch_is_refused_and_process_unchanged() {
+    let mut s = start("mismatch", &[]);
+    let pid = s.proc_.pid().to_string();
+    // Built against a different "deployed" version (compute ×5 instead of ×2).
+    let other_base = version(&[("COMPUTE_FACTOR", "5")]);
+    make_patch(
+        &s.work,
+        "wrong",
+        FILE,
+        &other_base,
+        &v2(),
+        &["compute"],
+        &[],
+    );
+    let file = s.work.path("wrong.hpo");
+    let (ok, _, err) = hpctl(&["apply", &pid, file.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "function compute: running code does not match the code this patch was built against"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("was the patch built from the deployed version?"),
+        "{err}"
+    );
+    assert_v1(&mut s.proc_);
+
+    // A static function of a different size.
+    let other_base = version(&[("GREETING", "g_value > 1 ? \"x\" : \"y\"")]);
+    make_patch(&s.work, "wrong2", FILE, &other_base, &v2(), &["greet"], &[]);
+    let file = s.work.path("wrong2.hpo");
+    let (ok, _, err) = hpctl(&["apply", &pid, file.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("function greet (prog.c): running code does not match"),
+        "{err}"
+    );
+    assert!(err.contains("size"), "{err}");
+    assert_v1(&mut s.proc_);
+    let (ok, out, _) = hpctl(&["list", &pid]);
+    assert!(ok && out.starts_with("no patches"), "{out}");
+}
+
+#[test]
+fn garbage_over_the_socket_gives_err_and_process_survives() {
+    let mut s = start("garbage", &[]);
+    let pid = s.proc_.pid();
+    let good = make_patch(&s.work, "g", FILE, &v1(), &v2(), &["compute"], &[]);
+    let t = Duration::from_secs(10);
+
+    let r = protocol::send(pid, &Request::Apply(vec![0x41; 1000]), t).unwrap();
+    assert!(!r.ok);
+    assert!(r.message.contains("not an ELF"), "{}", r.message);
+
+    // Every truncation of a real patch is refused cleanly.
+    for len in [1, 16, 63, 64, 200, good.len() / 2, good.len() - 1] {
+        let r = protocol::send(pid, &Request::Apply(good[..len].to_vec()), t).unwrap();
+        assert!(!r.ok, "truncated to {len} accepted");
+    }
+    // Random byte flips in a valid patch must never crash the process.
+    let mut seed = 0x1234_5678_u64;
+    for _ in 0..200 {
+        let mut p = good.clone();
+        for _ in 0..4 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let at = (seed >> 33) as usize % p.len();
+            p[at] ^= (seed >> 8) as u8 | 1;
+        }
+        let r = protocol::send(pid, &Request::Apply(p), t).unwrap();
+        if r.ok {
+            // A flip in a harmless place (padding, a name we don't use): undo.
+            assert!(protocol::send(pid, &Request::Revert, t).unwrap().ok);
+        }
+        assert!(s.proc_.alive());
+    }
+
+    // Announce more bytes than are sent, then close the write side.
+    let addr = SocketAddr::from_abstract_name(protocol::socket_name(pid).as_bytes()).unwrap();
+    let mut c = UnixStream::connect_addr(&addr).unwrap();
+    c.write_all(b"APPLY 1000\nELF-ish").unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).unwrap();
+    assert!(
+        reply.starts_with("ERR truncated request: expected 1000 patch bytes, got 7"),
+        "{reply}"
+    );
+
+    for bad in [
+        &b"HELLO\n"[..],
+        b"APPLY x\n",
+        b"APPLY 999999999999\n",
+        b"APPLY 0\n",
+    ] {
+        let mut c = UnixStream::connect_addr(&addr).unwrap();
+        c.write_all(bad).unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("ERR "), "{reply}");
+    }
+
+    assert_v1(&mut s.proc_);
+    // And a good patch still works afterwards.
+    let r = protocol::send(pid, &Request::Apply(good), t).unwrap();
+    assert!(r.ok, "{}", r.message);
+    assert_eq!(s.proc_.ask("compute 1"), "45");
+}
+
+#[test]
+fn busy_function_is_refused_by_name() {
+    let mut s = start("busy", &[]);
+    let pid = s.proc_.pid().to_string();
+    assert_eq!(s.proc_.ask("busy"), "started");
+    std::thread::sleep(Duration::from_millis(50));
+    let file = patch_file(
+        &s,
+        "busy",
+        &version(&[("BUSY_EXTRA", "\"\\n nop\"")]),
+        &["busy_loop"],
+        &[],
+    );
+    let (ok, _, err) = hpctl(&["apply", &pid, &file]);
+    assert!(!ok);
+    assert!(err.contains("function busy_loop is busy: thread"), "{err}");
+    assert!(err.contains("is executing its first bytes"), "{err}");
+    assert_v1(&mut s.proc_);
+}
+
+#[test]
+fn function_under_heavy_use_is_patched_while_threads_spin() {
+    let mut s = start("spin", &[]);
+    let pid = s.proc_.pid().to_string();
+    let file = patch_file(
+        &s,
+        "wu",
+        &version(&[("WORK_FACTOR", "5")]),
+        &["work_unit"],
+        &[],
+    );
+    assert_eq!(s.proc_.ask("wu 10"), "30");
+    for round in 0..10 {
+        let (ok, _, err) = hpctl(&["apply", &pid, &file]);
+        assert!(ok, "round {round}: {err}");
+        assert_eq!(s.proc_.ask("wu 10"), "50");
+        let (ok, _, err) = hpctl(&["revert", &pid]);
+        assert!(ok, "round {round}: {err}");
+        assert_eq!(s.proc_.ask("wu 10"), "30");
+    }
+    let a: u64 = s.proc_.ask("spins").parse().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(s.proc_.ask("spins").parse::<u64>().unwrap() > a);
+    let eintr = s.proc_.ask("eintr");
+    eprintln!("EINTR after 20 stops: {eintr}");
+    assert!(
+        eintr.ends_with("read_eintr=0"),
+        "read() must be restarted: {eintr}"
+    );
+}
+
+#[test]
+fn endbr64_functions_keep_their_landing_pad() {
+    let flags = ["-fcf-protection=full"];
+    let work = Work::new("cet");
+    let exe = common::build_program(&work, FILE, &v1(), &flags);
+    let mut p = Proc::start(&exe, &work);
+    let pid = p.pid().to_string();
+    make_patch(
+        &work,
+        "cet",
+        FILE,
+        &v1(),
+        &v2(),
+        &["compute", "greet"],
+        &flags,
+    );
+    let file = work.path("cet.hpo");
+    let before = p.ask("head");
+    assert!(
+        before.starts_with("f30f1efa"),
+        "compute does not start with endbr64: {before}"
+    );
+    let (ok, _, err) = hpctl(&["apply", &pid, file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(p.ask("compute 1"), "45");
+    assert_eq!(p.ask("greet"), "hello v2");
+    // endbr64 kept, the jump right after it.
+    let after = p.ask("head");
+    assert!(after.starts_with("f30f1efae9"), "{after}");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert!(
+        !maps
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("rwxp")),
+        "W+X mapping:\n{maps}"
+    );
+    let (ok, _, err) = hpctl(&["revert", &pid]);
+    assert!(ok, "{err}");
+    assert_eq!(p.ask("compute 1"), "44");
+    assert_eq!(p.ask("head"), before);
+}
+
+#[test]
+fn other_users_are_refused_by_the_loader() {
+    // Needs root (to act as another user) and setpriv + python3 as a raw client.
+    let root = std::fs::metadata("/proc/self").map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    });
+    let have = |tool: &str| {
+        std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if root.ok() != Some(true) || !have("setpriv") || !have("/usr/bin/python3") {
+        eprintln!("skipped: needs root, setpriv and python3");
+        return;
+    }
+    let s = start("peercred", &[]);
+    let name = protocol::socket_name(s.proc_.pid());
+    let script = format!(
+        "import socket; s=socket.socket(socket.AF_UNIX); s.connect('\\0{name}'); print(s.recv(4096).decode().strip())"
+    );
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("ERR permission denied: uid 65534 may not patch this process"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // hpctl checks the owner itself before connecting.
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_hpctl"),
+            "list",
+        ])
+        .arg(s.proc_.pid().to_string())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "hpctl: process {} belongs to uid 0; run hpctl as that user or as root",
+            s.proc_.pid()
+        )
+    );
+}
+
+#[test]
+fn tls_relocations_are_refused_with_a_reason() {
+    let mut s = start("tls", &[]);
+    let pid = s.proc_.pid().to_string();
+    let file = patch_file(
+        &s,
+        "tls",
+        &version(&[("TLS_STEP", "2")]),
+        &["tls_bump"],
+        &[],
+    );
+    let (ok, _, err) = hpctl(&["apply", &pid, &file]);
+    assert!(!ok);
+    assert!(err.contains("unsupported relocation R_X86_64_"), "{err}");
+    assert!(err.contains("tls_count"), "{err}");
+    assert!(
+        err.contains("thread-local storage is not supported yet"),
+        "{err}"
+    );
+    assert_eq!(s.proc_.ask("tls"), "1");
+}
+
+#[test]
+fn hpctl_reports_what_to_do() {
+    let work = Work::new("hpctl");
+    // No such process.
+    let (ok, _, err) = hpctl(&["list", "999999999"]);
+    assert!(!ok);
+    assert_eq!(err, "hpctl: no such process 999999999");
+    // A process without the loader.
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let spid = sleeper.id().to_string();
+    let (ok, _, err) = hpctl(&["revert", &spid]);
+    assert!(!ok);
+    assert_eq!(
+        err,
+        format!("hpctl: process {spid} has no hotpatch loader listening (link libhotpatch.a with -Wl,--whole-archive)")
+    );
+    // Bad patch files are rejected before the process is contacted.
+    let junk = work.path("junk.hpo");
+    std::fs::write(&junk, b"definitely not ELF").unwrap();
+    let (ok, out, err) = hpctl(&["apply", &spid, junk.to_str().unwrap(), "--json"]);
+    assert!(!ok);
+    assert!(
+        err.contains("is not a usable patch: not an ELF object"),
+        "{err}"
+    );
+    assert!(out.starts_with("{\"ok\":false,\"error\":"), "{out}");
+    let (ok, _, err) = hpctl(&["apply", &spid, "/nonexistent/x.hpo"]);
+    assert!(!ok);
+    assert!(
+        err.contains("cannot read patch file /nonexistent/x.hpo"),
+        "{err}"
+    );
+    // An ELF object without metadata.
+    let plain = common::compile(&work, "plain", "plain.c", "int f(void){return 1;}\n", &[]);
+    let (ok, _, err) = hpctl(&["apply", &spid, plain.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("no .hotpatch.meta section"), "{err}");
+    // Another user's process (only meaningful when not root).
+    let (ok, _, err) = hpctl(&["list", "1"]);
+    assert!(!ok);
+    assert!(
+        err.contains("belongs to uid") || err.contains("no hotpatch loader"),
+        "{err}"
+    );
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+}

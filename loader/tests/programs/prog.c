@@ -1,0 +1,160 @@
+/* Test program for the loader tests: several threads keep running (spinning
+ * in a function we patch, sleeping, blocked in read) while the test drives
+ * the main thread with one command per stdin line, one reply per stdout line.
+ * The test substitutes PATCHME_* markers to make the "new" versions. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hotpatch.h"
+
+int g_value = 42;
+static int calls;
+static __thread long tls_count;
+static atomic_long spins, sleeps, sleep_eintr, read_eintr;
+static int pipefd[2];
+
+__attribute__((noipa)) int compute(int x)
+{
+    calls++;
+    return x * COMPUTE_FACTOR + g_value;
+}
+
+__attribute__((noipa)) static const char *greet(void)
+{
+    return GREETING;
+}
+
+__attribute__((noipa)) void say(int n)
+{
+    printf(SAY_FORMAT, n);
+    SAY_EXTRA
+}
+
+__attribute__((noipa)) long work_unit(long x)
+{
+    return (x * WORK_FACTOR + 1) ^ (x >> 3);
+}
+
+__attribute__((noipa)) long tls_bump(void)
+{
+    return tls_count += TLS_STEP;
+}
+
+/* Loops forever at offsets 1..4: the loader must find it busy. */
+__attribute__((noipa)) void busy_loop(void)
+{
+    __asm__ volatile("nop\n1: pause\n jmp 1b\n" BUSY_EXTRA);
+}
+
+static void *spinner(void *arg)
+{
+    (void)arg;
+    long x = 1;
+    for (;;) {
+        x = work_unit(x) & 0xffff;
+        atomic_fetch_add(&spins, 1);
+    }
+    return NULL;
+}
+
+static void *sleeper(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        struct timespec ts = {0, 1000000};
+        if (nanosleep(&ts, NULL) < 0 && errno == EINTR)
+            atomic_fetch_add(&sleep_eintr, 1);
+        atomic_fetch_add(&sleeps, 1);
+    }
+    return NULL;
+}
+
+static void *reader(void *arg)
+{
+    (void)arg;
+    char c;
+    for (;;) {
+        ssize_t n = read(pipefd[0], &c, 1);
+        if (n < 0 && errno == EINTR)
+            atomic_fetch_add(&read_eintr, 1);
+    }
+    return NULL;
+}
+
+static void *busy(void *arg)
+{
+    (void)arg;
+    busy_loop();
+    return NULL;
+}
+
+int main(void)
+{
+    pthread_t t;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (pipe(pipefd))
+        return 1;
+    pthread_create(&t, NULL, spinner, NULL);
+    pthread_create(&t, NULL, spinner, NULL);
+    pthread_create(&t, NULL, sleeper, NULL);
+    pthread_create(&t, NULL, reader, NULL);
+    printf("ready %d\n", (int)getpid());
+    char line[1024];
+    while (fgets(line, sizeof line, stdin)) {
+        line[strcspn(line, "\n")] = 0;
+        char err[1024] = "";
+        if (strncmp(line, "compute ", 8) == 0)
+            printf("%d\n", compute(atoi(line + 8)));
+        else if (strcmp(line, "greet") == 0)
+            printf("%s\n", greet());
+        else if (strcmp(line, "calls") == 0)
+            printf("%d\n", calls);
+        else if (strcmp(line, "g_value") == 0)
+            printf("%d\n", g_value);
+        else if (strncmp(line, "say ", 4) == 0) {
+            say(atoi(line + 4));
+            printf("said\n");
+        } else if (strncmp(line, "wu ", 3) == 0)
+            printf("%ld\n", work_unit(atol(line + 3)));
+        else if (strcmp(line, "spins") == 0)
+            printf("%ld\n", atomic_load(&spins));
+        else if (strcmp(line, "tls") == 0)
+            printf("%ld\n", tls_bump());
+        else if (strcmp(line, "busy") == 0) {
+            pthread_create(&t, NULL, busy, NULL);
+            printf("started\n");
+        } else if (strcmp(line, "eintr") == 0)
+            printf("nanosleep_eintr=%ld/%ld read_eintr=%ld\n", atomic_load(&sleep_eintr),
+                   atomic_load(&sleeps), atomic_load(&read_eintr));
+        else if (strncmp(line, "apply ", 6) == 0) {
+            int rc = hotpatch_apply_file(line + 6, err, sizeof err);
+            printf("%d %s\n", rc, err);
+        } else if (strcmp(line, "revert") == 0) {
+            int rc = hotpatch_revert(err, sizeof err);
+            printf("%d %s\n", rc, err);
+        } else if (strcmp(line, "list") == 0) {
+            char buf[4096];
+            int n = hotpatch_list(buf, sizeof buf);
+            for (char *p = buf; *p; p++)
+                if (*p == '\n')
+                    *p = '|';
+            printf("%d %s\n", n, buf);
+        } else if (strcmp(line, "head") == 0) {
+            /* The first 9 bytes of compute, as the CPU sees them now. */
+            const volatile unsigned char *c = (const volatile unsigned char *)compute;
+            for (int i = 0; i < 9; i++)
+                printf("%02x", c[i]);
+            printf("\n");
+        } else if (strcmp(line, "quit") == 0)
+            break;
+        else
+            printf("?\n");
+    }
+    return 0;
+}
