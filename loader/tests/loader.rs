@@ -15,7 +15,7 @@ const FILE: &str = "prog.c";
 
 /// The program's source with the version knobs set.
 fn version(overrides: &[(&str, &str)]) -> String {
-    let mut defs = vec![
+    let mut defs = [
         ("COMPUTE_FACTOR", "2"),
         ("GREETING", "\"hello v1\""),
         ("SAY_FORMAT", "\"say v1 %d\\n\""),
