@@ -33,7 +33,10 @@ pub fn locate(base_root: &Path, explicit: Option<&Path>) -> Result<PathBuf> {
         return if p.is_file() {
             Ok(p.to_path_buf())
         } else {
-            Err(Error::new(format!("--compile-db {}: no such file", p.display())))
+            Err(Error::new(format!(
+                "--compile-db {}: no such file",
+                p.display()
+            )))
         };
     }
     let p = base_root.join("compile_commands.json");
@@ -49,21 +52,38 @@ pub fn locate(base_root: &Path, explicit: Option<&Path>) -> Result<PathBuf> {
 pub fn load(path: &Path) -> Result<Vec<Entry>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::new(format!("cannot read {}: {e}", path.display())))?;
-    let raw: Vec<RawEntry> = serde_json::from_str(&text)
-        .map_err(|e| Error::new(format!("{} is not a valid compile database: {e}", path.display())))?;
+    let raw: Vec<RawEntry> = serde_json::from_str(&text).map_err(|e| {
+        Error::new(format!(
+            "{} is not a valid compile database: {e}",
+            path.display()
+        ))
+    })?;
     raw.into_iter().map(|r| entry(r, path)).collect()
 }
 
 fn entry(r: RawEntry, db: &Path) -> Result<Entry> {
     let args = match (r.arguments, r.command) {
         (Some(a), _) if !a.is_empty() => a,
-        (_, Some(c)) => shlex::split(&c)
-            .ok_or_else(|| Error::new(format!("{}: cannot split the command for {}", db.display(), r.file)))?,
-        _ => bail!("{}: entry for {} has neither arguments nor command", db.display(), r.file),
+        (_, Some(c)) => shlex::split(&c).ok_or_else(|| {
+            Error::new(format!(
+                "{}: cannot split the command for {}",
+                db.display(),
+                r.file
+            ))
+        })?,
+        _ => bail!(
+            "{}: entry for {} has neither arguments nor command",
+            db.display(),
+            r.file
+        ),
     };
     let directory = PathBuf::from(&r.directory);
     let file = normalize(&directory.join(&r.file));
-    Ok(Entry { directory, file, args })
+    Ok(Entry {
+        directory,
+        file,
+        args,
+    })
 }
 
 /// Lexical normalisation (`a/./b/../c` → `a/c`); the files may not exist
@@ -89,7 +109,12 @@ impl Entry {
     /// replaced, plus one function/data object per section so the differ can
     /// compare function by function. `-ffile-prefix-map` makes `__FILE__`
     /// and debug paths read as in the deployed build.
-    pub fn command_in(&self, base_root: &Path, tree: &Path, output: &Path) -> (PathBuf, Vec<String>) {
+    pub fn command_in(
+        &self,
+        base_root: &Path,
+        tree: &Path,
+        output: &Path,
+    ) -> (PathBuf, Vec<String>) {
         let (from, to) = (base_root.to_string_lossy(), tree.to_string_lossy());
         let moved = |s: &str| s.replace(from.as_ref(), to.as_ref());
         let mut args = Vec::new();
@@ -151,8 +176,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.file, PathBuf::from("/base/src/a.c"));
-        assert_eq!(e.relative_to(Path::new("/base")).as_deref(), Some("src/a.c"));
-        let (dir, cmd) = e.command_in(Path::new("/base"), Path::new("/tmp/t"), Path::new("/tmp/o.o"));
+        assert_eq!(
+            e.relative_to(Path::new("/base")).as_deref(),
+            Some("src/a.c")
+        );
+        let (dir, cmd) = e.command_in(
+            Path::new("/base"),
+            Path::new("/tmp/t"),
+            Path::new("/tmp/o.o"),
+        );
         assert_eq!(dir, PathBuf::from("/tmp/t/build"));
         assert_eq!(cmd[0], "gcc");
         assert!(cmd.contains(&"-I/tmp/t/include".to_string()));

@@ -23,14 +23,28 @@ impl Side {
 
 /// Compiles `entry` from `tree` into `output` and returns the object bytes
 /// together with the exact command line (recorded in the manifest).
-pub fn compile(entry: &Entry, base_root: &Path, tree: &Path, output: &Path, side: Side) -> Result<(Vec<u8>, Vec<String>)> {
+pub fn compile(
+    entry: &Entry,
+    base_root: &Path,
+    tree: &Path,
+    output: &Path,
+    side: Side,
+) -> Result<(Vec<u8>, Vec<String>)> {
     let (dir, cmd) = entry.command_in(base_root, tree, output);
     let out = Command::new(&cmd[0])
         .args(&cmd[1..])
         .current_dir(&dir)
         .output()
-        .map_err(|e| Error::new(format!("cannot run compiler {} in {}: {e}", cmd[0], dir.display())))?;
-    let rel = entry.relative_to(base_root).unwrap_or_else(|| entry.file.display().to_string());
+        .map_err(|e| {
+            Error::new(format!(
+                "cannot run compiler {} in {}: {e}",
+                cmd[0],
+                dir.display()
+            ))
+        })?;
+    let rel = entry
+        .relative_to(base_root)
+        .unwrap_or_else(|| entry.file.display().to_string());
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let why = stderr
@@ -38,7 +52,11 @@ pub fn compile(entry: &Entry, base_root: &Path, tree: &Path, output: &Path, side
             .find(|l| l.contains("error"))
             .or_else(|| stderr.lines().next())
             .unwrap_or("no message");
-        return Err(Error::new(format!("compiling the {} {rel} failed: {}", side.label(), why.trim())));
+        return Err(Error::new(format!(
+            "compiling the {} {rel} failed: {}",
+            side.label(),
+            why.trim()
+        )));
     }
     let bytes = std::fs::read(output)
         .map_err(|e| Error::new(format!("the compiler wrote no object for {rel}: {e}")))?;

@@ -43,8 +43,9 @@ pub struct Diff {
 /// Parses `text`; `root` is the base tree, used to decide how many path
 /// components to strip (the level at which the diff's files exist).
 pub fn parse(text: &str, root: &Path) -> Result<Diff> {
-    let body = strip_preamble(text)
-        .ok_or_else(|| crate::error::Error::new("the diff has no '--- ' / '+++ ' file header: not a unified diff"))?;
+    let body = strip_preamble(text).ok_or_else(|| {
+        crate::error::Error::new("the diff has no '--- ' / '+++ ' file header: not a unified diff")
+    })?;
     let patches = match patch::Patch::from_multiple(body) {
         Ok(p) => p,
         Err(e) => bail!("the diff is malformed: {}", first_line(&e.to_string())),
@@ -57,7 +58,11 @@ pub fn parse(text: &str, root: &Path) -> Result<Diff> {
     }
     let strip = strip_level(&patches, root)?;
     let files = patches.iter().map(|p| file_change(p, strip)).collect();
-    Ok(Diff { files, strip, text: body.to_string() })
+    Ok(Diff {
+        files,
+        strip,
+        text: body.to_string(),
+    })
 }
 
 fn first_line(s: &str) -> &str {
@@ -128,9 +133,9 @@ fn strip_level(patches: &[patch::Patch], root: &Path) -> Result<usize> {
         return Ok(usize::from(has_prefix));
     }
     for n in 0..4 {
-        let all_found = existing.iter().all(|path| {
-            strip_components(path, n).is_some_and(|rel| root.join(rel).is_file())
-        });
+        let all_found = existing
+            .iter()
+            .all(|path| strip_components(path, n).is_some_and(|rel| root.join(rel).is_file()));
         if all_found {
             return Ok(n);
         }
@@ -147,7 +152,11 @@ fn file_change(p: &patch::Patch, strip: usize) -> FileChange {
     let deleted = is_dev_null(&p.new.path);
     let shown = if deleted { &p.old.path } else { &p.new.path };
     let path = strip_components(shown, strip).unwrap_or_else(|| shown.to_string());
-    FileChange { path, added, deleted }
+    FileChange {
+        path,
+        added,
+        deleted,
+    }
 }
 
 #[cfg(test)]
@@ -184,25 +193,33 @@ mod tests {
     #[test]
     fn garbage_is_rejected_with_a_reason() {
         let tree = tree_with("main.c");
-        let e = parse("this is not a diff\n", tree.path()).unwrap_err().to_string();
+        let e = parse("this is not a diff\n", tree.path())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a unified diff"), "{e}");
     }
 
     #[test]
     fn truncated_hunk_is_rejected() {
         let tree = tree_with("main.c");
-        let e = parse("--- a/main.c\n+++ b/main.c\n@@ -1,3 +1,3 @@\n a\n", tree.path())
-            .unwrap_err()
-            .to_string();
+        let e = parse(
+            "--- a/main.c\n+++ b/main.c\n@@ -1,3 +1,3 @@\n a\n",
+            tree.path(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("truncated"), "{e}");
     }
 
     #[test]
     fn file_missing_from_base_is_named() {
         let tree = tree_with("main.c");
-        let e = parse("--- a/nothere.c\n+++ b/nothere.c\n@@ -1 +1 @@\n-a\n+b\n", tree.path())
-            .unwrap_err()
-            .to_string();
+        let e = parse(
+            "--- a/nothere.c\n+++ b/nothere.c\n@@ -1 +1 @@\n-a\n+b\n",
+            tree.path(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("nothere.c"), "{e}");
     }
 }

@@ -23,16 +23,29 @@ pub struct Unit<'a> {
 
 /// Builds the patch object.
 pub fn emit(units: &[Unit], patch_id: &str, base_id: &str) -> Result<Vec<u8>> {
-    let mut out = write::Object::new(object::BinaryFormat::Elf, object::Architecture::X86_64, object::Endianness::Little);
+    let mut out = write::Object::new(
+        object::BinaryFormat::Elf,
+        object::Architecture::X86_64,
+        object::Endianness::Little,
+    );
     let mut names = Names::default();
     let mut funcs = Vec::new();
     for unit in units {
         funcs.extend(emit_unit(&mut out, &mut names, unit)?);
     }
-    let meta = Meta { patch_id: patch_id.into(), base_id: base_id.into(), funcs };
-    let section = out.add_section(Vec::new(), format::HP_META_SECTION.as_bytes().to_vec(), SectionKind::Metadata);
+    let meta = Meta {
+        patch_id: patch_id.into(),
+        base_id: base_id.into(),
+        funcs,
+    };
+    let section = out.add_section(
+        Vec::new(),
+        format::HP_META_SECTION.as_bytes().to_vec(),
+        SectionKind::Metadata,
+    );
     out.set_section_data(section, meta.encode(), 8);
-    out.write().map_err(|e| Error::new(format!("cannot write the patch object: {e}")))
+    out.write()
+        .map_err(|e| Error::new(format!("cannot write the patch object: {e}")))
 }
 
 /// Defined-symbol names must be unique in the patch (the metadata and the
@@ -82,11 +95,18 @@ fn emit_unit(out: &mut write::Object, names: &mut Names, unit: &Unit) -> Result<
         .iter()
         .map(|r| {
             let new = symbols.get(&SymbolIndex(r.patched_symbol)).ok_or_else(|| {
-                Error::new(format!("internal: replacement code for {} is not in a shipped section", r.name))
+                Error::new(format!(
+                    "internal: replacement code for {} is not in a shipped section",
+                    r.name
+                ))
             })?;
             Ok(FuncRecord {
                 name: r.name.clone(),
-                file: if r.local { unit.diff.file.clone() } else { String::new() },
+                file: if r.local {
+                    unit.diff.file.clone()
+                } else {
+                    String::new()
+                },
                 new_symbol: String::from_utf8_lossy(&out.symbol(*new).name).into_owned(),
                 redirect: format::HP_REDIRECT_ENTRY_JUMP,
                 old_size: r.old_size,
@@ -108,7 +128,11 @@ fn shipped_kind(kind: SectionKind) -> SectionKind {
     }
 }
 
-fn copy_sections(out: &mut write::Object, file: &object::File, diff: &UnitDiff) -> Result<HashMap<SectionIndex, SectionId>> {
+fn copy_sections(
+    out: &mut write::Object,
+    file: &object::File,
+    diff: &UnitDiff,
+) -> Result<HashMap<SectionIndex, SectionId>> {
     let mut map = HashMap::new();
     for &index in &diff.ship_sections {
         let sec = file
@@ -117,14 +141,19 @@ fn copy_sections(out: &mut write::Object, file: &object::File, diff: &UnitDiff) 
         let name = sec.name().unwrap_or("").as_bytes().to_vec();
         let kind = sec.kind();
         if matches!(kind, SectionKind::Tls | SectionKind::UninitializedTls) {
-            bail!("{}: thread-local data cannot be added by a patch yet", sec.name().unwrap_or("?"));
+            bail!(
+                "{}: thread-local data cannot be added by a patch yet",
+                sec.name().unwrap_or("?")
+            );
         }
         let id = out.add_section(Vec::new(), name, shipped_kind(kind));
         let align = sec.align().max(1);
         if kind == SectionKind::UninitializedData {
             out.append_section_bss(id, sec.size(), align);
         } else {
-            let data = sec.data().map_err(|e| Error::new(format!("cannot read section {index}: {e}")))?;
+            let data = sec
+                .data()
+                .map_err(|e| Error::new(format!("cannot read section {index}: {e}")))?;
             out.set_section_data(id, data.to_vec(), align);
         }
         map.insert(SectionIndex(index), id);
@@ -142,7 +171,9 @@ fn copy_symbols(
 ) -> Result<HashMap<SymbolIndex, SymbolId>> {
     let mut map = HashMap::new();
     for sym in file.symbols() {
-        let Some(section) = sym.section_index().and_then(|i| sections.get(&i)) else { continue };
+        let Some(section) = sym.section_index().and_then(|i| sections.get(&i)) else {
+            continue;
+        };
         if sym.kind() == SymbolKind::Section {
             map.insert(sym.index(), out.section_symbol(*section));
             continue;
@@ -151,7 +182,11 @@ fn copy_symbols(
         if name.is_empty() {
             continue;
         }
-        let scope = if sym.is_global() { SymbolScope::Linkage } else { SymbolScope::Compilation };
+        let scope = if sym.is_global() {
+            SymbolScope::Linkage
+        } else {
+            SymbolScope::Compilation
+        };
         let id = out.add_symbol(write::Symbol {
             name: names.unique(name).into_bytes(),
             value: sym.address(),
@@ -184,13 +219,22 @@ fn copy_relocations(
         let sec = file.section_by_index(index).expect("copied above");
         for (offset, reloc) in sec.relocations() {
             let RelocationTarget::Symbol(target) = reloc.target() else {
-                bail!("internal: relocation at {:#x} in {} has no symbol", offset, sec.name().unwrap_or("?"));
+                bail!(
+                    "internal: relocation at {:#x} in {} has no symbol",
+                    offset,
+                    sec.name().unwrap_or("?")
+                );
             };
             let symbol = match symbols.get(&target) {
                 Some(s) => *s,
                 None => route_to_base(out, names, file, diff, target)?,
             };
-            let r = write::Relocation { offset, symbol, addend: reloc.addend(), flags: reloc.flags() };
+            let r = write::Relocation {
+                offset,
+                symbol,
+                addend: reloc.addend(),
+                flags: reloc.flags(),
+            };
             out.add_relocation(id, r)
                 .map_err(|e| Error::new(format!("cannot copy relocation at {offset:#x}: {e}")))?;
         }
@@ -210,7 +254,9 @@ fn route_to_base(
         Some(Route::BaseLocal(name)) => format::local_symbol_name(&diff.file, name),
         other => {
             let sym = file.symbol_by_index(target).ok();
-            let shown = sym.and_then(|s| s.name().ok().map(str::to_string)).unwrap_or_default();
+            let shown = sym
+                .and_then(|s| s.name().ok().map(str::to_string))
+                .unwrap_or_default();
             bail!("internal: symbol {shown} (#{}) has route {other:?} but is not in a shipped section", target.0);
         }
     };

@@ -68,5 +68,8 @@ pub fn reasons(diff: &UnitDiff, name: &str, edited: &[String]) -> Vec<String> {
 }
 
 pub fn added_functions(diff: &UnitDiff) -> impl Iterator<Item = &str> {
-    diff.functions.iter().filter(|f| f.change == Change::New).map(|f| f.name.as_str())
+    diff.functions
+        .iter()
+        .filter(|f| f.change == Change::New)
+        .map(|f| f.name.as_str())
 }

@@ -41,22 +41,59 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         units.push(build_unit(i, entry, rel, &trees)?);
     }
     refuse_if_needed(&units)?;
-    if units.iter().all(|u| u.diff.replacements.is_empty() && u.diff.is_empty()) {
+    if units
+        .iter()
+        .all(|u| u.diff.replacements.is_empty() && u.diff.is_empty())
+    {
         bail!(
             "the diff changes no compiled code in {}: nothing to patch",
-            units.iter().map(|u| u.rel.as_str()).collect::<Vec<_>>().join(", ")
+            units
+                .iter()
+                .map(|u| u.rel.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
 
     let patch_id = patch_id(output, &diff_bytes);
-    let emit_units: Vec<emit::Unit> = units.iter().map(|u| emit::Unit { patched: &u.patched_obj, diff: &u.diff }).collect();
+    let emit_units: Vec<emit::Unit> = units
+        .iter()
+        .map(|u| emit::Unit {
+            patched: &u.patched_obj,
+            diff: &u.diff,
+        })
+        .collect();
     let object = emit::emit(&emit_units, &patch_id, &trees.base_label)?;
     write(output, &object)?;
 
     let source_path = output.with_extension("c");
-    write(&source_path, review::source(&patch_id, &trees.patched, &units_for_review(&units)).as_bytes())?;
-    notes.extend(units.iter().flat_map(|u| u.diff.functions.iter().filter(|f| f.change == differ::Change::Removed).map(move |f| format!("{}: function {} was removed; the running program keeps its old code", u.rel, f.name))));
-    let manifest = build_manifest(&units, &trees.base_label, diff_path, &diff, &diff_bytes, output, &source_path, patch_id, notes);
+    write(
+        &source_path,
+        review::source(&patch_id, &trees.patched, &units_for_review(&units)).as_bytes(),
+    )?;
+    notes.extend(units.iter().flat_map(|u| {
+        u.diff
+            .functions
+            .iter()
+            .filter(|f| f.change == differ::Change::Removed)
+            .map(move |f| {
+                format!(
+                    "{}: function {} was removed; the running program keeps its old code",
+                    u.rel, f.name
+                )
+            })
+    }));
+    let manifest = build_manifest(
+        &units,
+        &trees.base_label,
+        diff_path,
+        &diff,
+        &diff_bytes,
+        output,
+        &source_path,
+        patch_id,
+        notes,
+    );
     let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
     write(&output.with_extension("json"), json.as_bytes())?;
     report(args, &manifest, &json);
@@ -73,7 +110,11 @@ fn required(args: &BuildArgs) -> Result<(&str, &Path, &Path)> {
 /// The translation units the diff affects. A changed header affects every
 /// unit (dependency tracking comes later); files that are not C are noted
 /// and ignored.
-fn select_units(diff: &diff::Diff, entries: &[Entry], base_root: &Path) -> Result<(Vec<Entry>, Vec<String>)> {
+fn select_units(
+    diff: &diff::Diff,
+    entries: &[Entry],
+    base_root: &Path,
+) -> Result<(Vec<Entry>, Vec<String>)> {
     let mut notes = Vec::new();
     let mut selected: Vec<Entry> = Vec::new();
     let add = |e: &Entry, selected: &mut Vec<Entry>| {
@@ -87,17 +128,27 @@ fn select_units(diff: &diff::Diff, entries: &[Entry], base_root: &Path) -> Resul
             continue;
         }
         if f.added || f.deleted {
-            bail!("{}: the diff {} a file; a live patch can only change existing translation units", f.path, if f.added { "adds" } else { "deletes" });
+            bail!(
+                "{}: the diff {} a file; a live patch can only change existing translation units",
+                f.path,
+                if f.added { "adds" } else { "deletes" }
+            );
         }
         if f.is_header() {
-            notes.push(format!("{} is a header: every translation unit was compared", f.path));
+            notes.push(format!(
+                "{} is a header: every translation unit was compared",
+                f.path
+            ));
             entries.iter().for_each(|e| add(e, &mut selected));
             continue;
         }
         let full = compdb::normalize(&base_root.join(&f.path));
         match entries.iter().find(|e| e.file == full) {
             Some(e) => add(e, &mut selected),
-            None => bail!("{} is changed by the diff but has no entry in compile_commands.json", f.path),
+            None => bail!(
+                "{} is changed by the diff but has no entry in compile_commands.json",
+                f.path
+            ),
         }
     }
     if selected.is_empty() {
@@ -109,19 +160,40 @@ fn select_units(diff: &diff::Diff, entries: &[Entry], base_root: &Path) -> Resul
 fn build_unit(index: usize, entry: Entry, rel: String, trees: &tree::Trees) -> Result<Unit> {
     let orig_out = compile::object_path(&trees.work, index, Side::Original);
     let new_out = compile::object_path(&trees.work, index, Side::Patched);
-    let (orig_obj, orig_cmd) = compile::compile(&entry, &trees.base_root, &trees.orig, &orig_out, Side::Original)?;
-    let (patched_obj, patched_cmd) = compile::compile(&entry, &trees.base_root, &trees.patched, &new_out, Side::Patched)?;
+    let (orig_obj, orig_cmd) = compile::compile(
+        &entry,
+        &trees.base_root,
+        &trees.orig,
+        &orig_out,
+        Side::Original,
+    )?;
+    let (patched_obj, patched_cmd) = compile::compile(
+        &entry,
+        &trees.base_root,
+        &trees.patched,
+        &new_out,
+        Side::Patched,
+    )?;
     let diff = differ::compare(&orig_obj, &patched_obj)
         .map_err(|e| Error::new(format!("{rel}: cannot compare objects: {e}")))?;
     let edited = review::edited_functions(&trees.orig.join(&rel), &trees.patched.join(&rel));
-    Ok(Unit { rel, patched_obj, orig_cmd, patched_cmd, diff, edited })
+    Ok(Unit {
+        rel,
+        patched_obj,
+        orig_cmd,
+        patched_cmd,
+        diff,
+        edited,
+    })
 }
 
 /// The first refusal becomes the error (one line naming the symbol); the
 /// count of the others tells the user there is more to fix.
 fn refuse_if_needed(units: &[Unit]) -> Result<()> {
-    let all: Vec<(&str, &differ::Refusal)> =
-        units.iter().flat_map(|u| u.diff.refusals.iter().map(move |r| (u.rel.as_str(), r))).collect();
+    let all: Vec<(&str, &differ::Refusal)> = units
+        .iter()
+        .flat_map(|u| u.diff.refusals.iter().map(move |r| (u.rel.as_str(), r)))
+        .collect();
     if let Some((rel, first)) = all.first() {
         let more = match all.len() - 1 {
             0 => String::new(),
@@ -133,25 +205,45 @@ fn refuse_if_needed(units: &[Unit]) -> Result<()> {
 }
 
 fn patch_id(output: &Path, diff: &[u8]) -> String {
-    let stem = output.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "patch".into());
-    format!("{stem}-{:08x}", hotpatch::format::fingerprint(diff, &[]) as u32)
+    let stem = output
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "patch".into());
+    format!(
+        "{stem}-{:08x}",
+        hotpatch::format::fingerprint(diff, &[]) as u32
+    )
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|e| Error::new(format!("cannot write {}: {e}", path.display())))
+    std::fs::write(path, bytes)
+        .map_err(|e| Error::new(format!("cannot write {}: {e}", path.display())))
 }
 
 fn units_for_review(units: &[Unit]) -> Vec<review::ReviewUnit<'_>> {
-    units.iter().map(|u| review::ReviewUnit { rel: &u.rel, diff: &u.diff }).collect()
+    units
+        .iter()
+        .map(|u| review::ReviewUnit {
+            rel: &u.rel,
+            diff: &u.diff,
+        })
+        .collect()
 }
 
 fn compiler_version(cmd: &[String]) -> String {
-    let Some(cc) = cmd.first() else { return String::new() };
+    let Some(cc) = cmd.first() else {
+        return String::new();
+    };
     std::process::Command::new(cc)
         .arg("--version")
         .output()
         .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_string))
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| cc.clone())
 }
 
@@ -172,7 +264,11 @@ fn build_manifest(
         .flat_map(|u| {
             u.diff.replacements.iter().map(move |r| Replaced {
                 name: r.name.clone(),
-                file: if r.local { u.diff.file.clone() } else { String::new() },
+                file: if r.local {
+                    u.diff.file.clone()
+                } else {
+                    String::new()
+                },
                 old_size: r.old_size,
                 fingerprint: format!("{:016x}", r.fingerprint),
                 redirect: "entry-jump",
@@ -191,7 +287,10 @@ fn build_manifest(
             fnv1a64: format!("{:016x}", hotpatch::format::fingerprint(diff_bytes, &[])),
             files: diff.files.iter().map(|f| f.path.clone()).collect(),
         },
-        compiler: units.first().map(|u| compiler_version(&u.orig_cmd)).unwrap_or_default(),
+        compiler: units
+            .first()
+            .map(|u| compiler_version(&u.orig_cmd))
+            .unwrap_or_default(),
         units: units
             .iter()
             .map(|u| UnitInfo {
@@ -203,7 +302,10 @@ fn build_manifest(
             })
             .collect(),
         replaced,
-        added: units.iter().flat_map(|u| manifest::added_functions(&u.diff).map(str::to_string)).collect(),
+        added: units
+            .iter()
+            .flat_map(|u| manifest::added_functions(&u.diff).map(str::to_string))
+            .collect(),
         notes,
     }
 }
@@ -214,7 +316,11 @@ fn report(args: &BuildArgs, m: &Manifest, json: &str) {
     }
     if args.explain {
         for r in &m.replaced {
-            let file = if r.file.is_empty() { String::new() } else { format!(" ({})", r.file) };
+            let file = if r.file.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", r.file)
+            };
             println!("{}{file}: {}", r.name, r.why.join("; "));
         }
         for a in &m.added {
@@ -225,4 +331,3 @@ fn report(args: &BuildArgs, m: &Manifest, json: &str) {
         }
     }
 }
-

@@ -9,7 +9,9 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(verbose: bool) -> Self {
-        Progress { on: verbose || std::io::stderr().is_terminal() }
+        Progress {
+            on: verbose || std::io::stderr().is_terminal(),
+        }
     }
 
     pub fn step(&self, msg: impl AsRef<str>) {

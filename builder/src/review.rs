@@ -15,7 +15,10 @@ pub struct ReviewUnit<'a> {
 /// when either side cannot be read or parsed: this only explains, the object
 /// comparison decides.
 pub fn edited_functions(orig: &Path, patched: &Path) -> Vec<String> {
-    let (Ok(old), Ok(new)) = (std::fs::read_to_string(orig), std::fs::read_to_string(patched)) else {
+    let (Ok(old), Ok(new)) = (
+        std::fs::read_to_string(orig),
+        std::fs::read_to_string(patched),
+    ) else {
         return Vec::new();
     };
     extern_gen::changed_items(&old, &new)
@@ -44,7 +47,10 @@ pub fn source(patch_id: &str, patched_root: &Path, units: &[ReviewUnit]) -> Stri
             }
         })
         .collect();
-    extern_gen::generate(&PatchSource { patch_id: patch_id.to_string(), units })
+    extern_gen::generate(&PatchSource {
+        patch_id: patch_id.to_string(),
+        units,
+    })
 }
 
 fn shipped_functions(diff: &UnitDiff) -> Vec<String> {
@@ -64,7 +70,11 @@ fn outside_symbols(diff: &UnitDiff) -> Vec<OutsideSymbol> {
             Route::Shipped => continue,
         };
         if !out.iter().any(|o| &o.name == name) {
-            out.push(OutsideSymbol { name: name.clone(), local, kind: SymbolKind::Unknown });
+            out.push(OutsideSymbol {
+                name: name.clone(),
+                local,
+                kind: SymbolKind::Unknown,
+            });
         }
     }
     out

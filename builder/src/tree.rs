@@ -42,7 +42,14 @@ pub fn prepare(base: &str) -> Result<Trees> {
         checkout_git_rev(base, &scratch.path().join("orig"))?
     };
     copy_tree(&orig, &patched)?;
-    Ok(Trees { _scratch: scratch, base_root, orig, patched, work, base_label })
+    Ok(Trees {
+        _scratch: scratch,
+        base_root,
+        orig,
+        patched,
+        work,
+        base_label,
+    })
 }
 
 impl Trees {
@@ -54,7 +61,13 @@ impl Trees {
             .map_err(|e| Error::new(format!("cannot write {}: {e}", diff_file.display())))?;
         let out = Command::new("patch")
             .arg(format!("-p{}", diff.strip))
-            .args(["--batch", "--forward", "--no-backup-if-mismatch", "--reject-file=-", "-d"])
+            .args([
+                "--batch",
+                "--forward",
+                "--no-backup-if-mismatch",
+                "--reject-file=-",
+                "-d",
+            ])
             .arg(&self.patched)
             .arg("-i")
             .arg(&diff_file)
@@ -65,7 +78,12 @@ impl Trees {
             let text = String::from_utf8_lossy(&out.stdout);
             let why = text
                 .lines()
-                .find(|l| l.contains("FAILED") || l.contains("failed") || l.contains("Reversed") || l.contains("malformed"))
+                .find(|l| {
+                    l.contains("FAILED")
+                        || l.contains("failed")
+                        || l.contains("Reversed")
+                        || l.contains("malformed")
+                })
                 .or_else(|| text.lines().last())
                 .unwrap_or("patch failed");
             bail!("the diff does not apply to the base: {}", why.trim());
@@ -79,8 +97,14 @@ fn mkdir(p: &Path) -> Result<()> {
 }
 
 fn git(args: &[&str]) -> Option<String> {
-    let out = Command::new("git").args(args).stderr(Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = Command::new("git")
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// `--base REV`: a clean export of the revision (no working-tree changes,
@@ -92,7 +116,13 @@ fn checkout_git_rev(rev: &str, into: &Path) -> Result<(PathBuf, PathBuf, String)
         ))
     };
     let top = git(&["rev-parse", "--show-toplevel"]).ok_or_else(not_found)?;
-    let sha = git(&["rev-parse", "--verify", "--quiet", &format!("{rev}^{{commit}}")]).ok_or_else(not_found)?;
+    let sha = git(&[
+        "rev-parse",
+        "--verify",
+        "--quiet",
+        &format!("{rev}^{{commit}}"),
+    ])
+    .ok_or_else(not_found)?;
     mkdir(into)?;
     let archive = Command::new("git")
         .args(["-C", &top, "archive", "--format=tar", &sha])
@@ -109,21 +139,29 @@ fn checkout_git_rev(rev: &str, into: &Path) -> Result<(PathBuf, PathBuf, String)
     if !status.success() {
         bail!("cannot export git revision {rev} ({sha})");
     }
-    Ok((PathBuf::from(top), into.to_path_buf(), format!("git {rev} ({sha})")))
+    Ok((
+        PathBuf::from(top),
+        into.to_path_buf(),
+        format!("git {rev} ({sha})"),
+    ))
 }
 
 /// Copies a tree, keeping symlinks as links and skipping `.git`.
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     mkdir(to)?;
-    let entries = fs::read_dir(from).map_err(|e| Error::new(format!("cannot read {}: {e}", from.display())))?;
+    let entries = fs::read_dir(from)
+        .map_err(|e| Error::new(format!("cannot read {}: {e}", from.display())))?;
     for entry in entries {
-        let entry = entry.map_err(|e| Error::new(format!("cannot read {}: {e}", from.display())))?;
+        let entry =
+            entry.map_err(|e| Error::new(format!("cannot read {}: {e}", from.display())))?;
         let name = entry.file_name();
         if name == ".git" {
             continue;
         }
         let (src, dst) = (entry.path(), to.join(&name));
-        let kind = entry.file_type().map_err(|e| Error::new(format!("{}: {e}", src.display())))?;
+        let kind = entry
+            .file_type()
+            .map_err(|e| Error::new(format!("{}: {e}", src.display())))?;
         let copied = if kind.is_dir() {
             copy_tree(&src, &dst).map(|_| ())
         } else if kind.is_symlink() {

@@ -205,3 +205,18 @@ int hp_exe_lookup(const struct hp_exe *exe, const char *file, const char *name, 
     }
     return n;
 }
+
+uint64_t hp_exe_room(const struct hp_exe *exe, uintptr_t addr)
+{
+    uintptr_t next = exe->hi;
+    Elf64_Sym s;
+    for (size_t i = 1; i < exe->nsyms; i++) {
+        rdsym(exe, i, &s);
+        if (!usable(&s, 0) || s.st_shndx == SHN_ABS)
+            continue;
+        uintptr_t a = s.st_value + exe->bias;
+        if (a > addr && a < next)
+            next = a;
+    }
+    return addr < next ? (uint64_t)(next - addr) : 0;
+}

@@ -110,6 +110,10 @@ int hp_exe_get(const struct hp_exe **out, char *err, size_t errlen);
  * matches (fills at most `max` entries). */
 int hp_exe_lookup(const struct hp_exe *exe, const char *file, const char *name, int funcs_only,
                   struct hp_symref *out, int max);
+/* Bytes from addr to the next symbol of the executable (or the end of its
+ * image): how far a redirect may extend past a tiny function into the
+ * alignment padding that follows it. */
+uint64_t hp_exe_room(const struct hp_exe *exe, uintptr_t addr);
 
 /* ---- region.c ----------------------------------------------------------- */
 struct hp_region {

@@ -135,6 +135,23 @@ static uint8_t original_byte(uintptr_t addr)
     return b;
 }
 
+/* A function shorter than the jump may still be redirected when the bytes
+ * after it, up to the next symbol, are alignment padding: no code lives
+ * there, so the jump may spill into it (GCC and Clang align functions to 16
+ * bytes at -O2). Padding is NOP (0x90), INT3 (0xcc), zero, or the bytes of
+ * the multi-byte NOP forms (66 2e 0f 1f 84/80/44/40 00...). */
+static int padding_fits(const struct hp_exe *exe, uintptr_t func, uint64_t size, size_t skip)
+{
+    static const uint8_t pad[] = {0x90, 0xcc, 0x00, 0x66, 0x2e, 0x0f, 0x1f, 0x84, 0x80, 0x44, 0x40};
+    uint64_t need = skip + JUMP_LEN;
+    if (hp_exe_room(exe, func) < need)
+        return 0;
+    for (uint64_t k = size; k < need; k++)
+        if (!memchr(pad, original_byte(func + k), sizeof pad))
+            return 0;
+    return 1;
+}
+
 static uint64_t fingerprint_running(uintptr_t func, uint64_t size, const struct hp_func_rec *f)
 {
     uint64_t h = HP_FNV_OFFSET_BASIS;
@@ -334,10 +351,12 @@ int hp_apply_mem_locked(const void *data, size_t size, char *msg, size_t msglen)
         for (int k = 0; k < 4 && (uint64_t)k < f->old_size; k++)
             head[k] = original_byte(func + k);
         size_t skip = f->old_size >= 4 && memcmp(head, ENDBR64, 4) == 0 ? 4 : 0;
-        if (f->old_size < skip + JUMP_LEN) {
+        if (f->old_size < skip + JUMP_LEN && !padding_fits(exe, func, f->old_size, skip)) {
             hp_fail(msg, msglen,
-                    "function %s is too small (%llu bytes) for a %d-byte jump%s", label,
-                    (unsigned long long)f->old_size, JUMP_LEN, skip ? " after endbr64" : "");
+                    "function %s is too small (%llu bytes) for a %d-byte jump%s and no "
+                    "alignment padding follows it; patch its callers instead",
+                    label, (unsigned long long)f->old_size, JUMP_LEN,
+                    skip ? " after endbr64" : "");
             goto fail;
         }
         for (uint32_t k = 0; k < i; k++)

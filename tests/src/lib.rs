@@ -140,7 +140,8 @@ pub fn loader_dir() -> Res<PathBuf> {
         }
         let dir = root.join(format!("loader-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(dir.parent().unwrap()).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        fs::create_dir_all(dir.parent().unwrap())
+            .map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
         let out = run_timeout(
             Command::new(&hpbuild).arg("loader").arg("--out").arg(&dir),
             HPBUILD_TIMEOUT,

@@ -11,7 +11,15 @@ use std::time::{Duration, Instant};
 
 pub fn run() -> Result<(), String> {
     tools::ensure()?;
-    tools::cargo(&["build", "--release", "--quiet", "-p", "hpbuild", "-p", "hotpatch-loader"])?;
+    tools::cargo(&[
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "hpbuild",
+        "-p",
+        "hotpatch-loader",
+    ])?;
     let bin = workspace().join("target/release");
     let dir = tempdir()?;
     let base = dir.join("base");
@@ -20,7 +28,11 @@ pub fn run() -> Result<(), String> {
     std::fs::copy(fixture.join("server.c"), base.join("server.c")).map_err(|e| e.to_string())?;
 
     say("1. build the program with the loader linked in (libhotpatch.a)");
-    tools::run(Command::new(bin.join("hpbuild")).args(["loader", "--out"]).arg(dir.join("loader")))?;
+    tools::run(
+        Command::new(bin.join("hpbuild"))
+            .args(["loader", "--out"])
+            .arg(dir.join("loader")),
+    )?;
     build_program(&base, &dir.join("loader"))?;
 
     say("2. start it: it serves a request every 250 ms, pricing each at 10 (the bug)");
@@ -44,9 +56,21 @@ pub fn run() -> Result<(), String> {
             .arg(&patch),
     )?;
 
-    say(&format!("4. apply it to the running process {}", child.id()));
-    tools::run(Command::new(bin.join("hpctl")).arg("apply").arg(child.id().to_string()).arg(&patch))?;
-    tools::run(Command::new(bin.join("hpctl")).arg("list").arg(child.id().to_string()))?;
+    say(&format!(
+        "4. apply it to the running process {}",
+        child.id()
+    ));
+    tools::run(
+        Command::new(bin.join("hpctl"))
+            .arg("apply")
+            .arg(child.id().to_string())
+            .arg(&patch),
+    )?;
+    tools::run(
+        Command::new(bin.join("hpctl"))
+            .arg("list")
+            .arg(child.id().to_string()),
+    )?;
     let after = watch(&lines, Duration::from_millis(1500));
     let _ = child.kill();
     let _ = child.wait();
@@ -71,7 +95,11 @@ fn build_program(base: &Path, loader: &Path) -> Result<(), String> {
         base.display()
     );
     std::fs::write(base.join("compile_commands.json"), db).map_err(|e| e.to_string())?;
-    tools::run(Command::new("cc").current_dir(base).args(["-O2", "-g", "-c", "server.c", "-o", "server.o"]))?;
+    tools::run(
+        Command::new("cc")
+            .current_dir(base)
+            .args(["-O2", "-g", "-c", "server.c", "-o", "server.o"]),
+    )?;
     tools::run(
         Command::new("cc")
             .current_dir(base)
@@ -113,7 +141,11 @@ fn watch(lines: &Receiver<String>, for_: Duration) -> Vec<String> {
 /// (request number, size, price) of a line "request N: size S price P total T".
 fn parse(line: &str) -> Option<(u64, u64, u64)> {
     let w: Vec<&str> = line.split_whitespace().collect();
-    Some((w.get(1)?.trim_end_matches(':').parse().ok()?, w.get(3)?.parse().ok()?, w.get(5)?.parse().ok()?))
+    Some((
+        w.get(1)?.trim_end_matches(':').parse().ok()?,
+        w.get(3)?.parse().ok()?,
+        w.get(5)?.parse().ok()?,
+    ))
 }
 
 fn verdict(before: &[String], after: &[String]) -> Result<(), String> {
@@ -122,12 +154,20 @@ fn verdict(before: &[String], after: &[String]) -> Result<(), String> {
     let (Some(last_before), Some(first_after)) = (b.last(), a.first()) else {
         return Err("the program printed nothing to compare".into());
     };
-    let fixed = a.iter().filter(|(_, size, price)| *price == 10 + 3 * size).count();
+    let fixed = a
+        .iter()
+        .filter(|(_, size, price)| *price == 10 + 3 * size)
+        .count();
     if fixed == 0 || a.last().is_some_and(|(_, s, p)| *p != 10 + 3 * s) {
-        return Err("after the patch the prices did not change: the patch did not take effect".into());
+        return Err(
+            "after the patch the prices did not change: the patch did not take effect".into(),
+        );
     }
     if first_after.0 != last_before.0 + 1 {
-        return Err(format!("the request counter restarted ({} after {}): state was lost", first_after.0, last_before.0));
+        return Err(format!(
+            "the request counter restarted ({} after {}): state was lost",
+            first_after.0, last_before.0
+        ));
     }
     say(&format!(
         "done: prices now grow with the size, and the request counter went on from {} to {} without a restart",

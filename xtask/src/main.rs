@@ -26,8 +26,17 @@ fn main() -> ExitCode {
 }
 
 /// The end-to-end tests drive the release binaries, so build them first.
+/// Ends with one plain "tests: N passed, M failed" line summing every test
+/// binary (cargo's own last line is that of whichever binary ran last).
 fn test() -> Result<(), String> {
     tools::ensure()?;
     tools::cargo(&["build", "--release", "--workspace", "--bins"])?;
-    tools::cargo(&["test", "--release", "--workspace"])
+    let (passed, failed, ok) =
+        tools::cargo_test(&["test", "--release", "--workspace", "--all-targets"])?;
+    println!("tests: {passed} passed, {failed} failed");
+    if ok && failed == 0 && passed > 0 {
+        Ok(())
+    } else {
+        Err("some tests failed".into())
+    }
 }
