@@ -149,7 +149,9 @@ static void add(const struct hp_exe *exe, const Elf64_Sym *s, struct hp_symref *
                 int *n)
 {
     if (*n < max) {
-        out[*n].addr = s->st_shndx == SHN_ABS ? s->st_value : s->st_value + exe->bias;
+        /* A thread-local's st_value is its offset in the TLS block, not an address. */
+        int absolute = s->st_shndx == SHN_ABS || ELF64_ST_TYPE(s->st_info) == STT_TLS;
+        out[*n].addr = absolute ? s->st_value : s->st_value + exe->bias;
         out[*n].size = s->st_size;
         out[*n].type = ELF64_ST_TYPE(s->st_info);
         out[*n].bind = ELF64_ST_BIND(s->st_info);
@@ -212,7 +214,7 @@ uint64_t hp_exe_room(const struct hp_exe *exe, uintptr_t addr)
     Elf64_Sym s;
     for (size_t i = 1; i < exe->nsyms; i++) {
         rdsym(exe, i, &s);
-        if (!usable(&s, 0) || s.st_shndx == SHN_ABS)
+        if (!usable(&s, 0) || s.st_shndx == SHN_ABS || ELF64_ST_TYPE(s.st_info) == STT_TLS)
             continue;
         uintptr_t a = s.st_value + exe->bias;
         if (a > addr && a < next)

@@ -8,6 +8,7 @@
  *   patchobj.c  bounds-checked reader for the patch object and .hotpatch.meta
  *   exesyms.c   the running executable's .symtab, load bias, image range
  *   region.c    finding and mapping memory within ±2 GiB of the executable
+ *   tls.c       TP offsets of the executable's thread-local variables
  *   link.c      laying out sections, resolving symbols, relocations, stubs
  *   stop.c      stopping / resuming all other threads with a signal
  *   patch.c     apply / revert / list, the patch stack, text writes
@@ -97,7 +98,7 @@ struct hp_exe {
 };
 
 struct hp_symref {
-    uintptr_t addr; /* runtime address */
+    uintptr_t addr; /* runtime address; for STT_TLS the offset in the TLS block */
     uint64_t size;
     unsigned char type, bind;
 };
@@ -121,9 +122,16 @@ struct hp_region {
     size_t size;
 };
 /* Maps `size` bytes read+write, anonymous, placed so that every byte is
- * within ±2 GiB (minus a margin) of every byte of [lo, hi). */
-int hp_region_map(uintptr_t lo, uintptr_t hi, size_t size, struct hp_region *out, char *err,
-                  size_t errlen);
+ * within ±2 GiB (minus a margin) of every byte of [lo, hi), and ends at or
+ * below `limit` (0: no limit; patch code with absolute 32-bit relocations to
+ * its own data needs the region below 2 GiB). */
+int hp_region_map(uintptr_t lo, uintptr_t hi, size_t size, uintptr_t limit,
+                  struct hp_region *out, char *err, size_t errlen);
+
+/* ---- tls.c ------------------------------------------------------------- */
+/* TP offset of the start of the executable's TLS block (negative: variant
+ * II); a thread-local with st_value v lives at TP + offset + v. */
+int hp_tls_block_offset(int64_t *out, char *err, size_t errlen);
 
 /* ---- link.c ------------------------------------------------------------- */
 struct hp_linked {

@@ -16,8 +16,15 @@
  * libraries are usually more than 2 GiB away, so rel32 calls to them go
  * through a stub and GOT-relative loads through a slot we allocate here.
  *
- * Relocation support lives in reloc_field_size() and apply_one(); TLS types
- * (GOTTPOFF, TPOFF32, ...) will add a slot kind holding a TLS offset.
+ * Relocation support lives in reloc_field_size() and apply_one().
+ *
+ * Thread-locals of the executable (tls.c computes their TP offsets):
+ * R_X86_64_TPOFF32 (local-exec) gets the TP offset itself, R_X86_64_GOTTPOFF
+ * (initial-exec) a slot holding it. General/local-dynamic TLS is refused.
+ *
+ * Absolute 32-bit relocations (R_X86_64_32/32S, from code compiled without
+ * -fPIE) to the patch's own code or data need the region below 2 GiB; the
+ * executable is then non-PIE and low too, so the region is placed there.
  */
 
 #include <dlfcn.h>
@@ -46,8 +53,10 @@ struct symres {
     uint8_t is_func;
     uint8_t near;      /* known to be within reach of the region */
     uint8_t need_slot, need_stub;
-    uint32_t slot, stub;
+    uint8_t is_tls, need_tls_slot; /* thread-local: addr is unused, tpoff holds */
+    uint32_t slot, stub, tls_slot;
     uintptr_t addr;
+    int64_t tpoff; /* TP offset of a thread-local of the executable */
 };
 
 static const char *rtype_name(unsigned t)
@@ -98,9 +107,23 @@ static unsigned reloc_field_size(unsigned t)
         return 8;
     case R_X86_64_PC32: case R_X86_64_PLT32: case R_X86_64_32: case R_X86_64_32S:
     case R_X86_64_GOTPCREL: case R_X86_64_GOTPCRELX: case R_X86_64_REX_GOTPCRELX:
+    case R_X86_64_GOTTPOFF: case R_X86_64_TPOFF32:
         return 4;
     }
     return 0;
+}
+
+/* Why an unsupported relocation type is refused, for the message. */
+static const char *unsupported_why(unsigned t)
+{
+    switch (t) {
+    case R_X86_64_TLSGD: case R_X86_64_TLSLD: case R_X86_64_DTPOFF32: case R_X86_64_DTPOFF64:
+    case R_X86_64_GOTPC32_TLSDESC: case R_X86_64_TLSDESC_CALL:
+        return ": general/local-dynamic thread-local access comes from -fPIC code for shared "
+               "objects; compile the patched files like the executable (-fPIE or -fno-pie) so "
+               "they use initial- or local-exec TLS";
+    }
+    return is_tls_type(t) ? ": this thread-local relocation is not supported" : "";
 }
 
 static int is_got_type(unsigned t)
@@ -136,6 +159,20 @@ static int resolve_undef(const struct hp_patchobj *po, const struct hp_exe *exe,
     } else {
         n = hp_exe_lookup(exe, NULL, full, 0, refs, 4);
     }
+    if (n == 1 && refs[0].type == STT_TLS) {
+        int64_t block;
+        if (hp_tls_block_offset(&block, err, errlen))
+            return -1;
+        r->is_tls = 1;
+        r->tpoff = block + (int64_t)refs[0].addr;
+        r->state = SYM_ADDR;
+        return 0;
+    }
+    if (n == 0 && ELF64_ST_TYPE(s->st_info) == STT_TLS)
+        return hp_fail(err, errlen,
+                       "thread-local %s is not defined in the executable; thread-locals of "
+                       "shared libraries are not supported",
+                       full);
     if (n > 1)
         return hp_fail(err, errlen,
                        "symbol %s is ambiguous: %d definitions in the running program", full, n);
@@ -214,6 +251,11 @@ static int fits_s32(int64_t v)
     return v >= INT32_MIN && v <= INT32_MAX;
 }
 
+static int is_tls_access(unsigned t)
+{
+    return t == R_X86_64_GOTTPOFF || t == R_X86_64_TPOFF32;
+}
+
 static int apply_one(const struct hp_patchobj *po, struct hp_linked *l, struct symres *sr,
                      size_t rsec, const Elf64_Rela *r, uintptr_t stubs, uintptr_t slots,
                      char *err, size_t errlen)
@@ -274,6 +316,20 @@ static int apply_one(const struct hp_patchobj *po, struct hp_linked *l, struct s
         memcpy(place, &v32, 4);
         return 0;
     }
+    case R_X86_64_TPOFF32:
+        v = s->tpoff + A;
+        if (!fits_s32(v))
+            goto overflow;
+        v32 = (uint32_t)(int32_t)v;
+        memcpy(place, &v32, 4);
+        return 0;
+    case R_X86_64_GOTTPOFF:
+        v = (int64_t)(slots + (uintptr_t)s->tls_slot * 8 + (uint64_t)A - P);
+        if (!fits_s32(v))
+            goto overflow;
+        v32 = (uint32_t)(int32_t)v;
+        memcpy(place, &v32, 4);
+        return 0;
     case R_X86_64_GOTPCREL:
     case R_X86_64_GOTPCRELX:
     case R_X86_64_REX_GOTPCRELX:
@@ -330,6 +386,7 @@ int hp_link(const struct hp_patchobj *po, const struct hp_exe *exe, struct hp_li
     }
 
     /* Pass 1: check every relocation, resolve its symbol, count stubs/slots. */
+    int low_region = 0;
     for (size_t i = 1; i < po->nsh; i++) {
         if (!is_applied_rela(po, i))
             continue;
@@ -346,8 +403,7 @@ int hp_link(const struct hp_patchobj *po, const struct hp_exe *exe, struct hp_li
                 hp_fail(err, errlen,
                         "unsupported relocation %s (%u) against symbol %s in %s+%#lx%s",
                         rtype_name(type), type, hp_po_symname(po, si), hp_po_secname(po, tsec),
-                        (unsigned long)r.r_offset,
-                        is_tls_type(type) ? ": thread-local storage is not supported yet" : "");
+                        (unsigned long)r.r_offset, unsupported_why(type));
                 goto fail;
             }
             if (r.r_offset + width > po->sh[tsec].sh_size) {
@@ -358,6 +414,19 @@ int hp_link(const struct hp_patchobj *po, const struct hp_exe *exe, struct hp_li
             if (resolve(po, exe, si, &sr[si], err, errlen))
                 goto fail;
             struct symres *s = &sr[si];
+            if (is_tls_access(type) != s->is_tls) {
+                hp_fail(err, errlen, "relocation %s against %s symbol %s in %s+%#lx",
+                        rtype_name(type), s->is_tls ? "thread-local" : "non-thread-local",
+                        hp_po_symname(po, si), hp_po_secname(po, tsec),
+                        (unsigned long)r.r_offset);
+                goto fail;
+            }
+            if (type == R_X86_64_GOTTPOFF && !s->need_tls_slot) {
+                s->need_tls_slot = 1;
+                s->tls_slot = (uint32_t)l->nslots++;
+            }
+            if ((type == R_X86_64_32 || type == R_X86_64_32S) && s->state == SYM_IN_PATCH)
+                low_region = 1;
             if (is_got_type(type) && !s->need_slot) {
                 s->need_slot = 1;
                 s->slot = (uint32_t)l->nslots++;
@@ -419,7 +488,9 @@ int hp_link(const struct hp_patchobj *po, const struct hp_exe *exe, struct hp_li
     size_t code_end = align_up(stubs_off + l->nstubs * STUB_SIZE, PAGE);
     size_t ro_end = align_up(slots_off + l->nslots * 8, PAGE);
 
-    if (hp_region_map(exe->lo, exe->hi, total, &l->region, err, errlen))
+    /* R_X86_64_32S is sign-extended: the region must end below 2 GiB. */
+    uintptr_t limit = low_region ? (uintptr_t)INT32_MAX + 1 : 0;
+    if (hp_region_map(exe->lo, exe->hi, total, limit, &l->region, err, errlen))
         goto fail;
     uint8_t *base = l->region.base;
     uintptr_t stubs = (uintptr_t)base + stubs_off, slots = (uintptr_t)base + slots_off;
@@ -444,6 +515,8 @@ int hp_link(const struct hp_patchobj *po, const struct hp_exe *exe, struct hp_li
     for (size_t i = 0; i < po->nsyms; i++) {
         if (sr[i].need_slot)
             memcpy((void *)(slots + (uintptr_t)sr[i].slot * 8), &l->sym_addr[i], 8);
+        if (sr[i].need_tls_slot)
+            memcpy((void *)(slots + (uintptr_t)sr[i].tls_slot * 8), &sr[i].tpoff, 8);
         if (sr[i].need_stub) {
             uint8_t *st = (uint8_t *)(stubs + (uintptr_t)sr[i].stub * STUB_SIZE);
             uintptr_t slot = slots + (uintptr_t)sr[i].slot * 8;

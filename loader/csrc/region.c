@@ -9,6 +9,11 @@
  *   1. the highest fitting address below the image (closest to it), else
  *   2. the highest fitting address above it (farthest from [heap], so brk
  *      keeps room to grow).
+ * A non-PIE executable sits low (0x400000): "below" has no room above
+ * LOWEST_ADDR, so the region lands above it (above the heap start), still
+ * within 2 GiB of it and so below 2 GiB — which patch code with absolute
+ * 32-bit relocations to its own data requires; the caller then passes that
+ * as `limit` and we never place the region higher.
  * mmap(MAP_FIXED_NOREPLACE) makes the race with other threads mapping memory
  * harmless: if somebody took the spot, we re-read the maps and try again.
  */
@@ -64,13 +69,20 @@ static char *read_proc(const char *path)
 }
 
 /* Finds the best address for `size` bytes, or 0. */
-static uintptr_t choose(const char *maps, uintptr_t lo, uintptr_t hi, size_t size)
+static uintptr_t choose(const char *maps, uintptr_t lo, uintptr_t hi, size_t size,
+                        uintptr_t limit)
 {
     /* Window where the region's start may lie. */
     uintptr_t win_lo = hi > REACH - MARGIN ? hi - (REACH - MARGIN) : 0;
     if (win_lo < LOWEST_ADDR)
         win_lo = LOWEST_ADDR;
     uintptr_t win_hi = lo + (REACH - MARGIN) - size; /* last allowed start */
+    if (limit) {
+        if (limit < size + LOWEST_ADDR)
+            return 0;
+        if (win_hi > limit - size)
+            win_hi = limit - size;
+    }
     uintptr_t best_below = 0, best_above = 0;
     uintptr_t prev_end = 0;
     const char *p = maps;
@@ -111,8 +123,8 @@ static uintptr_t choose(const char *maps, uintptr_t lo, uintptr_t hi, size_t siz
     return best_below ? best_below : best_above;
 }
 
-int hp_region_map(uintptr_t lo, uintptr_t hi, size_t size, struct hp_region *out, char *err,
-                  size_t errlen)
+int hp_region_map(uintptr_t lo, uintptr_t hi, size_t size, uintptr_t limit,
+                  struct hp_region *out, char *err, size_t errlen)
 {
     size = (size + PAGE - 1) & ~(PAGE - 1);
     if (hi - lo + size > REACH - 2 * MARGIN)
@@ -121,12 +133,15 @@ int hp_region_map(uintptr_t lo, uintptr_t hi, size_t size, struct hp_region *out
         char *maps = read_proc("/proc/self/maps");
         if (!maps)
             return hp_fail(err, errlen, "cannot read /proc/self/maps");
-        uintptr_t at = choose(maps, lo, hi, size);
+        uintptr_t at = choose(maps, lo, hi, size, limit);
         free(maps);
         if (!at)
             return hp_fail(err, errlen,
-                           "no free address range of %zu bytes within 2 GiB of the executable",
-                           size);
+                           "no free address range of %zu bytes within 2 GiB of the executable%s",
+                           size,
+                           limit ? " and below 2 GiB (the patch has absolute 32-bit relocations "
+                                   "to its own data: a -fno-pie build)"
+                                 : "");
         void *p = mmap((void *)at, size, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
         if (p == (void *)at) {

@@ -22,6 +22,7 @@ fn version(overrides: &[(&str, &str)]) -> String {
         ("SAY_EXTRA", ""),
         ("WORK_FACTOR", "3"),
         ("TLS_STEP", "1"),
+        ("TLS_BIAS", "0"),
         ("BUSY_EXTRA", "\"\""),
     ];
     for (k, v) in overrides {
@@ -444,25 +445,71 @@ fn other_users_are_refused_by_the_loader() {
     );
 }
 
+/// A patch using a thread-local of the executable gets the same TP offset
+/// the program's own code uses; `model` selects how the code reaches it.
+fn tls_patch_works(tag: &str, extra: &[&str], reloc: &str) {
+    let mut s = start(tag, extra);
+    let pid = s.proc_.pid().to_string();
+    let own: i64 = s.proc_.ask("tlsown").parse().unwrap();
+    assert_eq!(s.proc_.ask("tlsoff"), own.to_string());
+    assert_eq!(s.proc_.ask("tls"), "1");
+    let new = version(&[("TLS_STEP", "2"), ("TLS_BIAS", "1000")]);
+    let file = patch_file(&s, tag, &new, &["tls_bump", "tls_offset"], extra);
+    let obj = std::fs::read(&file).unwrap();
+    let relocs = common::reloc_types(&obj);
+    assert!(relocs.iter().any(|r| r == reloc), "{tag}: patch has {relocs:?}, wanted {reloc}");
+    let (ok, _, err) = hpctl(&["apply", &pid, &file]);
+    assert!(ok, "{err}\n{}", s.proc_.log_text());
+    // The patched code finds tls_count exactly where the program's own code does.
+    assert_eq!(s.proc_.ask("tlsoff"), (own + 1000).to_string());
+    // The main thread's count continues in steps of 2.
+    assert_eq!(s.proc_.ask("tls"), "3");
+    assert_eq!(s.proc_.ask("tls"), "5");
+    assert!(s.proc_.alive());
+}
+
 #[test]
-fn tls_relocations_are_refused_with_a_reason() {
-    let mut s = start("tls", &[]);
+fn tls_local_exec_tpoff32() {
+    tls_patch_works("tls-le", &[], "R_X86_64_TPOFF32");
+}
+
+#[test]
+fn tls_initial_exec_gottpoff() {
+    // -fPIC keeps the compiler from upgrading initial-exec to local-exec
+    // (code that may end up in a shared object cannot know the offset).
+    tls_patch_works(
+        "tls-ie",
+        &["-fPIC", "-ftls-model=initial-exec"],
+        "R_X86_64_GOTTPOFF",
+    );
+}
+
+#[test]
+fn tls_local_exec_in_a_non_pie_program() {
+    tls_patch_works("tls-nopie", &["-fno-pie", "-no-pie"], "R_X86_64_TPOFF32");
+}
+
+/// -fPIC code uses local-dynamic TLS (__tls_get_addr): refused with a reason.
+/// (The patch replaces compute(), which had no TLS access: the linker
+/// rewrites -fPIC TLS sequences in the executable, which the test's patch
+/// maker does not mask, so a TLS-using original would fail its fingerprint.)
+#[test]
+fn tls_dynamic_models_are_refused_with_a_reason() {
+    let mut s = start("tls-ld", &["-fPIC"]);
     let pid = s.proc_.pid().to_string();
     let file = patch_file(
         &s,
-        "tls",
-        &version(&[("TLS_STEP", "2")]),
-        &["tls_bump"],
-        &[],
+        "tls-ld",
+        &version(&[("COMPUTE_FACTOR", "(2 + (int)tls_count)")]),
+        &["compute"],
+        &["-fPIC"],
     );
     let (ok, _, err) = hpctl(&["apply", &pid, &file]);
     assert!(!ok);
-    assert!(err.contains("unsupported relocation R_X86_64_"), "{err}");
+    assert!(err.contains("unsupported relocation R_X86_64_TLS"), "{err}");
     assert!(err.contains("tls_count"), "{err}");
-    assert!(
-        err.contains("thread-local storage is not supported yet"),
-        "{err}"
-    );
+    assert!(err.contains("general/local-dynamic thread-local access"), "{err}");
+    assert!(err.contains("-fPIE or -fno-pie"), "{err}");
     assert_eq!(s.proc_.ask("tls"), "1");
 }
 
@@ -515,4 +562,33 @@ fn hpctl_reports_what_to_do() {
     );
     let _ = sleeper.kill();
     let _ = sleeper.wait();
+}
+
+/// A -no-pie program: the patch's code is -fno-pie too and reaches its own
+/// string literal with an absolute R_X86_64_32, so the region must be (and
+/// is) placed below 2 GiB near the executable.
+#[test]
+fn non_pie_program_takes_absolute_32_bit_relocations() {
+    let flags = ["-fno-pie", "-no-pie"];
+    let mut s = start("nopie", &flags);
+    let pid = s.proc_.pid().to_string();
+    assert_v1(&mut s.proc_);
+    let file = patch_file(&s, "nopie", &v2(), &["compute", "greet"], &flags);
+    let relocs = common::reloc_types(&std::fs::read(&file).unwrap());
+    assert!(
+        relocs.iter().any(|r| r == "R_X86_64_32" || r == "R_X86_64_32S"),
+        "{relocs:?}"
+    );
+    let (ok, _, err) = hpctl(&["apply", &pid, &file]);
+    assert!(ok, "{err}\n{}", s.proc_.log_text());
+    assert_eq!(s.proc_.ask("greet"), "hello v2");
+    assert_eq!(s.proc_.ask("compute 1"), "45");
+    let log = s.proc_.log_text();
+    let region = log
+        .lines()
+        .find_map(|l| l.split("patch region ").nth(1))
+        .and_then(|r| r.split('-').nth(1))
+        .map(|end| u64::from_str_radix(end.trim_start_matches("0x").split(':').next().unwrap(), 16).unwrap())
+        .expect("the loader logs the patch region");
+    assert!(region <= 1 << 31, "region ends at {region:#x}, above 2 GiB");
 }

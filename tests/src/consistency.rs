@@ -3,6 +3,7 @@
 //! post-patch answers.
 
 use crate::fixture::Fixture;
+use crate::matrix::{Build, CONSISTENCY_CONFIGS};
 use crate::program::Program;
 use crate::step::{Step, Version};
 use crate::tree::{apply_patch, build_tree, copy_fixture};
@@ -13,7 +14,7 @@ use std::time::Duration;
 /// Builds one version of a fixture without the loader and plays every step
 /// against it, checking the answers that belong to `version`. Returns how
 /// many answers were checked.
-fn play_version(f: &Fixture, cflags: &[String], version: Version) -> Res<usize> {
+fn play_version(f: &Fixture, b: &Build, version: Version) -> Res<usize> {
     let tmp = tempfile::Builder::new()
         .prefix(&format!("hp-e2e-consistency-{}-", f.name))
         .tempdir()
@@ -26,7 +27,7 @@ fn play_version(f: &Fixture, cflags: &[String], version: Version) -> Res<usize> 
             apply_patch(&dir, &f.dir.join("fix.patch"))?;
         }
     }
-    let exe = build_tree(f, &dir, cflags, None)?;
+    let exe = build_tree(f, &dir, b, None)?;
     if version == Version::New && f.hpbuild_base_sources.values().count() > 0 {
         // The patched *base* is not what runs (wrong-base): it only has to build.
         return Ok(0);
@@ -58,7 +59,8 @@ fn play_version(f: &Fixture, cflags: &[String], version: Version) -> Res<usize> 
 /// Checks a fixture without hpbuild/hpctl: `fix.patch` uses a/ b/ prefixes
 /// and applies with `patch -p1`; the original program gives the answers of
 /// the steps before the patch, the program rebuilt from the patched source
-/// gives the answers after it; both build with every flag set.
+/// gives the answers after it; checked with one configuration per compiler
+/// ([`CONSISTENCY_CONFIGS`]) and every `also_cflags` set.
 pub fn check_consistency(f: &Fixture) -> Res<()> {
     let patch =
         fs::read_to_string(f.dir.join("fix.patch")).map_err(|e| format!("fix.patch: {e}"))?;
@@ -107,11 +109,20 @@ pub fn check_consistency(f: &Fixture) -> Res<()> {
     if applies_ok && n_new == 0 {
         return Err("the patch is applied but no step checks the new behaviour".into());
     }
-    for flags in f.flag_sets() {
-        let old = play_version(f, &flags, Version::Old)
-            .map_err(|e| format!("original program, {flags:?}: {e}"))?;
-        let new = play_version(f, &flags, Version::New)
-            .map_err(|e| format!("patched program, {flags:?}: {e}"))?;
+    let mut builds: Vec<Build> = CONSISTENCY_CONFIGS
+        .iter()
+        .filter(|c| f.unsupported_reason(c).is_none())
+        .map(|c| f.build(c))
+        .collect::<Res<_>>()?;
+    for also in f.also_names() {
+        builds.push(f.build(&also)?);
+    }
+    for b in &builds {
+        let flags = format!("{} {:?}", b.cc, b.cflags);
+        let old = play_version(f, b, Version::Old)
+            .map_err(|e| format!("original program, {flags}: {e}"))?;
+        let new = play_version(f, b, Version::New)
+            .map_err(|e| format!("patched program, {flags}: {e}"))?;
         assert_eq!(old, n_old);
         if f.hpbuild_base_sources.is_empty() {
             assert_eq!(new, n_new);

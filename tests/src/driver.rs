@@ -1,20 +1,17 @@
 //! One fixture end to end: build and start it, run hpbuild, play the steps.
 
-use crate::checks::{check_list, check_refusal, run_hpbuild};
+use crate::checks::{check_refusal, run_hpbuild};
+use crate::matrix::Build;
+use crate::steps::play_steps;
 use crate::fixture::Fixture;
 use crate::program::Program;
-use crate::run::{run_timeout, Output, Running};
-use crate::step::Step;
+use crate::run::Output;
 use crate::tools::{hpbuild_bin, hpctl_bin, loader_dir};
 use crate::tree::{build_tree, copy_fixture, snapshot, snapshot_diff};
-use crate::{Res, HPCTL_TIMEOUT};
+use crate::Res;
 use serde_json::Value;
-use std::fmt::Write as _;
 use std::fs;
-use std::path::PathBuf;
-use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
 
 /// A fixture program built with the loader and started, in its own
 /// temporary directory (kept until dropped).
@@ -29,7 +26,7 @@ pub struct Started {
 }
 
 /// Copies, builds (with the loader) and starts a fixture.
-pub fn start_fixture(f: &Fixture, cflags: &[String]) -> Res<Started> {
+pub fn start_fixture(f: &Fixture, b: &Build) -> Res<Started> {
     let loader = loader_dir()?;
     let tmp = tempfile::Builder::new()
         .prefix(&format!("hp-e2e-{}-", f.name))
@@ -37,14 +34,14 @@ pub fn start_fixture(f: &Fixture, cflags: &[String]) -> Res<Started> {
         .map_err(|e| format!("tempdir: {e}"))?;
     let run_dir = tmp.path().join("base");
     copy_fixture(f, &run_dir, false)?;
-    let exe = build_tree(f, &run_dir, cflags, Some(&loader))?;
+    let exe = build_tree(f, &run_dir, b, Some(&loader))?;
     let base_dir = if f.hpbuild_base_sources.is_empty() {
         run_dir.clone()
     } else {
-        let b = tmp.path().join("other-base");
-        copy_fixture(f, &b, true)?;
-        build_tree(f, &b, cflags, Some(&loader))?;
-        b
+        let other = tmp.path().join("other-base");
+        copy_fixture(f, &other, true)?;
+        build_tree(f, &other, b, Some(&loader))?;
+        other
     };
     let prog = Program::start(&exe, tmp.path())?;
     Ok(Started {
@@ -77,18 +74,25 @@ pub fn build_patch(f: &Fixture, s: &Started) -> Res<(PathBuf, Output)> {
     Ok((hpo, out))
 }
 
-/// The whole end-to-end run of one fixture with one flag set.
-pub fn run_fixture_with(f: &Fixture, cflags: &[String]) -> Res<()> {
-    let hpctl = hpctl_bin()?;
+/// The whole end-to-end run of one fixture with one configuration.
+pub fn run_fixture_with(f: &Fixture, b: &Build) -> Res<()> {
+    hpctl_bin()?;
     hpbuild_bin()?;
-    let mut s = start_fixture(f, cflags)?;
+    let mut s = start_fixture(f, b)?;
     let (hpo, build) = build_patch(f, &s).map_err(|e| format!("{e}\n{}", s.prog.report()))?;
+    check_hpbuild_result(f, &s, &hpo, &build)?;
+    play_steps(f, &mut s, &hpo, &build, &b.name)
+}
+
+/// hpbuild refused as the fixture says, or succeeded and wrote OUT.hpo,
+/// OUT.json (valid JSON) and OUT.c.
+pub fn check_hpbuild_result(f: &Fixture, s: &Started, hpo: &Path, build: &Output) -> Res<()> {
     let ctx = |s: &Started, step: &str, e: String| -> String {
         format!("step: {step}\nerror: {e}\n{}", s.prog.report())
     };
 
     if let Some(needles) = &f.hpbuild_fails_with {
-        check_refusal(&build, needles, "hpbuild")
+        check_refusal(build, needles, "hpbuild")
             .map_err(|e| ctx(&s, "hpbuild (expected to refuse)", e))?;
     } else {
         if !build.status.success() {
@@ -99,7 +103,7 @@ pub fn run_fixture_with(f: &Fixture, cflags: &[String]) -> Res<()> {
             ));
         }
         for p in [
-            hpo.clone(),
+            hpo.to_path_buf(),
             hpo.with_extension("json"),
             hpo.with_extension("c"),
         ] {
@@ -121,137 +125,33 @@ pub fn run_fixture_with(f: &Fixture, cflags: &[String]) -> Res<()> {
         }
     }
 
-    let pid = s.prog.pid();
-    let mut background: Option<Running> = None;
-    for (i, step) in f.steps.iter().enumerate() {
-        let label = format!("#{i} {}", step.describe());
-        match step {
-            Step::Send {
-                send,
-                expect,
-                retry_secs,
-                ..
-            } => {
-                let retry = retry_secs.map(Duration::from_secs);
-                s.prog
-                    .expect(send, expect, retry)
-                    .map_err(|e| ctx(&s, &label, e))?;
-            }
-            Step::Apply {
-                expect_fail,
-                background: bg,
-                settle_secs,
-            } => {
-                let mut cmd = Command::new(&hpctl);
-                cmd.arg("apply").arg(pid.to_string()).arg(&hpo);
-                if *bg {
-                    let mut r = Running::start(&mut cmd).map_err(|e| ctx(&s, &label, e))?;
-                    let until = Instant::now() + Duration::from_secs(*settle_secs);
-                    while Instant::now() < until && r.poll().is_none() {
-                        thread::sleep(Duration::from_millis(20));
-                    }
-                    s.prog
-                        .transcript
-                        .push(format!("# hpctl apply {pid} started in the background"));
-                    background = Some(r);
-                    continue;
-                }
-                let out = run_timeout(&mut cmd, HPCTL_TIMEOUT).map_err(|e| ctx(&s, &label, e))?;
-                s.prog.note(&out);
-                match expect_fail {
-                    Some(needles) => check_refusal(&out, needles, "hpctl apply")
-                        .map_err(|e| ctx(&s, &label, e))?,
-                    None => {
-                        if !out.status.success() {
-                            return Err(ctx(
-                                &s,
-                                &label,
-                                format!(
-                                    "hpctl apply failed\n{}\n--- hpbuild ---\n{}",
-                                    out.report(),
-                                    build.report()
-                                ),
-                            ));
-                        }
-                        let l =
-                            check_list(&hpctl, pid, &hpo, true).map_err(|e| ctx(&s, &label, e))?;
-                        s.prog.note(&l);
-                    }
-                }
-            }
-            Step::WaitApply => {
-                let r = background
-                    .take()
-                    .expect("validated: a background apply is pending");
-                let out = r.finish(HPCTL_TIMEOUT).map_err(|e| ctx(&s, &label, e))?;
-                s.prog.note(&out);
-                if !out.status.success() {
-                    return Err(ctx(
-                        &s,
-                        &label,
-                        format!(
-                            "background hpctl apply failed\n{}\n--- hpbuild ---\n{}",
-                            out.report(),
-                            build.report()
-                        ),
-                    ));
-                }
-                let l = check_list(&hpctl, pid, &hpo, true).map_err(|e| ctx(&s, &label, e))?;
-                s.prog.note(&l);
-            }
-            Step::Revert { expect_fail } => {
-                let out = run_timeout(
-                    Command::new(&hpctl).arg("revert").arg(pid.to_string()),
-                    HPCTL_TIMEOUT,
-                )
-                .map_err(|e| ctx(&s, &label, e))?;
-                s.prog.note(&out);
-                match expect_fail {
-                    Some(needles) => check_refusal(&out, needles, "hpctl revert")
-                        .map_err(|e| ctx(&s, &label, e))?,
-                    None => {
-                        if !out.status.success() {
-                            return Err(ctx(
-                                &s,
-                                &label,
-                                format!("hpctl revert failed\n{}", out.report()),
-                            ));
-                        }
-                        let l =
-                            check_list(&hpctl, pid, &hpo, false).map_err(|e| ctx(&s, &label, e))?;
-                        s.prog.note(&l);
-                    }
-                }
-            }
-        }
-    }
-    // Still alive and answering at the end.
-    s.prog
-        .expect("ping", "pong", None)
-        .map_err(|e| ctx(&s, "final ping", e))?;
-    let stderr = s.prog.stderr();
-    if stderr.contains("EINTR") {
-        eprintln!(
-            "note [{} {:?}]: the program saw EINTR during the run:\n{stderr}",
-            f.name, cflags
-        );
-    }
     Ok(())
 }
 
-/// Runs a fixture end to end with every flag set; panics with a full report.
-pub fn run_fixture(name: &str) {
+/// Runs a fixture end to end in one configuration (a matrix name or
+/// `also-N`); panics with a full report. An `unsupported` configuration is
+/// skipped with a note; an `expected_fail` one must fail (a pass is noted,
+/// so the mark can be removed).
+pub fn run_fixture(name: &str, config: &str) {
     let f = Fixture::load(name).unwrap_or_else(|e| panic!("{e}"));
-    let mut failures = String::new();
-    for flags in f.flag_sets() {
-        if let Err(e) = run_fixture_with(&f, &flags) {
-            let _ = writeln!(
-                failures,
-                "\n===== fixture {name} with {flags:?} FAILED =====\n{e}"
-            );
-        }
+    if let Some(why) = f.unsupported_reason(config) {
+        eprintln!("note [{name} {config}]: skipped, unsupported: {why}");
+        return;
     }
-    if !failures.is_empty() {
-        panic!("{failures}");
+    let b = f.build(config).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
+    let res = run_fixture_with(&f, &b);
+    match (res, f.expected_fail_reason(config)) {
+        (Ok(()), None) => {}
+        (Ok(()), Some(why)) => eprintln!(
+            "note [{name} {config}]: PASSED although marked expected_fail ({why}); remove the mark"
+        ),
+        (Err(e), Some(why)) => {
+            let first = e.lines().take(3).collect::<Vec<_>>().join(" | ");
+            eprintln!("note [{name} {config}]: expected failure ({why}): {first}")
+        }
+        (Err(e), None) => panic!(
+            "\n===== fixture {name} with {config} ({} {:?}, link {:?}) FAILED =====\n{e}",
+            b.cc, b.cflags, b.ldflags
+        ),
     }
 }

@@ -1,5 +1,6 @@
 //! A parsed `fixture.json` (schema: `fixtures/README.md`).
 
+use crate::matrix::{config, config_matches, Build, Config, MATRIX};
 use crate::step::{check_keys, opt_needles, parse_step, str_list, Step, Version};
 use crate::tools::fixtures_dir;
 use crate::Res;
@@ -18,9 +19,15 @@ pub struct Fixture {
     pub sources: Vec<String>,
     /// Files copied from `fixtures/common/`.
     pub common: Vec<String>,
-    /// The main flag set; `also_cflags` lists further sets to run.
+    /// Flags added after every matrix configuration's flags.
     pub cflags: Vec<String>,
+    /// Further complete flag sets, each run once with gcc (e.g. `-O1`).
     pub also_cflags: Vec<Vec<String>>,
+    /// Matrix configurations (name or `prefix*`) this fixture skips, with why.
+    pub unsupported: BTreeMap<String, String>,
+    /// Configurations (name or `prefix*`) known to fail, with the exact
+    /// failure; they run, and a failure is reported as expected.
+    pub expected_fail: BTreeMap<String, String>,
     /// Extra arguments for the link (after the objects, before the loader).
     pub ldflags: Vec<String>,
     /// For the base given to hpbuild only: file name -> fixture file to use instead.
@@ -55,6 +62,8 @@ impl Fixture {
                 "ldflags",
                 "hpbuild_base_sources",
                 "hpbuild_fails_with",
+                "unsupported",
+                "expected_fail",
                 "steps",
             ],
             "fixture",
@@ -77,7 +86,7 @@ impl Fixture {
         };
         let cflags = match obj.get("cflags") {
             Some(c) => str_list(c, "cflags")?,
-            None => vec!["-O2".into(), "-g".into()],
+            None => vec!["-g".into()],
         };
         let also_cflags = match obj.get("also_cflags") {
             Some(Value::Array(a)) => a
@@ -105,6 +114,8 @@ impl Fixture {
                 }
             }
         }
+        let unsupported = reasons(obj.get("unsupported"), "unsupported")?;
+        let expected_fail = reasons(obj.get("expected_fail"), "expected_fail")?;
         let hpbuild_fails_with = opt_needles(obj.get("hpbuild_fails_with"), "hpbuild_fails_with")?;
         let steps = obj
             .get("steps")
@@ -122,6 +133,8 @@ impl Fixture {
             common,
             cflags,
             also_cflags,
+            unsupported,
+            expected_fail,
             ldflags,
             hpbuild_base_sources,
             hpbuild_fails_with,
@@ -132,6 +145,16 @@ impl Fixture {
     }
 
     fn validate(&self) -> Res<()> {
+        for (what, map) in [("unsupported", &self.unsupported), ("expected_fail", &self.expected_fail)] {
+            for (pat, why) in map {
+                if !MATRIX.iter().any(|c| config_matches(pat, c.name)) && !pat.starts_with("also") {
+                    return Err(format!("{what}: {pat:?} matches no configuration of the matrix"));
+                }
+                if why.trim().is_empty() {
+                    return Err(format!("{what}: {pat:?} needs a reason"));
+                }
+            }
+        }
         if !self.dir.join("fix.patch").is_file() {
             return Err("fix.patch is missing".into());
         }
@@ -185,11 +208,46 @@ impl Fixture {
         Ok(())
     }
 
-    /// Every flag set to run: `cflags` first, then `also_cflags`.
-    pub fn flag_sets(&self) -> Vec<Vec<String>> {
-        let mut v = vec![self.cflags.clone()];
-        v.extend(self.also_cflags.iter().cloned());
-        v
+    /// The exact compiler and flags of matrix configuration `c` for this fixture.
+    pub fn build_for(&self, c: &Config) -> Build {
+        let mut cflags: Vec<String> = c.cflags.iter().map(|s| s.to_string()).collect();
+        cflags.extend(self.cflags.iter().cloned());
+        let mut ldflags = self.ldflags.clone();
+        ldflags.extend(c.ldflags.iter().map(|s| s.to_string()));
+        Build { name: c.name.into(), cc: c.cc.into(), cflags, ldflags }
+    }
+
+    /// The build of a named configuration: a matrix name, or `also-N` for
+    /// the N-th `also_cflags` set (compiled with gcc).
+    pub fn build(&self, name: &str) -> Res<Build> {
+        if let Some(c) = config(name) {
+            return Ok(self.build_for(c));
+        }
+        let n: Option<usize> = name.strip_prefix("also-").and_then(|n| n.parse().ok());
+        match n.and_then(|n| self.also_cflags.get(n)) {
+            Some(set) => Ok(Build {
+                name: name.into(),
+                cc: "gcc".into(),
+                cflags: set.clone(),
+                ldflags: self.ldflags.clone(),
+            }),
+            None => Err(format!("no configuration {name:?}")),
+        }
+    }
+
+    /// Names of the `also_cflags` builds.
+    pub fn also_names(&self) -> Vec<String> {
+        (0..self.also_cflags.len()).map(|i| format!("also-{i}")).collect()
+    }
+
+    /// Why configuration `name` is skipped, if it is.
+    pub fn unsupported_reason(&self, name: &str) -> Option<&str> {
+        self.unsupported.iter().find(|(p, _)| config_matches(p, name)).map(|(_, r)| r.as_str())
+    }
+
+    /// Why configuration `name` is expected to fail, if it is.
+    pub fn expected_fail_reason(&self, name: &str) -> Option<&str> {
+        self.expected_fail.iter().find(|(p, _)| config_matches(p, name)).map(|(_, r)| r.as_str())
     }
 
     /// The version of the code each step's answer comes from (None: not
@@ -241,4 +299,20 @@ pub fn fixture_names() -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
+}
+
+/// `{"config or prefix*": "reason"}`.
+fn reasons(v: Option<&Value>, what: &str) -> Res<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let Some(v) = v else { return Ok(out) };
+    let m = v
+        .as_object()
+        .ok_or_else(|| format!("\"{what}\" must be an object {{config: reason}}"))?;
+    for (k, r) in m {
+        let r = r
+            .as_str()
+            .ok_or_else(|| format!("\"{what}\".{k} must be a string (the reason)"))?;
+        out.insert(k.clone(), r.to_string());
+    }
+    Ok(out)
 }

@@ -25,9 +25,11 @@ mod checks;
 mod consistency;
 mod driver;
 mod fixture;
+mod matrix;
 mod program;
 mod run;
 mod step;
+mod steps;
 mod tools;
 mod tree;
 
@@ -35,9 +37,11 @@ pub use checks::*;
 pub use consistency::*;
 pub use driver::*;
 pub use fixture::*;
+pub use matrix::*;
 pub use program::*;
 pub use run::*;
 pub use step::{Step, Version};
+pub use steps::*;
 pub use tools::*;
 pub use tree::*;
 

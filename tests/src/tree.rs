@@ -2,6 +2,7 @@
 //! compile and link exactly as recorded; apply a patch; prove a tree unmodified.
 
 use crate::fixture::Fixture;
+use crate::matrix::Build;
 use crate::run::run_ok;
 use crate::tools::fixtures_dir;
 use crate::{Res, CC_TIMEOUT};
@@ -45,9 +46,9 @@ pub(crate) fn object_name(src: &str) -> String {
 
 /// The compile command of one translation unit, as recorded in
 /// `compile_commands.json` and run by the harness.
-pub fn compile_args(cflags: &[String], src: &str) -> Vec<String> {
-    let mut a = vec!["cc".to_string()];
-    a.extend(cflags.iter().cloned());
+pub fn compile_args(b: &Build, src: &str) -> Vec<String> {
+    let mut a = vec![b.cc.clone()];
+    a.extend(b.cflags.iter().cloned());
     a.extend(["-c".into(), src.into(), "-o".into(), object_name(src)]);
     a
 }
@@ -57,7 +58,7 @@ pub fn compile_args(cflags: &[String], src: &str) -> Vec<String> {
 pub fn build_tree(
     f: &Fixture,
     dir: &Path,
-    cflags: &[String],
+    b: &Build,
     loader: Option<&Path>,
 ) -> Res<PathBuf> {
     let dir = dir
@@ -70,7 +71,7 @@ pub fn build_tree(
             serde_json::json!({
                 "directory": dir.to_string_lossy(),
                 "file": s,
-                "arguments": compile_args(cflags, s),
+                "arguments": compile_args(b, s),
                 "output": object_name(s),
             })
         })
@@ -79,19 +80,21 @@ pub fn build_tree(
     fs::write(dir.join("compile_commands.json"), ccj)
         .map_err(|e| format!("writing compile_commands.json: {e}"))?;
     for s in &f.sources {
-        let args = compile_args(cflags, s);
+        let args = compile_args(b, s);
         run_ok(
             Command::new(&args[0]).args(&args[1..]).current_dir(&dir),
             CC_TIMEOUT,
         )
         .map_err(|e| format!("compiling {s} of fixture {}:\n{e}", f.name))?;
     }
-    let mut link = Command::new("cc");
-    link.current_dir(&dir).args(cflags);
+    // The compiler that compiled links too (clang's driver may add its own
+    // runtime pieces; mixing drivers would test a build nobody uses).
+    let mut link = Command::new(&b.cc);
+    link.current_dir(&dir).args(&b.cflags);
     for s in &f.sources {
         link.arg(object_name(s));
     }
-    link.args(&f.ldflags);
+    link.args(&b.ldflags);
     if let Some(l) = loader {
         link.arg("-Wl,--whole-archive")
             .arg(l.join("libhotpatch.a"))
@@ -141,7 +144,7 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
-pub(crate) fn snapshot_diff(
+pub fn snapshot_diff(
     before: &BTreeMap<PathBuf, Vec<u8>>,
     after: &BTreeMap<PathBuf, Vec<u8>>,
 ) -> Vec<String> {

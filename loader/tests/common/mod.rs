@@ -96,18 +96,11 @@ pub fn build_program(work: &Work, file: &str, src: &str, extra: &[&str]) -> Path
         exe.to_str().unwrap(),
         lib.to_str().unwrap(),
     );
-    gcc(
-        &[
-            o,
-            "-o",
-            e,
-            "-Wl,--whole-archive",
-            l,
-            "-Wl,--no-whole-archive",
-            "-lpthread",
-        ],
-        &work.dir,
-    );
+    // The compile flags go to the link too: -no-pie must reach the linker.
+    let mut args = vec![o, "-o", e];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-Wl,--whole-archive", l, "-Wl,--no-whole-archive", "-lpthread"]);
+    gcc(&args, &work.dir);
     exe
 }
 
@@ -126,7 +119,9 @@ fn masks_for(relocs: &[(u64, u32)], start: u64, size: u64) -> Vec<(u32, u32)> {
         };
         let back: u64 = match r_type {
             elf::R_X86_64_GOTPCRELX => 2,
-            elf::R_X86_64_REX_GOTPCRELX => 3,
+            // The linker relaxes initial-exec TLS loads in an executable
+            // (`mov x@gottpoff(%rip),%reg` → `mov $tpoff,%reg`): REX, opcode, ModRM.
+            elf::R_X86_64_REX_GOTPCRELX | elf::R_X86_64_GOTTPOFF => 3,
             _ => 0,
         };
         let begin = rel.saturating_sub(back);
@@ -447,4 +442,32 @@ pub fn hpctl(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).trim().to_string(),
         String::from_utf8_lossy(&out.stderr).trim().to_string(),
     )
+}
+
+/// The names of the relocation types in a patch object (x86-64 TLS and the
+/// common ones; others as numbers), for asserting what a test exercises.
+pub fn reloc_types(obj: &[u8]) -> Vec<String> {
+    let f = object::File::parse(obj).unwrap();
+    let mut out = Vec::new();
+    for s in f.sections() {
+        for (_, r) in s.relocations() {
+            let t = reloc_type(r.flags());
+            let name = match t {
+                elf::R_X86_64_PC32 => "R_X86_64_PC32".to_string(),
+                elf::R_X86_64_PLT32 => "R_X86_64_PLT32".to_string(),
+                elf::R_X86_64_32 => "R_X86_64_32".to_string(),
+                elf::R_X86_64_32S => "R_X86_64_32S".to_string(),
+                elf::R_X86_64_GOTTPOFF => "R_X86_64_GOTTPOFF".to_string(),
+                elf::R_X86_64_TPOFF32 => "R_X86_64_TPOFF32".to_string(),
+                elf::R_X86_64_TLSGD => "R_X86_64_TLSGD".to_string(),
+                elf::R_X86_64_TLSLD => "R_X86_64_TLSLD".to_string(),
+                elf::R_X86_64_DTPOFF32 => "R_X86_64_DTPOFF32".to_string(),
+                other => format!("type {other}"),
+            };
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+    }
+    out
 }

@@ -46,6 +46,21 @@ __attribute__((noipa)) long tls_bump(void)
     return tls_count += TLS_STEP;
 }
 
+static long thread_pointer(void)
+{
+    long tp;
+    __asm__ volatile("mov %%fs:0, %0" : "=r"(tp));
+    return tp;
+}
+
+/* Where tls_count lives relative to the thread pointer, as this function's
+ * code computes it (+ TLS_BIAS): a patched copy gets its TP offset from the
+ * loader, so comparing it with main's own answer checks the loader's. */
+__attribute__((noipa)) long tls_offset(void)
+{
+    return (long)((char *)&tls_count - (char *)thread_pointer()) + TLS_BIAS;
+}
+
 /* Loops forever at offsets 1..4: the loader must find it busy. */
 __attribute__((noipa)) void busy_loop(void)
 {
@@ -124,6 +139,10 @@ int main(void)
             printf("%ld\n", work_unit(atol(line + 3)));
         else if (strcmp(line, "spins") == 0)
             printf("%ld\n", atomic_load(&spins));
+        else if (strcmp(line, "tlsoff") == 0)
+            printf("%ld\n", tls_offset());
+        else if (strcmp(line, "tlsown") == 0)
+            printf("%ld\n", (long)((char *)&tls_count - (char *)thread_pointer()));
         else if (strcmp(line, "tls") == 0)
             printf("%ld\n", tls_bump());
         else if (strcmp(line, "busy") == 0) {

@@ -1,0 +1,328 @@
+//! The CLI contract of hpbuild and hpctl: error cases, refusals, bad input.
+//! See tests/README.md.
+
+use hp_e2e::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+// ---------------------------------------------------------------------------
+// helpers for the CLI tests
+
+fn must<T>(r: Res<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The body-change fixture copied and compiled (no loader needed): a valid
+/// hpbuild base.
+fn plain_base() -> (tempfile::TempDir, PathBuf) {
+    let f = must(Fixture::load("body-change"));
+    let tmp = tempfile::Builder::new()
+        .prefix("hp-e2e-cli-")
+        .tempdir()
+        .unwrap();
+    let base = tmp.path().join("base");
+    must(copy_fixture(&f, &base, false));
+    must(build_tree(&f, &base, &must(f.build(DEFAULT_CONFIG)), None));
+    (tmp, base)
+}
+
+/// The tool failed with exactly one non-empty line on stderr, holding every needle.
+fn one_line_refusal(out: &Output, needles: &[&str], what: &str) {
+    let needles: Vec<String> = needles.iter().map(|s| s.to_string()).collect();
+    must(check_refusal(out, &needles, what));
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert!(
+        lines.len() == 1,
+        "{what}: the reason should be one line, got {} lines\n{}",
+        lines.len(),
+        out.report()
+    );
+}
+
+fn hpctl(args: &[&str]) -> Output {
+    let bin = must(hpctl_bin());
+    must(run_timeout(Command::new(bin).args(args), HPCTL_TIMEOUT))
+}
+
+/// A PID that no process has right now.
+fn unused_pid() -> u32 {
+    let max: u32 = fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(32768);
+    (1..1000)
+        .map(|i| max - i)
+        .find(|p| !Path::new(&format!("/proc/{p}")).exists())
+        .expect("a free pid")
+}
+
+/// Checks the body-change program answers `call 3` the old way, with its counter at `calls`.
+fn still_old(s: &mut Started, calls: u32, after: &str) {
+    let want = format!("result 6 calls {calls}");
+    if let Err(e) = s.prog.expect("call 3", &want, None) {
+        panic!(
+            "after {after}, the program no longer answers correctly: {e}\n{}",
+            s.prog.report()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// hpbuild CLI contract
+
+#[test]
+fn loader_out_writes_archive_and_header() {
+    let bin = must(hpbuild_bin());
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("hp");
+    let out = must(run_timeout(
+        Command::new(bin).arg("loader").arg("--out").arg(&out_dir),
+        HPBUILD_TIMEOUT,
+    ));
+    assert!(
+        out.status.success(),
+        "hpbuild loader --out failed\n{}",
+        out.report()
+    );
+    let archive = fs::read(out_dir.join("libhotpatch.a")).unwrap_or_default();
+    assert!(
+        archive.starts_with(b"!<arch>\n"),
+        "DIR/libhotpatch.a is missing or not an ar archive\n{}",
+        out.report()
+    );
+    let header = fs::read_to_string(out_dir.join("hotpatch.h")).unwrap_or_default();
+    assert!(
+        !header.trim().is_empty(),
+        "DIR/hotpatch.h is missing or empty\n{}",
+        out.report()
+    );
+}
+
+#[test]
+fn hpbuild_rejects_malformed_diff() {
+    let (tmp, base) = plain_base();
+    let diff = tmp.path().join("garbage.patch");
+    fs::write(&diff, "this is not a diff\n@@ nonsense @@\n+++\n---\n").unwrap();
+    let out = must(run_hpbuild(&base, &diff, &tmp.path().join("out.hpo")));
+    one_line_refusal(&out, &[], "hpbuild with a malformed diff");
+    assert!(
+        !tmp.path().join("out.hpo").exists(),
+        "hpbuild refused but left out.hpo behind"
+    );
+}
+
+#[test]
+fn hpbuild_rejects_diff_that_does_not_apply() {
+    let (tmp, base) = plain_base();
+    let diff = tmp.path().join("stale.patch");
+    fs::write(
+        &diff,
+        "--- a/prog.c\n+++ b/prog.c\n@@ -10,7 +10,7 @@\n int compute(int x)\n {\n     calls++;\n-    return x * 5;\n+    return x * 7;\n }\n \n int handle(const char *line)\n",
+    )
+    .unwrap();
+    let out = must(run_hpbuild(&base, &diff, &tmp.path().join("out.hpo")));
+    one_line_refusal(&out, &[], "hpbuild with a diff that does not apply");
+    assert!(
+        !tmp.path().join("out.hpo").exists(),
+        "hpbuild refused but left out.hpo behind"
+    );
+}
+
+#[test]
+fn hpbuild_rejects_diff_of_unknown_file() {
+    let (tmp, base) = plain_base();
+    let diff = tmp.path().join("elsewhere.patch");
+    fs::write(
+        &diff,
+        "--- a/nosuch.c\n+++ b/nosuch.c\n@@ -1,3 +1,3 @@\n int a;\n-int b;\n+int c;\n int d;\n",
+    )
+    .unwrap();
+    let out = must(run_hpbuild(&base, &diff, &tmp.path().join("out.hpo")));
+    one_line_refusal(
+        &out,
+        &["nosuch.c"],
+        "hpbuild with a diff of a file that is not in the base",
+    );
+}
+
+#[test]
+fn hpbuild_requires_compile_commands() {
+    let (tmp, base) = plain_base();
+    fs::remove_file(base.join("compile_commands.json")).unwrap();
+    let out = must(run_hpbuild(
+        &base,
+        &must(Fixture::load("body-change")).dir.join("fix.patch"),
+        &tmp.path().join("out.hpo"),
+    ));
+    one_line_refusal(
+        &out,
+        &["compile_commands.json"],
+        "hpbuild on a base without compile_commands.json",
+    );
+}
+
+#[test]
+fn hpbuild_rejects_missing_diff_file() {
+    let (tmp, base) = plain_base();
+    let out = must(run_hpbuild(
+        &base,
+        &tmp.path().join("no-such.patch"),
+        &tmp.path().join("out.hpo"),
+    ));
+    one_line_refusal(
+        &out,
+        &["no-such.patch"],
+        "hpbuild with a diff file that does not exist",
+    );
+}
+
+// ---------------------------------------------------------------------------
+// hpctl CLI contract
+
+/// Bad patch files are refused and leave the program working; the real patch
+/// still applies afterwards.
+#[test]
+fn hpctl_rejects_bad_patch_files() {
+    let f = must(Fixture::load("body-change"));
+    let mut s = must(start_fixture(&f, &must(f.build(DEFAULT_CONFIG))));
+    let (hpo, build) = build_patch(&f, &s).unwrap_or_else(|e| panic!("{e}\n{}", s.prog.report()));
+    assert!(
+        build.status.success(),
+        "hpbuild failed (this test needs a real patch)\n{}",
+        build.report()
+    );
+    let pid = s.prog.pid().to_string();
+    still_old(&mut s, 1, "start");
+
+    let bytes = fs::read(&hpo).unwrap();
+    let bad = s.tmp.path().join("bad");
+    fs::create_dir_all(&bad).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated.hpo", bytes[..bytes.len() / 2].to_vec()),
+        ("header-only.hpo", bytes[..bytes.len().min(64)].to_vec()),
+        ("not-elf.hpo", b"this is not an ELF file\n".to_vec()),
+        ("empty.hpo", Vec::new()),
+        (
+            "plain-object.hpo",
+            fs::read(s.run_dir.join("prog.o")).unwrap(),
+        ),
+    ];
+    let mut calls = 1;
+    for (name, content) in cases {
+        let p = bad.join(name);
+        fs::write(&p, content).unwrap();
+        let out = hpctl(&["apply", &pid, p.to_str().unwrap()]);
+        if let Err(e) = check_refusal(&out, &[], &format!("hpctl apply {name}")) {
+            panic!("{e}\n{}", s.prog.report());
+        }
+        calls += 1;
+        still_old(&mut s, calls, &format!("hpctl apply {name}"));
+    }
+    let listed = check_list(&must(hpctl_bin()), s.prog.pid(), &hpo, false);
+    if let Err(e) = listed {
+        panic!("after the refused patches: {e}\n{}", s.prog.report());
+    }
+    let out = hpctl(&["apply", &pid, hpo.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "the real patch no longer applies after the bad ones\n{}\n{}",
+        out.report(),
+        s.prog.report()
+    );
+    if let Err(e) = s
+        .prog
+        .expect("call 3", &format!("result 9 calls {}", calls + 1), None)
+    {
+        panic!("{e}\n{}", s.prog.report());
+    }
+}
+
+/// `hpctl list` on a fresh program succeeds; `hpctl revert` with nothing
+/// applied fails and leaves the program working.
+#[test]
+fn hpctl_list_empty_and_revert_nothing() {
+    let f = must(Fixture::load("body-change"));
+    let mut s = must(start_fixture(&f, &must(f.build(DEFAULT_CONFIG))));
+    still_old(&mut s, 1, "start");
+    let pid = s.prog.pid().to_string();
+    let out = hpctl(&["list", &pid]);
+    assert!(
+        out.status.success(),
+        "hpctl list on a program with the loader failed\n{}\n{}",
+        out.report(),
+        s.prog.report()
+    );
+    let out = hpctl(&["revert", &pid]);
+    if let Err(e) = check_refusal(&out, &[], "hpctl revert with no patch applied") {
+        panic!("{e}\n{}", s.prog.report());
+    }
+    still_old(&mut s, 2, "hpctl revert with no patch applied");
+}
+
+#[test]
+fn hpctl_refuses_process_without_loader() {
+    let child = Command::new("sleep")
+        .arg("30")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sleep");
+    let guard = KillOnDrop(child);
+    let pid = guard.0.id().to_string();
+    for args in [vec!["list", &pid], vec!["revert", &pid]] {
+        let out = hpctl(&args);
+        must(check_refusal(
+            &out,
+            &[],
+            &format!("hpctl {} on a process without the loader", args[0]),
+        ));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dummy = tmp.path().join("x.hpo");
+    fs::write(&dummy, b"\x7fELF").unwrap();
+    let out = hpctl(&["apply", &pid, dummy.to_str().unwrap()]);
+    must(check_refusal(
+        &out,
+        &[],
+        "hpctl apply on a process without the loader",
+    ));
+}
+
+#[test]
+fn hpctl_refuses_missing_pid() {
+    let pid = unused_pid().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let dummy = tmp.path().join("x.hpo");
+    fs::write(&dummy, b"\x7fELF").unwrap();
+    for args in [
+        vec!["list", &pid],
+        vec!["revert", &pid],
+        vec!["apply", &pid, dummy.to_str().unwrap()],
+    ] {
+        let out = hpctl(&args);
+        must(check_refusal(
+            &out,
+            &[],
+            &format!("hpctl {} on pid {pid} (no such process)", args[0]),
+        ));
+    }
+}
+
+#[test]
+fn hpctl_rejects_bad_arguments() {
+    for args in [
+        vec![],
+        vec!["apply"],
+        vec!["list", "not-a-pid"],
+        vec!["frobnicate", "1"],
+    ] {
+        let out = hpctl(&args);
+        must(check_refusal(&out, &[], &format!("hpctl {args:?}")));
+    }
+}
