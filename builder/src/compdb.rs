@@ -115,9 +115,39 @@ impl Entry {
         tree: &Path,
         output: &Path,
     ) -> (PathBuf, Vec<String>) {
+        let (dir, mut cmd) = self.flags_in(base_root, tree);
+        cmd.extend([
+            "-c".to_string(),
+            "-ffunction-sections".to_string(),
+            "-fdata-sections".to_string(),
+            "-fno-lto".to_string(),
+            format!(
+                "-ffile-prefix-map={}={}",
+                tree.to_string_lossy(),
+                base_root.to_string_lossy()
+            ),
+            "-o".to_string(),
+            output.to_string_lossy().into_owned(),
+        ]);
+        (dir, cmd)
+    }
+
+    /// The command that lists the headers this unit includes when compiled
+    /// from `tree` (`-M`: preprocess only, make-style dependencies on stdout).
+    pub fn deps_command_in(&self, base_root: &Path, tree: &Path) -> (PathBuf, Vec<String>) {
+        let (dir, mut cmd) = self.flags_in(base_root, tree);
+        cmd.push("-M".to_string());
+        (dir, cmd)
+    }
+
+    /// The compiler and the recorded flags with every path into the base
+    /// moved into `tree`, and the output, dependency-file and compile-mode
+    /// options removed (the callers add their own).
+    fn flags_in(&self, base_root: &Path, tree: &Path) -> (PathBuf, Vec<String>) {
         let (from, to) = (base_root.to_string_lossy(), tree.to_string_lossy());
         let moved = |s: &str| s.replace(from.as_ref(), to.as_ref());
-        let mut args = Vec::new();
+        let compiler = self.args.first().cloned().unwrap_or_else(|| "cc".into());
+        let mut args = vec![compiler];
         let mut it = self.args.iter().skip(1);
         while let Some(a) = it.next() {
             if matches!(a.as_str(), "-o" | "-MF" | "-MT" | "-MQ") {
@@ -125,7 +155,7 @@ impl Entry {
                 continue;
             }
             let drop = a.starts_with("-o")
-                || matches!(a.as_str(), "-M" | "-MM" | "-MD" | "-MMD" | "-MP" | "-MG")
+                || matches!(a.as_str(), "-c" | "-M" | "-MM" | "-MD" | "-MMD" | "-MP" | "-MG")
                 || a.starts_with("-MF")
                 || a.starts_with("-MT")
                 || a.starts_with("-MQ");
@@ -133,21 +163,7 @@ impl Entry {
                 args.push(moved(a));
             }
         }
-        if !args.iter().any(|a| a == "-c") {
-            args.push("-c".into());
-        }
-        args.extend([
-            "-ffunction-sections".to_string(),
-            "-fdata-sections".to_string(),
-            "-fno-lto".to_string(),
-            format!("-ffile-prefix-map={to}={from}"),
-            "-o".to_string(),
-            output.to_string_lossy().into_owned(),
-        ]);
-        let compiler = self.args.first().cloned().unwrap_or_else(|| "cc".into());
-        let mut cmd = vec![compiler];
-        cmd.extend(args);
-        (PathBuf::from(moved(&self.directory.to_string_lossy())), cmd)
+        (PathBuf::from(moved(&self.directory.to_string_lossy())), args)
     }
 
     /// Path of the source relative to the base root, if it is inside it.

@@ -6,11 +6,16 @@
 //! source (crate `extern-gen`), and emit the patch object and its manifest
 //! (`emit`, `manifest`). `pipeline` runs them in order.
 
+mod capture;
+mod ccwrap;
 mod compdb;
 mod compile;
+mod deps;
 mod diff;
 mod emit;
 mod error;
+mod hook;
+mod layout;
 mod manifest;
 mod pipeline;
 mod progress;
@@ -42,6 +47,46 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Run the project's own build and record each unit's exact compile
+    /// command in DIR/compile_commands.json (for builds that write none).
+    Capture {
+        /// Where compile_commands.json is written (the base directory).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+        /// The build command, after `--`: e.g. `-- make linux`.
+        #[arg(last = true, required = true, value_name = "BUILD-COMMAND")]
+        command: Vec<String>,
+    },
+    /// The compiler shim used by `capture` (runs the real compiler).
+    #[command(hide = true)]
+    CcWrap {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Git integration: a post-commit hook that builds a patch per commit.
+    Hook {
+        #[command(subcommand)]
+        action: HookAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum HookAction {
+    /// Install .git/hooks/post-commit: each commit gets <patchdir>/<sha>.hpo
+    /// built against the deployed base.
+    Install {
+        /// The commit the running program was built from (default HEAD);
+        /// stored as git config hpbuild.deployed.
+        #[arg(long, value_name = "REV")]
+        deployed: Option<String>,
+        /// Patch directory (git config hpbuild.patchdir; default
+        /// .git/hpbuild/patches).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// What the hook runs: build the patch for HEAD.
+    #[command(hide = true)]
+    Run,
 }
 
 /// Arguments of the default action: build a patch.
@@ -73,9 +118,21 @@ pub struct BuildArgs {
 }
 
 fn main() -> ExitCode {
+    // The compiler shim must not go through clap: compiler arguments are
+    // arbitrary and its exit status must be the compiler's.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("cc-wrap") {
+        return ExitCode::from(ccwrap::run(&argv[2..]).clamp(0, 255) as u8);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Loader { out }) => write_loader(&out),
+        Some(Command::Capture { dir, command }) => capture::run(&dir, &command),
+        Some(Command::CcWrap { args }) => std::process::exit(ccwrap::run(&args)),
+        Some(Command::Hook { action: HookAction::Install { deployed, out } }) => {
+            hook::install(deployed.as_deref(), out.as_deref())
+        }
+        Some(Command::Hook { action: HookAction::Run }) => hook::run(),
         None => pipeline::run(&cli.build),
     };
     match result {

@@ -6,7 +6,7 @@ use crate::compile::{self, Side};
 use crate::error::{Error, Result};
 use crate::manifest::{self, DiffInfo, Manifest, Replaced, UnitInfo};
 use crate::progress::Progress;
-use crate::{bail, diff, emit, review, tree, BuildArgs};
+use crate::{bail, deps, diff, emit, layout, review, tree, BuildArgs};
 use differ::UnitDiff;
 use std::path::Path;
 
@@ -32,7 +32,8 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     trees.apply(&diff)?;
     let db_path = compdb::locate(&trees.base_root, args.compile_db.as_deref())?;
     let entries = compdb::load(&db_path)?;
-    let (selected, mut notes) = select_units(&diff, &entries, &trees.base_root)?;
+    layout::refuse_layout_changes(&diff, &trees)?;
+    let (selected, mut notes) = select_units(&diff, &entries, &trees)?;
 
     let mut units = Vec::new();
     for (i, entry) in selected.into_iter().enumerate() {
@@ -107,54 +108,104 @@ fn required(args: &BuildArgs) -> Result<(&str, &Path, &Path)> {
     }
 }
 
-/// The translation units the diff affects. A changed header affects every
-/// unit (dependency tracking comes later); files that are not C are noted
-/// and ignored.
+/// The translation units the diff affects: each changed source, and every
+/// unit that includes a changed header (or a changed `.c` file that is not a
+/// unit of its own), as the compiler's `-M` reports. Files that are not C
+/// are noted and ignored.
 fn select_units(
     diff: &diff::Diff,
     entries: &[Entry],
-    base_root: &Path,
+    trees: &tree::Trees,
 ) -> Result<(Vec<Entry>, Vec<String>)> {
+    let base_root = &trees.base_root;
     let mut notes = Vec::new();
     let mut selected: Vec<Entry> = Vec::new();
-    let add = |e: &Entry, selected: &mut Vec<Entry>| {
-        if !selected.iter().any(|s| s.file == e.file) {
-            selected.push(e.clone());
-        }
-    };
+    let mut included: Vec<(&str, std::path::PathBuf)> = Vec::new();
     for f in &diff.files {
         if !f.is_c() {
             notes.push(format!("ignored {}: not a C source or header", f.path));
             continue;
         }
-        if f.added || f.deleted {
-            bail!(
-                "{}: the diff {} a file; a live patch can only change existing translation units",
+        if f.is_header() && (f.added || f.deleted) {
+            // Only units that (no longer) include it see it, and those
+            // units' #include lines are part of the diff too.
+            notes.push(format!(
+                "{}: header {} by the diff; the units that include it are compared",
                 f.path,
-                if f.added { "adds" } else { "deletes" }
+                if f.added { "added" } else { "deleted" }
+            ));
+            continue;
+        }
+        if f.added {
+            bail!(
+                "{}: the diff adds a source file; the running program has no unit for it, so its code cannot be loaded — move the new functions into an existing file the diff changes",
+                f.path
             );
         }
-        if f.is_header() {
-            notes.push(format!(
-                "{} is a header: every translation unit was compared",
+        if f.deleted {
+            bail!(
+                "{}: the diff deletes a source file; a live patch cannot remove a unit's code from the running program",
                 f.path
-            ));
-            entries.iter().for_each(|e| add(e, &mut selected));
-            continue;
+            );
         }
         let full = compdb::normalize(&base_root.join(&f.path));
         match entries.iter().find(|e| e.file == full) {
-            Some(e) => add(e, &mut selected),
-            None => bail!(
-                "{} is changed by the diff but has no entry in compile_commands.json",
-                f.path
-            ),
+            Some(e) if !f.is_header() => add_unit(e, &mut selected),
+            _ => included.push((&f.path, compdb::normalize(&trees.orig.join(&f.path)))),
+        }
+    }
+    if !included.is_empty() {
+        let deps = deps::scan(entries, base_root, &trees.orig);
+        for (rel, path) in &included {
+            let mut users = Vec::new();
+            for (e, d) in entries.iter().zip(&deps) {
+                match d {
+                    Ok(files) if files.contains(path) => users.push(e),
+                    Ok(_) => {}
+                    Err(why) => {
+                        notes.push(format!(
+                            "{}: its dependencies are unknown ({why}); compared in case it includes {rel}",
+                            e.relative_to(base_root).unwrap_or_default()
+                        ));
+                        users.push(e);
+                    }
+                }
+            }
+            if users.is_empty() && !rel.ends_with(".h") {
+                bail!(
+                    "{rel} is changed by the diff but no unit in compile_commands.json compiles or #includes it: the build does not compile it as a file of its own (it is generated into another source, or not built)"
+                );
+            }
+            let names: Vec<String> = users
+                .iter()
+                .map(|e| e.relative_to(base_root).unwrap_or_default())
+                .collect();
+            notes.push(format!(
+                "{rel} is included by {} unit(s), compared: {}",
+                names.len(),
+                abbreviate(&names)
+            ));
+            users.into_iter().for_each(|e| add_unit(e, &mut selected));
         }
     }
     if selected.is_empty() {
-        bail!("the diff changes no C source file");
+        bail!("the diff changes no C source file that the build compiles");
     }
     Ok((selected, notes))
+}
+
+fn add_unit(e: &Entry, selected: &mut Vec<Entry>) {
+    if !selected.iter().any(|s| s.file == e.file) {
+        selected.push(e.clone());
+    }
+}
+
+/// "a, b, c and 12 more" — notes stay one line.
+fn abbreviate(names: &[String]) -> String {
+    if names.len() <= 6 {
+        return names.join(", ");
+    }
+    format!("{} and {} more", names[..6].join(", "), names.len() - 6)
 }
 
 fn build_unit(index: usize, entry: Entry, rel: String, trees: &tree::Trees) -> Result<Unit> {

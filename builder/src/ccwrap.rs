@@ -1,0 +1,165 @@
+//! `hpbuild cc-wrap NAME ARGS…` (hidden): the compiler shim behind
+//! `hpbuild capture`. Runs the real compiler exactly as asked, and when it
+//! compiled C sources to objects, appends one record per source to the
+//! capture log. The build's result is the compiler's: the wrapper never
+//! changes arguments and exits with the compiler's status.
+
+use crate::capture::Recorded;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The PATH the build had before the shims were put in front.
+pub const PATH_ENV: &str = "HPBUILD_CAPTURE_PATH";
+/// The JSON-lines log the records are appended to.
+pub const LOG_ENV: &str = "HPBUILD_CAPTURE_LOG";
+
+/// Options whose value is the next argument (so it is not a source file).
+const TAKES_VALUE: &[&str] = &[
+    "-o", "-MF", "-MT", "-MQ", "-I", "-D", "-U", "-include", "-imacros", "-isystem", "-iquote",
+    "-idirafter", "-x", "-L", "-l", "-Xlinker", "-Xassembler", "-Xpreprocessor", "--param",
+    "-aux-info", "-T", "-u", "-z",
+];
+
+pub fn run(args: &[String]) -> i32 {
+    let Some((name, rest)) = args.split_first() else {
+        eprintln!("hpbuild cc-wrap: usage: hpbuild cc-wrap COMPILER ARGS…");
+        return 2;
+    };
+    let real = real_compiler(name);
+    let status = match Command::new(&real).args(rest).status() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hpbuild cc-wrap: cannot run {}: {e}", real.display());
+            return 127;
+        }
+    };
+    if status.success() {
+        if let Err(e) = record(name, rest) {
+            // A lost record is a capture bug, not a build failure: say it.
+            eprintln!("hpbuild cc-wrap: cannot record the compile command: {e}");
+        }
+    }
+    status.code().unwrap_or(1)
+}
+
+/// The compiler the build meant: `name` looked up in the PATH the build had
+/// before the shims (so the shim never finds itself).
+fn real_compiler(name: &str) -> PathBuf {
+    if name.contains('/') {
+        return PathBuf::from(name);
+    }
+    let path = std::env::var(PATH_ENV).unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// The C sources among the arguments (skipping option values).
+fn sources(args: &[String]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut skip = false;
+    for (i, a) in args.iter().enumerate() {
+        if skip {
+            skip = false;
+            continue;
+        }
+        if TAKES_VALUE.contains(&a.as_str()) {
+            skip = true;
+            continue;
+        }
+        if !a.starts_with('-') && a.ends_with(".c") {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// Only real compiles to objects are units: `-c` present, no
+/// preprocess-only or assembly-only mode.
+fn is_compile(args: &[String]) -> bool {
+    args.iter().any(|a| a == "-c")
+        && !args
+            .iter()
+            .any(|a| matches!(a.as_str(), "-E" | "-S" | "-M" | "-MM" | "-fsyntax-only"))
+}
+
+fn output_of(args: &[String], source: &str) -> String {
+    if let Some(i) = args.iter().position(|a| a == "-o") {
+        if let Some(o) = args.get(i + 1) {
+            return o.clone();
+        }
+    }
+    if let Some(o) = args.iter().find_map(|a| a.strip_prefix("-o")) {
+        return o.to_string();
+    }
+    let stem = Path::new(source)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("{stem}.o")
+}
+
+fn record(name: &str, args: &[String]) -> std::io::Result<()> {
+    let Ok(log) = std::env::var(LOG_ENV) else {
+        return Ok(());
+    };
+    if !is_compile(args) {
+        return Ok(());
+    }
+    let srcs = sources(args);
+    let directory = std::env::current_dir()?.to_string_lossy().into_owned();
+    let mut lines = String::new();
+    for &i in &srcs {
+        // `cc -c a.c b.c` is two units: each entry keeps only its own source.
+        let mut arguments = vec![name.to_string()];
+        arguments.extend(
+            args.iter()
+                .enumerate()
+                .filter(|(j, _)| *j == i || !srcs.contains(j))
+                .map(|(_, a)| a.clone()),
+        );
+        let r = Recorded {
+            directory: directory.clone(),
+            file: args[i].clone(),
+            output: output_of(args, &args[i]),
+            arguments,
+        };
+        lines.push_str(&serde_json::to_string(&r).expect("record serialises"));
+        lines.push('\n');
+    }
+    if lines.is_empty() {
+        return Ok(());
+    }
+    // One O_APPEND write per compile keeps parallel (`make -j`) records whole.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?
+        .write_all(lines.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn finds_sources_not_option_values() {
+        let a = v("-std=gnu99 -O2 -I inc -o x.o -c lapi.c -include pre.c");
+        assert_eq!(sources(&a), vec![7]);
+        assert!(is_compile(&a));
+        assert_eq!(output_of(&a, "lapi.c"), "x.o");
+    }
+
+    #[test]
+    fn link_and_preprocess_are_not_units() {
+        assert!(!is_compile(&v("-o lua lua.o liblua.a -lm")));
+        assert!(!is_compile(&v("-M -c a.c")));
+        assert_eq!(output_of(&v("-c src/a.c"), "src/a.c"), "a.o");
+    }
+}

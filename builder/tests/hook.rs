@@ -1,0 +1,87 @@
+//! `hpbuild hook install`: a repository with a deployed commit, the hook
+//! installed, a fix committed — the patch for that commit must appear in
+//! the documented place and be a valid patch with its manifest.
+
+use std::path::Path;
+use std::process::Command;
+
+const HPBUILD: &str = env!("CARGO_BIN_EXE_hpbuild");
+
+fn run(dir: &Path, cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+const V1: &str = "int price(int size) { return 10 + size; }\nint main(void) { return price(1) == 0; }\n";
+const V2: &str = "int price(int size) { return 10 + 3 * size; }\nint main(void) { return price(1) == 0; }\n";
+
+#[test]
+fn post_commit_hook_builds_a_patch_per_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path();
+    run(repo, "git", &["init", "-q"]);
+    run(repo, "git", &["config", "user.name", "t"]);
+    run(repo, "git", &["config", "user.email", "t@example.invalid"]);
+    std::fs::write(repo.join("main.c"), V1).unwrap();
+    let db = format!(
+        r#"[{{"directory": "{}", "file": "main.c", "arguments": ["cc", "-O2", "-c", "main.c", "-o", "main.o"]}}]"#,
+        repo.display()
+    );
+    std::fs::write(repo.join("compile_commands.json"), db).unwrap();
+    run(repo, "git", &["add", "main.c"]);
+    run(repo, "git", &["commit", "-qm", "v1 (deployed)"]);
+    let deployed = run(repo, "git", &["rev-parse", "HEAD"]);
+
+    run(repo, HPBUILD, &["hook", "install"]);
+    assert_eq!(run(repo, "git", &["config", "hpbuild.deployed"]), deployed);
+
+    std::fs::write(repo.join("main.c"), V2).unwrap();
+    run(repo, "git", &["commit", "-qam", "fix the price"]);
+    let fix = run(repo, "git", &["rev-parse", "HEAD"]);
+
+    let dir = repo.join(".git/hpbuild/patches");
+    let error = std::fs::read_to_string(dir.join(format!("{fix}.error"))).unwrap_or_default();
+    assert!(error.is_empty(), "the hook reported: {error}");
+    let hpo = std::fs::read(dir.join(format!("{fix}.hpo"))).expect("the hook wrote <sha>.hpo");
+    assert_eq!(&hpo[..4], b"\x7fELF", "the patch is an ELF object");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(format!("{fix}.json"))).unwrap()).unwrap();
+    assert!(manifest["base"].as_str().unwrap().contains(&deployed));
+    let names: Vec<&str> = manifest["replaced"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert!(names.contains(&"price"), "replaced: {names:?}");
+}
+
+#[test]
+fn install_refuses_a_foreign_hook() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path();
+    run(repo, "git", &["init", "-q"]);
+    run(repo, "git", &["config", "user.name", "t"]);
+    run(repo, "git", &["config", "user.email", "t@example.invalid"]);
+    std::fs::write(repo.join("a.c"), "int a;\n").unwrap();
+    run(repo, "git", &["add", "a.c"]);
+    run(repo, "git", &["commit", "-qm", "one"]);
+    std::fs::write(repo.join(".git/hooks/post-commit"), "#!/bin/sh\necho mine\n").unwrap();
+    let out = Command::new(HPBUILD)
+        .args(["hook", "install"])
+        .current_dir(repo)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was not written by hpbuild"));
+}

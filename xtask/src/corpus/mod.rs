@@ -1,0 +1,302 @@
+//! `cargo xtask corpus`: Debian's own security fixes for real programs,
+//! applied live. For each package: fetch the Debian source, walk its patch
+//! `series` in order on one tree (so a fix's base is upstream plus every
+//! earlier patch that changes the program), and at each fix of the corpus:
+//! build the tree with the project's own build system under
+//! `hpbuild capture` with the loader linked in, start the program and give
+//! it some state, build the patch with `hpbuild --base TREE --diff FIX`,
+//! check the reproducer misbehaves, apply live with `hpctl`, check the
+//! reproducer now behaves and the state is still there. Prints a table.
+//!
+//! `cargo xtask corpus [lua|sqlite] [--cache DIR]` (default: both, cache
+//! target/corpus).
+
+mod fetch;
+mod lua;
+mod report;
+mod session;
+mod sqlite;
+
+use crate::tools::{self, workspace};
+use report::Row;
+use session::Session;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// How a fix is shown to work (or why it must not be applied).
+pub enum Check {
+    /// `fixtures/corpus/<pkg>/<file>` prints `verdict: buggy` before the
+    /// patch and `verdict: fixed` after, in the same process.
+    Verdict(&'static str),
+    /// The reproducer crashes the unpatched program: shown on a throwaway
+    /// process of the same build; the live process is patched first and
+    /// must then print `verdict: fixed`.
+    CrashBefore(&'static str),
+    /// hpbuild must refuse, with a reason containing this text.
+    Refused(&'static str),
+    /// Built and applied; the fixed code cannot be reached from the
+    /// program's input (the reason is printed).
+    ApplyOnly(&'static str),
+}
+
+pub struct Case {
+    pub patch: &'static str,
+    pub check: Check,
+}
+
+/// What differs between the corpus programs.
+pub trait Project {
+    fn package(&self) -> &'static str;
+    fn cases(&self) -> Vec<Case>;
+    /// Generated files Debian's build would add (before the first build).
+    fn prepare(&self, _tree: &Path) -> Result<(), String> {
+        Ok(())
+    }
+    /// Builds (or rebuilds after a patch) under `hpbuild capture`; returns the
+    /// executable.
+    fn build(&self, tree: &Path, env: &Env) -> Result<PathBuf, String>;
+    fn start(&self, exe: &Path, env: &Env) -> Result<Session, String>;
+    /// `script` framed as one request.
+    fn request(&self, script: &str) -> String;
+    /// A request that stores `token` in the process, and one that prints it
+    /// as `state: <token>`.
+    fn set_state(&self, token: &str) -> String;
+    fn get_state(&self) -> String;
+}
+
+/// Paths shared by every case.
+pub struct Env {
+    pub hpbuild: PathBuf,
+    pub hpctl: PathBuf,
+    pub loader: PathBuf,
+    pub work: PathBuf,
+    pub fixtures: PathBuf,
+    pub jobs: usize,
+}
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let mut which: Vec<&str> = Vec::new();
+    let mut cache = workspace().join("target/corpus");
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "lua" | "sqlite" => which.push(a),
+            "--cache" => cache = PathBuf::from(it.next().ok_or("--cache needs a directory")?),
+            other => return Err(format!("unknown argument {other}: use `cargo xtask corpus [lua] [sqlite] [--cache DIR]`")),
+        }
+    }
+    if which.is_empty() {
+        which = vec!["lua", "sqlite"];
+    }
+    tools::ensure()?;
+    tools::cargo(&["build", "--release", "--quiet", "-p", "hpbuild", "-p", "hotpatch-loader"])?;
+    let bin = workspace().join("target/release");
+    let work = cache.join("work");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let env = Env {
+        hpbuild: bin.join("hpbuild"),
+        hpctl: bin.join("hpctl"),
+        loader: work.join("loader"),
+        work: work.clone(),
+        fixtures: workspace().join("fixtures/corpus"),
+        jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+    };
+    tools::run(Command::new(&env.hpbuild).args(["loader", "--out"]).arg(&env.loader))?;
+    let projects: Vec<Box<dyn Project>> = which
+        .iter()
+        .map(|w| -> Box<dyn Project> { if *w == "lua" { Box::new(lua::Lua) } else { Box::new(sqlite::Sqlite) } })
+        .collect();
+    let mut rows = Vec::new();
+    for p in &projects {
+        match run_package(p.as_ref(), &cache, &env) {
+            Ok(mut r) => rows.append(&mut r),
+            Err(e) => rows.push(Row::failed(p.package(), "(package)", &e)),
+        }
+    }
+    report::print(&rows);
+    let failed = rows.iter().filter(|r| !r.ok).count();
+    if failed > 0 {
+        return Err(format!("{failed} corpus case(s) failed"));
+    }
+    Ok(())
+}
+
+/// Walks the package's series on one tree, running each corpus case at its
+/// place in the series.
+fn run_package(p: &dyn Project, cache: &Path, env: &Env) -> Result<Vec<Row>, String> {
+    let pkg = fetch::package(cache, p.package())?;
+    let tree = env.work.join(p.package()).join("tree");
+    copy_tree(&pkg.upstream, &tree)?;
+    p.prepare(&tree)?;
+    let cases = p.cases();
+    let mut rows = Vec::new();
+    let mut exe: Option<PathBuf> = None;
+    let mut dirty = true;
+    for name in pkg.series()? {
+        let file = pkg.patches.join(&name);
+        if let Some(case) = cases.iter().find(|c| c.patch == name) {
+            if dirty {
+                say(&format!("{}: building the base of {name}", p.package()));
+                exe = Some(p.build(&tree, env)?);
+                dirty = false;
+            }
+            let row = run_case(p, case, &tree, exe.as_deref().expect("built"), &file, env)
+                .unwrap_or_else(|e| Row::failed(p.package(), &name, &e));
+            rows.push(row);
+        }
+        if changes_program(&file) {
+            tools::run(
+                Command::new("patch")
+                    .args(["-p1", "--batch", "--quiet", "--no-backup-if-mismatch", "-d"])
+                    .arg(&tree)
+                    .arg("-i")
+                    .arg(&file),
+            )
+            .map_err(|e| format!("{name} does not apply in series order: {e}"))?;
+            say(&format!("{}: {name} applied to the tree", p.package()));
+            dirty = true;
+        } else {
+            say(&format!(
+                "{}: {name} not applied: it changes only the build system or build tools (the corpus builds with upstream's own build)",
+                p.package()
+            ));
+        }
+    }
+    let missing: Vec<&str> = cases.iter().map(|c| c.patch).filter(|c| !rows.iter().any(|r| r.fix == *c)).collect();
+    if !missing.is_empty() {
+        return Err(format!("not in debian/patches/series: {}", missing.join(", ")));
+    }
+    Ok(rows)
+}
+
+/// Whether a Debian patch changes the program: a C source or header outside
+/// the build tools (`tool/`). Build-system patches (Makefiles, configure,
+/// libtool) and build-tool patches belong to Debian's packaging build.
+fn changes_program(patch: &Path) -> bool {
+    let text = std::fs::read_to_string(patch).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("+++ "))
+        .map(|p| p.split_whitespace().next().unwrap_or(""))
+        .any(|p| (p.ends_with(".c") || p.ends_with(".h")) && !p.contains("/tool/"))
+}
+
+fn run_case(p: &dyn Project, case: &Case, tree: &Path, exe: &Path, fix: &Path, env: &Env) -> Result<Row, String> {
+    let mut row = Row::new(p.package(), case.patch);
+    say(&format!("{}: {}", p.package(), case.patch));
+    let reproducer = |file: &str| -> Result<String, String> {
+        let path = env.fixtures.join(p.package()).join(file);
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let timeout = Duration::from_secs(20);
+
+    // The program runs and holds state before the patch exists.
+    let mut live = match case.check {
+        Check::Refused(_) => None,
+        _ => Some(p.start(exe, env)?),
+    };
+    let token = format!("kept-{}", std::process::id());
+    if let Some(s) = live.as_mut() {
+        let out = s.request(&p.set_state(&token), timeout)?;
+        expect_line(&out, &format!("state: {token}"), "setting the state")?;
+    }
+    match case.check {
+        Check::Verdict(file) => {
+            let out = live.as_mut().expect("started").request(&p.request(&reproducer(file)?), timeout)?;
+            row.before = verdict(&out);
+        }
+        Check::CrashBefore(file) => {
+            let mut throwaway = p.start(exe, env)?;
+            row.before = match throwaway.request(&p.request(&reproducer(file)?), timeout) {
+                Err(e) if e.contains("died") => format!("crashes ({})", e.split(';').next().unwrap_or(&e)),
+                Err(e) => format!("unexpected: {e}"),
+                Ok(out) => format!("unexpected: no crash: {}", verdict(&out)),
+            };
+        }
+        _ => {}
+    }
+
+    let hpo = env.work.join(p.package()).join(case.patch.replace(".patch", ".hpo"));
+    let started = Instant::now();
+    let built = Command::new(&env.hpbuild)
+        .arg("--base")
+        .arg(tree)
+        .arg("--diff")
+        .arg(fix)
+        .arg("-o")
+        .arg(&hpo)
+        .output()
+        .map_err(|e| format!("cannot run hpbuild: {e}"))?;
+    row.build_secs = started.elapsed().as_secs_f64();
+    let err = String::from_utf8_lossy(&built.stderr).trim().to_string();
+    if let Check::Refused(reason) = case.check {
+        row.apply = if built.status.success() { "built (expected a refusal)".into() } else { format!("refused: {}", err.trim_start_matches("hpbuild: ")) };
+        row.ok = !built.status.success() && err.contains(reason);
+        return Ok(row);
+    }
+    if !built.status.success() {
+        return Err(format!("hpbuild failed: {err}"));
+    }
+    row.shipped = report::shipped(&hpo.with_extension("json"))?;
+
+    let live_session = live.as_mut().expect("started");
+    let applied = Command::new(&env.hpctl)
+        .arg("apply")
+        .arg(live_session.pid().to_string())
+        .arg(&hpo)
+        .output()
+        .map_err(|e| format!("cannot run hpctl: {e}"))?;
+    let text = String::from_utf8_lossy(&applied.stdout).trim().to_string() + String::from_utf8_lossy(&applied.stderr).trim();
+    if !applied.status.success() {
+        row.apply = format!("FAILED: {}", text.lines().last().unwrap_or(""));
+        return Ok(row);
+    }
+    row.apply = "applied".into();
+    let after_ok = match case.check {
+        Check::Verdict(file) | Check::CrashBefore(file) => {
+            let out = live_session.request(&p.request(&reproducer(file)?), timeout)?;
+            row.after = verdict(&out);
+            row.after.starts_with("fixed")
+        }
+        Check::ApplyOnly(why) => {
+            row.after = format!("n/a: {why}");
+            true
+        }
+        Check::Refused(_) => unreachable!(),
+    };
+    let out = live_session.request(&p.get_state(), timeout)?;
+    row.state = if out.iter().any(|l| l.trim() == format!("state: {token}")) { "kept".into() } else { format!("LOST: {out:?}") };
+    let before_ok = match case.check {
+        Check::Verdict(_) => row.before.starts_with("buggy"),
+        Check::CrashBefore(_) => row.before.starts_with("crashes"),
+        _ => true,
+    };
+    row.ok = before_ok && after_ok && row.state == "kept";
+    Ok(row)
+}
+
+/// "buggy (...)" / "fixed (...)" from a reproducer's `verdict:` line.
+fn verdict(out: &[String]) -> String {
+    out.iter()
+        .find_map(|l| l.trim().strip_prefix("verdict: ").map(str::to_string))
+        .unwrap_or_else(|| format!("no verdict: {}", out.join(" | ")))
+}
+
+fn expect_line(out: &[String], want: &str, what: &str) -> Result<(), String> {
+    if out.iter().any(|l| l.trim() == want) {
+        Ok(())
+    } else {
+        Err(format!("{what}: expected `{want}`, got {out:?}"))
+    }
+}
+
+fn say(msg: &str) {
+    eprintln!("corpus: {msg}");
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir_all(to.parent().expect("has parent")).map_err(|e| e.to_string())?;
+    tools::run(Command::new("cp").arg("-a").arg(from).arg(to))
+}
