@@ -6,7 +6,9 @@ use crate::correlate::{
     data_symbols, functions, is_cold, is_numbered_local, named_refs, strip_numeric, Correlation,
 };
 use crate::elf::{Object, SymKind};
+use crate::lines::only_line_numbers;
 use crate::normalize::{quote, Canon, Side, Target};
+use crate::Context;
 use crate::{Change, Refusal};
 use object::elf;
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,6 +32,8 @@ pub struct Analysis<'o, 'a> {
     pub refusals: Vec<Refusal>,
     /// Patched function symbol → index in `funcs`.
     pub by_patched: BTreeMap<usize, usize>,
+    /// Facts worth telling that are neither reasons nor refusals.
+    pub notes: Vec<String>,
 }
 
 impl Analysis<'_, '_> {
@@ -70,7 +74,9 @@ pub fn analyze<'o, 'a>(
     patched: &'o Object<'a>,
     corr: &Correlation,
     file: &str,
+    ctx: &Context,
 ) -> Analysis<'o, 'a> {
+    let mut notes = Vec::new();
     let orig = Side::original(original);
     let mut pat = Side::patched(patched, original, &corr.p2o);
     let mut refusals = Vec::new();
@@ -138,7 +144,21 @@ pub fn analyze<'o, 'a>(
                 let osec = original.symbols[o].section.unwrap_or(0);
                 let oc = orig.canon(osec, 0, original.sections[osec].size, 0);
                 let pc = pat.canon(sec, 0, patched.sections[sec].size, 0);
-                if oc == pc {
+                let name = &patched.symbols[p].name;
+                // Only the bytes of `__LINE__` immediates differ: same
+                // behaviour, nothing to ship. Never for an edited function.
+                let line_delta = match (&ctx.orig_dbg, &ctx.pat_dbg) {
+                    (Some(od), Some(pd)) if oc != pc && !ctx.edited(name) => {
+                        only_line_numbers(&oc, &pc, od, pd, osec, sec)
+                    }
+                    _ => None,
+                };
+                if let Some(delta) = line_delta {
+                    notes.push(format!(
+                        "{name}: only line numbers changed (__LINE__ moved by {delta:+}), not shipped"
+                    ));
+                }
+                if oc == pc || line_delta.is_some() {
                     FuncInfo {
                         patched: Some(p),
                         original: Some(o),
@@ -208,13 +228,13 @@ pub fn analyze<'o, 'a>(
         let sec = patched.symbols[p].section.unwrap_or(0);
         for d in named_refs(patched, sec) {
             if let (true, false, Some(&o)) = (
-                is_numbered_local(patched, d),
+                crate::correlate::is_static_local(patched, d),
                 is_ro_local(patched, d),
                 corr.p2o.get(&d),
             ) {
                 f.reasons.push(format!(
                     "uses static local {} (kept: original storage {})",
-                    strip_numeric(&patched.symbols[d].name),
+                    crate::correlate::static_local_base(&patched.symbols[d].name),
                     original.symbols[o].name
                 ));
             }
@@ -307,6 +327,7 @@ pub fn analyze<'o, 'a>(
         new_data,
         refusals,
         by_patched,
+        notes,
     }
 }
 

@@ -40,6 +40,31 @@ pub fn is_numbered_local(obj: &Object, sym: usize) -> bool {
     !s.global && s.is_data() && strip_numeric(&s.name) != s.name
 }
 
+/// A function's static local: GCC names it `calls.N`, clang `count.calls`
+/// (after the function). Writable local data only.
+pub fn is_static_local(obj: &Object, sym: usize) -> bool {
+    let s = &obj.symbols[sym];
+    let writable = s
+        .section
+        .is_some_and(|sec| !obj.sections[sec].is_readonly());
+    if !writable || s.global || !s.is_data() {
+        return false;
+    }
+    is_numbered_local(obj, sym)
+        || s.name.split_once('.').is_some_and(|(f, _)| {
+            obj.symbols
+                .iter()
+                .any(|g| g.kind == SymKind::Func && g.name == f)
+        })
+}
+
+/// The source name of a static local: `calls` for `calls.3` and for
+/// clang's `count.calls`.
+pub fn static_local_base(name: &str) -> String {
+    let n = strip_numeric(name);
+    n.split_once('.').map_or(n.clone(), |(_, b)| b.to_string())
+}
+
 /// Defined function symbols.
 pub fn functions(obj: &Object) -> Vec<usize> {
     (0..obj.symbols.len())
@@ -127,10 +152,101 @@ impl Correlation {
     }
 }
 
+/// Names (in original terms) of the functions whose code references `f`.
+fn callers(
+    obj: &Object,
+    funcs: &[usize],
+    f: usize,
+    rename: &dyn Fn(usize) -> String,
+) -> BTreeSet<String> {
+    funcs
+        .iter()
+        .copied()
+        .filter(|&g| g != f && named_refs(obj, obj.symbols[g].section.unwrap_or(0)).contains(&f))
+        .map(rename)
+        .collect()
+}
+
+/// Numbered compiler clones (`foo.constprop.0`, `foo.part.1`): GCC numbers
+/// them per function in the order it makes them, so the same number can
+/// name a different specialisation after an edit (the k=2 clone was `.0`,
+/// now the k=3 one is). A lone clone on each side pairs whatever its number;
+/// otherwise clones pair by who calls them (a clone exists for its callers),
+/// best overlap first, and only then by exact name.
+fn pair_clones(
+    c: &mut Correlation,
+    original: &Object,
+    patched: &Object,
+    of: &[usize],
+    pf: &[usize],
+) {
+    let group = |obj: &Object, v: &[usize], taken: &BTreeMap<usize, usize>| {
+        let mut m: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for &f in v.iter().filter(|f| !taken.contains_key(f)) {
+            let base = strip_numeric(&obj.symbols[f].name);
+            if base != obj.symbols[f].name {
+                m.entry(base).or_default().push(f);
+            }
+        }
+        m
+    };
+    let og = group(original, of, &c.o2p);
+    let pg = group(patched, pf, &c.p2o);
+    for (base, ps) in &pg {
+        let Some(os) = og.get(base) else { continue };
+        if let ([o], [p]) = (os.as_slice(), ps.as_slice()) {
+            c.pair(*o, *p);
+            continue;
+        }
+        let oname = |g: usize| original.symbols[g].name.clone();
+        let pname = |g: usize| match c.p2o.get(&g) {
+            Some(&o) => original.symbols[o].name.clone(),
+            None => patched.symbols[g].name.clone(),
+        };
+        let oc: Vec<(usize, BTreeSet<String>)> = os
+            .iter()
+            .map(|&o| (o, callers(original, of, o, &oname)))
+            .collect();
+        let pc: Vec<(usize, BTreeSet<String>)> = ps
+            .iter()
+            .map(|&p| (p, callers(patched, pf, p, &pname)))
+            .collect();
+        let mut scored: Vec<(usize, usize, usize)> = Vec::new();
+        for (o, ocs) in &oc {
+            for (p, pcs) in &pc {
+                let shared = ocs.intersection(pcs).count();
+                if shared > 0 {
+                    scored.push((shared, *o, *p));
+                }
+            }
+        }
+        scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        for (_, o, p) in scored {
+            if !c.o2p.contains_key(&o) && !c.p2o.contains_key(&p) {
+                c.pair(o, p);
+            }
+        }
+    }
+}
+
 /// Correlates both objects' named symbols.
 pub fn correlate(original: &Object, patched: &Object) -> Correlation {
     let mut c = Correlation::default();
     let (of, pf) = (functions(original), functions(patched));
+    // Plain names first: they are what the source calls the functions.
+    let plain = |obj: &Object, v: &[usize]| -> Vec<usize> {
+        v.iter()
+            .copied()
+            .filter(|&f| strip_numeric(&obj.symbols[f].name) == obj.symbols[f].name)
+            .collect()
+    };
+    c.pair_by_name(
+        original,
+        patched,
+        &plain(original, &of),
+        &plain(patched, &pf),
+    );
+    pair_clones(&mut c, original, patched, &of, &pf);
     c.pair_by_name(original, patched, &of, &pf);
 
     let (od, pd) = (data_symbols(original), data_symbols(patched));

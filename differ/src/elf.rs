@@ -268,6 +268,16 @@ pub fn parse<'a>(data: &'a [u8], which: &str) -> Result<Object<'a>, DiffError> {
             elf::STT_NOTYPE => SymKind::NoType,
             _ => SymKind::Other,
         };
+        // Assembler-local names (clang's `.L.str`, `.L__const.f.t`) are
+        // labels for a place in a section, like GCC's `.LC0`, even when the
+        // compiler typed them as objects: compare them by contents.
+        let kind =
+            if kind == SymKind::Object && sym.st_bind() == elf::STB_LOCAL && name.starts_with(".L")
+            {
+                SymKind::NoType
+            } else {
+                kind
+            };
         if kind == SymKind::File && file.is_none() && !name.is_empty() {
             file = Some(name.clone());
         }

@@ -19,9 +19,13 @@
 
 mod compare;
 mod correlate;
+mod dwarf;
 mod elf;
+mod lines;
 mod normalize;
 mod plan;
+mod refuse;
+mod why;
 
 pub use correlate::strip_numeric;
 
@@ -114,6 +118,32 @@ pub struct UnitDiff {
     /// non-shipped section is routed to the named symbol that section holds;
     /// the relocation addend is kept as it is.
     pub routes: BTreeMap<usize, Route>,
+    /// Facts for the user that change nothing shipped, e.g.
+    /// "f: only line numbers changed (__LINE__ moved by +2), not shipped",
+    /// or that the objects carry no DWARF so reasons are less precise.
+    pub notes: Vec<String>,
+}
+
+/// Optional knowledge from outside the objects.
+#[derive(Debug, Clone, Default)]
+pub struct Hints {
+    /// Functions the source diff edits (the builder's tree-sitter view).
+    /// An edited function is never treated as "only line numbers changed",
+    /// and an edited inlined-only static is named as the inlined change.
+    pub edited: Vec<String>,
+}
+
+/// What the rules consult besides the two objects.
+pub(crate) struct Context {
+    pub orig_dbg: Option<dwarf::Debug>,
+    pub pat_dbg: Option<dwarf::Debug>,
+    pub edited: Vec<String>,
+}
+
+impl Context {
+    pub fn edited(&self, name: &str) -> bool {
+        self.edited.iter().any(|e| e == name)
+    }
 }
 
 impl UnitDiff {
@@ -141,12 +171,36 @@ impl std::error::Error for DiffError {}
 /// Never panics on malformed input: anything that is not a well-formed
 /// ELF64 x86-64 relocatable object is a [`DiffError`].
 pub fn compare(original: &[u8], patched: &[u8]) -> Result<UnitDiff, DiffError> {
+    compare_with(original, patched, &Hints::default())
+}
+
+/// [`compare`] with [`Hints`] from the source view.
+///
+/// Objects compiled with `-g` give better answers: reasons from DWARF
+/// (inlining, clones), `__LINE__`-only changes recognised, and refusals of
+/// struct layout and signature changes. Without DWARF these fall back to the
+/// conservative answer and a note says so.
+pub fn compare_with(original: &[u8], patched: &[u8], hints: &Hints) -> Result<UnitDiff, DiffError> {
     let orig = elf::parse(original, "original")?;
     let pat = elf::parse(patched, "patched")?;
     let file = orig.file.clone().unwrap_or_default();
+    let ctx = Context {
+        orig_dbg: dwarf::load(&orig),
+        pat_dbg: dwarf::load(&pat),
+        edited: hints.edited.clone(),
+    };
 
     let corr = correlate::correlate(&orig, &pat);
-    let analysis = compare::analyze(&orig, &pat, &corr, &file);
+    let mut analysis = compare::analyze(&orig, &pat, &corr, &file, &ctx);
+    why::annotate(&mut analysis, &ctx);
+    let more = refuse::check(&analysis, &corr, &file, &ctx);
+    analysis.refusals.extend(more);
+    if ctx.orig_dbg.is_none() || ctx.pat_dbg.is_none() {
+        analysis.notes.push(format!(
+            "{file}: no DWARF in the objects (compile with -g): reasons are less precise, \
+             __LINE__-only changes ship, struct layout and signature changes are not checked"
+        ));
+    }
     let plan = plan::plan(&analysis, &corr, &file);
     let replacements = plan::replacements(&analysis);
 
@@ -181,5 +235,6 @@ pub fn compare(original: &[u8], patched: &[u8]) -> Result<UnitDiff, DiffError> {
         replacements,
         ship_sections: plan.ship.into_iter().collect(),
         routes: plan.routes,
+        notes: analysis.notes.clone(),
     })
 }
