@@ -116,6 +116,11 @@ impl Entry {
         output: &Path,
     ) -> (PathBuf, Vec<String>) {
         let (dir, mut cmd) = self.flags_in(base_root, tree);
+        // The differ reads DWARF to explain inlining and to tell line-number
+        // shifts from real changes; -g does not change the generated code.
+        if !cmd.iter().any(|a| a.starts_with("-g") && a != "-g0") {
+            cmd.push("-g".to_string());
+        }
         cmd.extend([
             "-c".to_string(),
             "-ffunction-sections".to_string(),

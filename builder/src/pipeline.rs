@@ -84,6 +84,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
                 )
             })
     }));
+    notes.extend(units.iter().flat_map(|u| u.diff.notes.iter().map(move |n| format!("{}: {n}", u.rel))));
     let manifest = build_manifest(
         &units,
         &trees.base_label,
@@ -225,9 +226,12 @@ fn build_unit(index: usize, entry: Entry, rel: String, trees: &tree::Trees) -> R
         &new_out,
         Side::Patched,
     )?;
-    let diff = differ::compare(&orig_obj, &patched_obj)
-        .map_err(|e| Error::new(format!("{rel}: cannot compare objects: {e}")))?;
+    // The functions the source diff edits keep the differ from mistaking a
+    // real constant change for a shifted __LINE__.
     let edited = review::edited_functions(&trees.orig.join(&rel), &trees.patched.join(&rel));
+    let hints = differ::Hints { edited: edited.clone() };
+    let diff = differ::compare_with(&orig_obj, &patched_obj, &hints)
+        .map_err(|e| Error::new(format!("{rel}: cannot compare objects: {e}")))?;
     Ok(Unit {
         rel,
         patched_obj,
