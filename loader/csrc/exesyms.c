@@ -197,12 +197,20 @@ int hp_exe_lookup(const struct hp_exe *exe, const char *file, const char *name, 
     }
     if (n)
         return n;
-    /* Hidden globals became locals at link time. */
+    /* Hidden globals became locals at link time. GNU ld keeps their
+     * visibility in some builds and resets it to DEFAULT in others (Lua's
+     * LUAI_FUNC, visibility "internal"), but always lists them after a final
+     * STT_FILE entry with an empty name, apart from every file's statics. */
+    const char *group = "";
     for (size_t i = 1; i < exe->first_global; i++) {
         rdsym(exe, i, &s);
+        if (ELF64_ST_TYPE(s.st_info) == STT_FILE) {
+            group = exe_symname(exe, &s);
+            continue;
+        }
         unsigned vis = ELF64_ST_VISIBILITY(s.st_other);
-        if ((vis == STV_HIDDEN || vis == STV_INTERNAL) && usable(&s, funcs_only) &&
-            name_eq(exe_symname(exe, &s), name))
+        int was_global = vis == STV_HIDDEN || vis == STV_INTERNAL || !*group;
+        if (was_global && usable(&s, funcs_only) && name_eq(exe_symname(exe, &s), name))
             add(exe, &s, out, max, &n);
     }
     return n;
