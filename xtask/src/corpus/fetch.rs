@@ -38,7 +38,7 @@ pub fn package(cache: &Path, pkg: &str) -> Result<Package, String> {
         enable_deb_src()?;
         tools::run(
             Command::new("apt-get")
-                .args(["source", "--download-only", "-qq", pkg])
+                .args(["source", "--download-only", "-qq", "-o", "Acquire::Retries=3", pkg])
                 .current_dir(&downloads),
         )?;
     }
