@@ -96,6 +96,9 @@ fixture_tests! {
     line_shift => "line-shift",
     pic_data => "pic-data",
     tls => "tls",
+    struct_layout => "struct-layout",
+    signature_change => "signature-change",
+    removed_static_local => "removed-static-local",
 }
 
 /// Each fixture's expectations hold for the original and the patched program
