@@ -481,17 +481,16 @@ impl<'a> Ctx<'a> {
                     specs.is_static |= self.storage_macros[t];
                     continue;
                 }
-                "struct_specifier" | "union_specifier" | "enum_specifier" => {
+                "struct_specifier" | "union_specifier" | "enum_specifier"
                     // Refer to a named tag instead of repeating its body; the
                     // body is a Type item of its own.
-                    if ch.child_by_field_name("body").is_some() {
+                    if ch.child_by_field_name("body").is_some() => {
                         if let Some(tag) = syntax::tag_name(self.text, ch) {
                             specs.has_tag_body = Some(ch);
                             specs.words.push(tag);
                             continue;
                         }
                     }
-                }
                 "ERROR" => {
                     // e.g. `l_sinline int f`: `int` lands in an ERROR once the
                     // macro was taken for the type.

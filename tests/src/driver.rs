@@ -1,11 +1,11 @@
 //! One fixture end to end: build and start it, run hpbuild, play the steps.
 
 use crate::checks::{check_refusal, run_hpbuild};
-use crate::matrix::Build;
-use crate::steps::play_steps;
 use crate::fixture::Fixture;
+use crate::matrix::Build;
 use crate::program::Program;
 use crate::run::Output;
+use crate::steps::play_steps;
 use crate::tools::{hpbuild_bin, hpctl_bin, loader_dir};
 use crate::tree::{build_tree, copy_fixture, snapshot, snapshot_diff};
 use crate::Res;
@@ -93,11 +93,11 @@ pub fn check_hpbuild_result(f: &Fixture, s: &Started, hpo: &Path, build: &Output
 
     if let Some(needles) = &f.hpbuild_fails_with {
         check_refusal(build, needles, "hpbuild")
-            .map_err(|e| ctx(&s, "hpbuild (expected to refuse)", e))?;
+            .map_err(|e| ctx(s, "hpbuild (expected to refuse)", e))?;
     } else {
         if !build.status.success() {
             return Err(ctx(
-                &s,
+                s,
                 "hpbuild",
                 format!("hpbuild failed\n{}", build.report()),
             ));
@@ -109,7 +109,7 @@ pub fn check_hpbuild_result(f: &Fixture, s: &Started, hpo: &Path, build: &Output
         ] {
             if !p.is_file() {
                 return Err(ctx(
-                    &s,
+                    s,
                     "hpbuild",
                     format!(
                         "hpbuild exited 0 but did not write {}\n{}",
@@ -121,7 +121,7 @@ pub fn check_hpbuild_result(f: &Fixture, s: &Started, hpo: &Path, build: &Output
         }
         let manifest = fs::read_to_string(hpo.with_extension("json")).unwrap_or_default();
         if let Err(e) = serde_json::from_str::<Value>(&manifest) {
-            return Err(ctx(&s, "hpbuild", format!("OUT.json is not JSON: {e}")));
+            return Err(ctx(s, "hpbuild", format!("OUT.json is not JSON: {e}")));
         }
     }
 
@@ -138,7 +138,9 @@ pub fn run_fixture(name: &str, config: &str) {
         eprintln!("note [{name} {config}]: skipped, unsupported: {why}");
         return;
     }
-    let b = f.build(config).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
+    let b = f
+        .build(config)
+        .unwrap_or_else(|e| panic!("fixture {name}: {e}"));
     let res = run_fixture_with(&f, &b);
     match (res, f.expected_fail_reason(config)) {
         (Ok(()), None) => {}

@@ -145,10 +145,15 @@ impl Fixture {
     }
 
     fn validate(&self) -> Res<()> {
-        for (what, map) in [("unsupported", &self.unsupported), ("expected_fail", &self.expected_fail)] {
+        for (what, map) in [
+            ("unsupported", &self.unsupported),
+            ("expected_fail", &self.expected_fail),
+        ] {
             for (pat, why) in map {
                 if !MATRIX.iter().any(|c| config_matches(pat, c.name)) && !pat.starts_with("also") {
-                    return Err(format!("{what}: {pat:?} matches no configuration of the matrix"));
+                    return Err(format!(
+                        "{what}: {pat:?} matches no configuration of the matrix"
+                    ));
                 }
                 if why.trim().is_empty() {
                     return Err(format!("{what}: {pat:?} needs a reason"));
@@ -214,7 +219,12 @@ impl Fixture {
         cflags.extend(self.cflags.iter().cloned());
         let mut ldflags = self.ldflags.clone();
         ldflags.extend(c.ldflags.iter().map(|s| s.to_string()));
-        Build { name: c.name.into(), cc: c.cc.into(), cflags, ldflags }
+        Build {
+            name: c.name.into(),
+            cc: c.cc.into(),
+            cflags,
+            ldflags,
+        }
     }
 
     /// The build of a named configuration: a matrix name, or `also-N` for
@@ -237,17 +247,25 @@ impl Fixture {
 
     /// Names of the `also_cflags` builds.
     pub fn also_names(&self) -> Vec<String> {
-        (0..self.also_cflags.len()).map(|i| format!("also-{i}")).collect()
+        (0..self.also_cflags.len())
+            .map(|i| format!("also-{i}"))
+            .collect()
     }
 
     /// Why configuration `name` is skipped, if it is.
     pub fn unsupported_reason(&self, name: &str) -> Option<&str> {
-        self.unsupported.iter().find(|(p, _)| config_matches(p, name)).map(|(_, r)| r.as_str())
+        self.unsupported
+            .iter()
+            .find(|(p, _)| config_matches(p, name))
+            .map(|(_, r)| r.as_str())
     }
 
     /// Why configuration `name` is expected to fail, if it is.
     pub fn expected_fail_reason(&self, name: &str) -> Option<&str> {
-        self.expected_fail.iter().find(|(p, _)| config_matches(p, name)).map(|(_, r)| r.as_str())
+        self.expected_fail
+            .iter()
+            .find(|(p, _)| config_matches(p, name))
+            .map(|(_, r)| r.as_str())
     }
 
     /// The version of the code each step's answer comes from (None: not

@@ -19,16 +19,66 @@ pub struct Config {
 }
 
 pub const MATRIX: &[Config] = &[
-    Config { name: "gcc-O0", cc: "gcc", cflags: &["-O0"], ldflags: &[] },
-    Config { name: "gcc-O2", cc: "gcc", cflags: &["-O2"], ldflags: &[] },
-    Config { name: "gcc-O3", cc: "gcc", cflags: &["-O3"], ldflags: &[] },
-    Config { name: "clang-O0", cc: "clang", cflags: &["-O0"], ldflags: &[] },
-    Config { name: "clang-O2", cc: "clang", cflags: &["-O2"], ldflags: &[] },
-    Config { name: "clang-O3", cc: "clang", cflags: &["-O3"], ldflags: &[] },
-    Config { name: "gcc-O2-nopie", cc: "gcc", cflags: &["-O2", "-fno-pie"], ldflags: &["-no-pie"] },
-    Config { name: "clang-O2-nopie", cc: "clang", cflags: &["-O2", "-fno-pie"], ldflags: &["-no-pie"] },
-    Config { name: "gcc-O2-cet", cc: "gcc", cflags: &["-O2", "-fcf-protection=full"], ldflags: &[] },
-    Config { name: "clang-O2-cet", cc: "clang", cflags: &["-O2", "-fcf-protection=full"], ldflags: &[] },
+    Config {
+        name: "gcc-O0",
+        cc: "gcc",
+        cflags: &["-O0"],
+        ldflags: &[],
+    },
+    Config {
+        name: "gcc-O2",
+        cc: "gcc",
+        cflags: &["-O2"],
+        ldflags: &[],
+    },
+    Config {
+        name: "gcc-O3",
+        cc: "gcc",
+        cflags: &["-O3"],
+        ldflags: &[],
+    },
+    Config {
+        name: "clang-O0",
+        cc: "clang",
+        cflags: &["-O0"],
+        ldflags: &[],
+    },
+    Config {
+        name: "clang-O2",
+        cc: "clang",
+        cflags: &["-O2"],
+        ldflags: &[],
+    },
+    Config {
+        name: "clang-O3",
+        cc: "clang",
+        cflags: &["-O3"],
+        ldflags: &[],
+    },
+    Config {
+        name: "gcc-O2-nopie",
+        cc: "gcc",
+        cflags: &["-O2", "-fno-pie"],
+        ldflags: &["-no-pie"],
+    },
+    Config {
+        name: "clang-O2-nopie",
+        cc: "clang",
+        cflags: &["-O2", "-fno-pie"],
+        ldflags: &["-no-pie"],
+    },
+    Config {
+        name: "gcc-O2-cet",
+        cc: "gcc",
+        cflags: &["-O2", "-fcf-protection=full"],
+        ldflags: &[],
+    },
+    Config {
+        name: "clang-O2-cet",
+        cc: "clang",
+        cflags: &["-O2", "-fcf-protection=full"],
+        ldflags: &[],
+    },
 ];
 
 /// The configuration used where one is enough (CLI tests, `--base` tests).

@@ -78,7 +78,6 @@ impl Step {
     }
 }
 
-
 pub(crate) fn str_list(v: &Value, what: &str) -> Res<Vec<String>> {
     v.as_array()
         .ok_or_else(|| format!("{what} must be an array of strings"))?
@@ -91,7 +90,11 @@ pub(crate) fn str_list(v: &Value, what: &str) -> Res<Vec<String>> {
         .collect()
 }
 
-pub(crate) fn check_keys(obj: &serde_json::Map<String, Value>, allowed: &[&str], what: &str) -> Res<()> {
+pub(crate) fn check_keys(
+    obj: &serde_json::Map<String, Value>,
+    allowed: &[&str],
+    what: &str,
+) -> Res<()> {
     for k in obj.keys() {
         if !allowed.contains(&k.as_str()) {
             return Err(format!("{what}: unknown key {k:?} (allowed: {allowed:?})"));

@@ -20,7 +20,13 @@ fn ctx(s: &Started, step: &str, e: String) -> String {
 /// Runs every step of `f` against `s`, with `hpo` as the patch and `build`
 /// as hpbuild's run (shown when an apply fails); `config` names the
 /// configuration in notes.
-pub fn play_steps(f: &Fixture, s: &mut Started, hpo: &Path, build: &Output, config: &str) -> Res<()> {
+pub fn play_steps(
+    f: &Fixture,
+    s: &mut Started,
+    hpo: &Path,
+    build: &Output,
+    config: &str,
+) -> Res<()> {
     let hpctl = hpctl_bin()?;
     let pid = s.prog.pid();
     let mut background: Option<Running> = None;
@@ -65,7 +71,7 @@ pub fn play_steps(f: &Fixture, s: &mut Started, hpo: &Path, build: &Output, conf
                     None => {
                         if !out.status.success() {
                             return Err(ctx(
-                                &s,
+                                s,
                                 &label,
                                 format!(
                                     "hpctl apply failed\n{}\n--- hpbuild ---\n{}",
@@ -88,7 +94,7 @@ pub fn play_steps(f: &Fixture, s: &mut Started, hpo: &Path, build: &Output, conf
                 s.prog.note(&out);
                 if !out.status.success() {
                     return Err(ctx(
-                        &s,
+                        s,
                         &label,
                         format!(
                             "background hpctl apply failed\n{}\n--- hpbuild ---\n{}",
@@ -113,7 +119,7 @@ pub fn play_steps(f: &Fixture, s: &mut Started, hpo: &Path, build: &Output, conf
                     None => {
                         if !out.status.success() {
                             return Err(ctx(
-                                &s,
+                                s,
                                 &label,
                                 format!("hpctl revert failed\n{}", out.report()),
                             ));
@@ -139,4 +145,3 @@ pub fn play_steps(f: &Fixture, s: &mut Started, hpo: &Path, build: &Output, conf
     }
     Ok(())
 }
-

@@ -55,12 +55,7 @@ pub fn compile_args(b: &Build, src: &str) -> Vec<String> {
 
 /// Writes `dir/compile_commands.json`, compiles every TU with exactly the
 /// recorded command, and links `dir/prog` (with the loader if given).
-pub fn build_tree(
-    f: &Fixture,
-    dir: &Path,
-    b: &Build,
-    loader: Option<&Path>,
-) -> Res<PathBuf> {
+pub fn build_tree(f: &Fixture, dir: &Path, b: &Build, loader: Option<&Path>) -> Res<PathBuf> {
     let dir = dir
         .canonicalize()
         .map_err(|e| format!("{}: {e}", dir.display()))?;
