@@ -11,25 +11,45 @@ use hp_e2e::*;
 macro_rules! matrix_tests {
     ($dir:literal) => {
         #[test]
-        fn gcc_o0() { hp_e2e::run_fixture($dir, "gcc-O0") }
+        fn gcc_o0() {
+            hp_e2e::run_fixture($dir, "gcc-O0")
+        }
         #[test]
-        fn gcc_o2() { hp_e2e::run_fixture($dir, "gcc-O2") }
+        fn gcc_o2() {
+            hp_e2e::run_fixture($dir, "gcc-O2")
+        }
         #[test]
-        fn gcc_o3() { hp_e2e::run_fixture($dir, "gcc-O3") }
+        fn gcc_o3() {
+            hp_e2e::run_fixture($dir, "gcc-O3")
+        }
         #[test]
-        fn clang_o0() { hp_e2e::run_fixture($dir, "clang-O0") }
+        fn clang_o0() {
+            hp_e2e::run_fixture($dir, "clang-O0")
+        }
         #[test]
-        fn clang_o2() { hp_e2e::run_fixture($dir, "clang-O2") }
+        fn clang_o2() {
+            hp_e2e::run_fixture($dir, "clang-O2")
+        }
         #[test]
-        fn clang_o3() { hp_e2e::run_fixture($dir, "clang-O3") }
+        fn clang_o3() {
+            hp_e2e::run_fixture($dir, "clang-O3")
+        }
         #[test]
-        fn gcc_o2_nopie() { hp_e2e::run_fixture($dir, "gcc-O2-nopie") }
+        fn gcc_o2_nopie() {
+            hp_e2e::run_fixture($dir, "gcc-O2-nopie")
+        }
         #[test]
-        fn clang_o2_nopie() { hp_e2e::run_fixture($dir, "clang-O2-nopie") }
+        fn clang_o2_nopie() {
+            hp_e2e::run_fixture($dir, "clang-O2-nopie")
+        }
         #[test]
-        fn gcc_o2_cet() { hp_e2e::run_fixture($dir, "gcc-O2-cet") }
+        fn gcc_o2_cet() {
+            hp_e2e::run_fixture($dir, "gcc-O2-cet")
+        }
         #[test]
-        fn clang_o2_cet() { hp_e2e::run_fixture($dir, "clang-O2-cet") }
+        fn clang_o2_cet() {
+            hp_e2e::run_fixture($dir, "clang-O2-cet")
+        }
         #[test]
         fn also() {
             let f = hp_e2e::Fixture::load($dir).unwrap_or_else(|e| panic!("{e}"));
@@ -42,8 +62,16 @@ macro_rules! matrix_tests {
 
 /// The test functions above, as configuration names.
 const MATRIX_TESTS: &[&str] = &[
-    "gcc-O0", "gcc-O2", "gcc-O3", "clang-O0", "clang-O2", "clang-O3",
-    "gcc-O2-nopie", "clang-O2-nopie", "gcc-O2-cet", "clang-O2-cet",
+    "gcc-O0",
+    "gcc-O2",
+    "gcc-O3",
+    "clang-O0",
+    "clang-O2",
+    "clang-O3",
+    "gcc-O2-nopie",
+    "clang-O2-nopie",
+    "gcc-O2-cet",
+    "clang-O2-cet",
 ];
 
 macro_rules! fixture_tests {
@@ -71,7 +99,10 @@ macro_rules! fixture_tests {
 #[test]
 fn every_config_has_a_test() {
     let names: Vec<&str> = MATRIX.iter().map(|c| c.name).collect();
-    assert_eq!(names, MATRIX_TESTS, "matrix_tests! in tests/e2e.rs and MATRIX disagree");
+    assert_eq!(
+        names, MATRIX_TESTS,
+        "matrix_tests! in tests/e2e.rs and MATRIX disagree"
+    );
 }
 
 fixture_tests! {
@@ -129,4 +160,3 @@ fn fixtures_are_consistent() {
     let failures = failures.into_inner().unwrap();
     assert!(failures.is_empty(), "{failures}");
 }
-

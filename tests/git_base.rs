@@ -10,7 +10,12 @@ fn git(repo: &Path, args: &[&str]) {
     let out = run_ok(
         Command::new("git")
             .current_dir(repo)
-            .args(["-c", "user.name=hp-e2e", "-c", "user.email=hp-e2e@localhost"])
+            .args([
+                "-c",
+                "user.name=hp-e2e",
+                "-c",
+                "user.email=hp-e2e@localhost",
+            ])
             .args(args),
         CC_TIMEOUT,
     );
@@ -29,7 +34,10 @@ fn base_is_a_git_revision() {
     let f = Fixture::load("body-change").unwrap_or_else(|e| panic!("{e}"));
     let b = f.build(DEFAULT_CONFIG).unwrap();
     let loader = loader_dir().unwrap_or_else(|e| panic!("{e}"));
-    let tmp = tempfile::Builder::new().prefix("hp-e2e-git-").tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("hp-e2e-git-")
+        .tempdir()
+        .unwrap();
     let repo = tmp.path().join("repo");
     copy_fixture(&f, &repo, false).unwrap();
     git(&repo, &["init", "-q", "-b", "main"]);
@@ -45,7 +53,9 @@ fn base_is_a_git_revision() {
     git(&repo, &["tag", "v1"]);
     // Later history: HEAD moves on, and the work tree has uncommitted edits.
     let prog_c = repo.join("prog.c");
-    let later = fs::read_to_string(&prog_c).unwrap().replace("return x * 2;", "return x * 4;");
+    let later = fs::read_to_string(&prog_c)
+        .unwrap()
+        .replace("return x * 2;", "return x * 4;");
     fs::write(&prog_c, later).unwrap();
     fs::write(repo.join("NOTES"), "work after v1\n").unwrap();
     git(&repo, &["add", "."]);
@@ -82,7 +92,10 @@ fn base_is_a_git_revision() {
     );
     let changed = snapshot_diff(&before, &snapshot(&repo));
     let changed: Vec<&String> = changed.iter().filter(|c| !c.starts_with(".git/")).collect();
-    assert!(changed.is_empty(), "hpbuild changed the work tree: {changed:?}");
+    assert!(
+        changed.is_empty(),
+        "hpbuild changed the work tree: {changed:?}"
+    );
     check_hpbuild_result(&f, &s, &hpo, &build).unwrap_or_else(|e| panic!("{e}"));
     play_steps(&f, &mut s, &hpo, &build, "git --base v1").unwrap_or_else(|e| panic!("{e}"));
 }
