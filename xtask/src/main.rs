@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask demo` (the main job, end to end on a fresh
 //! machine) and `cargo xtask test` (everything the CI runs).
 
+mod bench;
 mod corpus;
 mod demo;
 mod tools;
@@ -11,10 +12,11 @@ fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let result = match task.as_str() {
         "demo" => demo::run(),
+        "bench" => bench::run(),
         "test" => test(),
         "corpus" => corpus::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|corpus>\n  demo  build hpbuild, start a program, patch it live, show the change\n  test  install what the tests need, build release binaries, run every test\n  corpus [lua] [sqlite]  Debian's security fixes for Lua 5.4 and SQLite, applied live with reproducers");
+            eprintln!("usage: cargo xtask <demo|test|corpus|bench>\n  demo  build hpbuild, start a program, patch it live, show the change\n  test  install what the tests need, build release binaries, run every test\n  corpus [lua] [sqlite]  Debian's security fixes for Lua 5.4 and SQLite, applied live with reproducers\n  bench  costs as ratios measured side by side: build, patched call, apply pause, memory");
             return ExitCode::from(2);
         }
     };

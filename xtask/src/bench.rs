@@ -1,0 +1,282 @@
+//! `cargo xtask bench`: what live patching costs, as ratios measured side by
+//! side in one run (the machine is noisy; absolute times mean little):
+//!
+//! * build — hpbuild on a large translation unit vs. the two plain compiles
+//!   it cannot avoid (original and patched);
+//! * call — a call through a patched function's entry jump vs. the same call
+//!   before the patch;
+//! * pause — the longest stall a busy thread sees while a patch is applied
+//!   vs. its longest stall in a quiet window of the same length;
+//! * memory — resident memory of the program with the loader linked in vs.
+//!   without it.
+
+use crate::tools::{self, workspace};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn run() -> Result<(), String> {
+    tools::ensure()?;
+    tools::cargo(&[
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "hpbuild",
+        "-p",
+        "hotpatch-loader",
+    ])?;
+    let dir = std::env::temp_dir().join(format!("hpbuild-bench.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut rows = build_ratio(&dir)?;
+    rows.extend(runtime_rows(&dir)?);
+    println!("| metric | baseline | with hpbuild | ratio |\n|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {:.2} |",
+            r.metric, r.baseline, r.measured, r.ratio
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+struct Row {
+    metric: &'static str,
+    baseline: String,
+    measured: String,
+    ratio: f64,
+}
+
+fn bin(name: &str) -> PathBuf {
+    workspace().join("target/release").join(name)
+}
+
+fn timed(cmd: &mut Command) -> Result<f64, String> {
+    let start = Instant::now();
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// A translation unit of `n` small functions; the fix edits one of them.
+fn synthetic_unit(n: usize, fixed: bool) -> String {
+    let mut s = String::from("#include <stdio.h>\nlong total;\n");
+    for i in 0..n {
+        let k = if fixed && i == n / 2 { i + 1 } else { i };
+        s += &format!(
+            "long f{i}(long x)\n{{\n    if (x > {k}) total += x;\n    return x * {k} + {i};\n}}\n"
+        );
+    }
+    s
+}
+
+fn build_ratio(dir: &Path) -> Result<Vec<Row>, String> {
+    let (base, patched) = (dir.join("big"), dir.join("big-fixed"));
+    for (d, fixed) in [(&base, false), (&patched, true)] {
+        std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+        std::fs::write(d.join("big.c"), synthetic_unit(3000, fixed)).map_err(|e| e.to_string())?;
+    }
+    let db = format!(
+        r#"[{{"directory": "{}", "file": "big.c", "arguments": ["cc", "-O2", "-g", "-c", "big.c", "-o", "big.o"]}}]"#,
+        base.display()
+    );
+    std::fs::write(base.join("compile_commands.json"), db).map_err(|e| e.to_string())?;
+    let diff = Command::new("diff")
+        .args(["-u", "big/big.c", "big-fixed/big.c"])
+        .current_dir(dir)
+        .output();
+    let diff = diff.map_err(|e| e.to_string())?.stdout;
+    std::fs::write(dir.join("big.patch"), diff).map_err(|e| e.to_string())?;
+
+    let (mut plain, mut ours) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let compile = |d: &Path| {
+            timed(Command::new("cc").current_dir(d).args([
+                "-O2",
+                "-g",
+                "-c",
+                "big.c",
+                "-o",
+                "/dev/null",
+            ]))
+        };
+        plain.push(compile(&base)? + compile(&patched)?);
+        ours.push(timed(
+            Command::new(bin("hpbuild"))
+                .arg("--base")
+                .arg(&base)
+                .arg("--diff")
+                .arg(dir.join("big.patch"))
+                .arg("-o")
+                .arg(dir.join("big.hpo")),
+        )?);
+    }
+    let (p, o) = (median(plain), median(ours));
+    Ok(vec![Row {
+        metric: "build: 3000-function unit, one edited (s)",
+        baseline: format!("{p:.2} (two plain compiles)"),
+        measured: format!("{o:.2} (hpbuild)"),
+        ratio: o / p,
+    }])
+}
+
+/// The bench program, driven line by line.
+struct Program {
+    child: Child,
+    input: ChildStdin,
+    output: BufReader<ChildStdout>,
+}
+
+impl Program {
+    fn start(exe: &Path) -> Result<Program, String> {
+        let mut child = Command::new(exe)
+            .env("HOTPATCH_LOG", exe.with_extension("log"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        let input = child.stdin.take().expect("piped");
+        let output = BufReader::new(child.stdout.take().expect("piped"));
+        Ok(Program {
+            child,
+            input,
+            output,
+        })
+    }
+
+    fn ask(&mut self, cmd: &str) -> Result<String, String> {
+        writeln!(self.input, "{cmd}").map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        self.output
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        Ok(line.trim().to_string())
+    }
+
+    fn number(&mut self, cmd: &str) -> Result<f64, String> {
+        let answer = self.ask(cmd)?;
+        answer
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.parse().ok())
+            .ok_or(format!("bench program answered {answer:?} to {cmd:?}"))
+    }
+
+    /// Best of five: the least disturbed run is the closest to the cost.
+    fn ns_per_call(&mut self) -> Result<f64, String> {
+        let runs: Result<Vec<f64>, String> =
+            (0..5).map(|_| self.number("calls 20000000")).collect();
+        Ok(runs?.into_iter().fold(f64::INFINITY, f64::min))
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn build_program(dir: &Path, with_loader: bool) -> Result<PathBuf, String> {
+    let src = workspace().join("fixtures/bench/bench.c");
+    let exe = dir.join(if with_loader { "bench" } else { "bench-plain" });
+    let mut cmd = Command::new("cc");
+    cmd.current_dir(dir)
+        .args(["-O2", "-g", "-c"])
+        .arg(&src)
+        .arg("-o")
+        .arg(dir.join("bench.o"));
+    tools::run(&mut cmd)?;
+    let mut link = Command::new("cc");
+    link.current_dir(dir).arg("bench.o").arg("-o").arg(&exe);
+    if with_loader {
+        link.arg("-Wl,--whole-archive")
+            .arg(dir.join("loader/libhotpatch.a"))
+            .arg("-Wl,--no-whole-archive");
+    }
+    tools::run(link.arg("-lpthread"))?;
+    Ok(exe)
+}
+
+fn runtime_rows(dir: &Path) -> Result<Vec<Row>, String> {
+    tools::run(
+        Command::new(bin("hpbuild"))
+            .args(["loader", "--out"])
+            .arg(dir.join("loader")),
+    )?;
+    let base = dir.join("prog");
+    std::fs::create_dir_all(&base).map_err(|e| e.to_string())?;
+    std::fs::copy(
+        workspace().join("fixtures/bench/bench.c"),
+        base.join("bench.c"),
+    )
+    .map_err(|e| e.to_string())?;
+    let db = format!(
+        r#"[{{"directory": "{}", "file": "bench.c", "arguments": ["cc", "-O2", "-g", "-c", "bench.c", "-o", "bench.o"]}}]"#,
+        base.display()
+    );
+    std::fs::write(base.join("compile_commands.json"), db).map_err(|e| e.to_string())?;
+    let patch = dir.join("fix.hpo");
+    tools::run(
+        Command::new(bin("hpbuild"))
+            .arg("--base")
+            .arg(&base)
+            .arg("--diff")
+            .arg(workspace().join("fixtures/bench/fix.patch"))
+            .arg("-o")
+            .arg(&patch),
+    )?;
+
+    let plain_rss = Program::start(&build_program(dir, false)?)?.number("rss")?;
+    let mut prog = Program::start(&build_program(dir, true)?)?;
+    let loader_rss = prog.number("rss")?;
+    let before = prog.ns_per_call()?;
+    prog.number("jitter")?;
+    let quiet_window = Duration::from_millis(300);
+    std::thread::sleep(quiet_window);
+    let quiet = prog.number("jitter")?;
+    let apply_start = Instant::now();
+    tools::run(
+        Command::new(bin("hpctl"))
+            .arg("apply")
+            .arg(prog.child.id().to_string())
+            .arg(&patch)
+            .stdout(Stdio::null()),
+    )?;
+    std::thread::sleep(quiet_window.saturating_sub(apply_start.elapsed()));
+    let during = prog.number("jitter")?;
+    let after = prog.ns_per_call()?;
+    Ok(vec![
+        Row {
+            metric: "call through the patched function (ns)",
+            baseline: format!("{before:.2} (before)"),
+            measured: format!("{after:.2} (after, via entry jump)"),
+            ratio: after / before,
+        },
+        Row {
+            metric: "longest stall of a busy thread in 300 ms (µs)",
+            baseline: format!("{quiet:.0} (quiet)"),
+            measured: format!("{during:.0} (during apply)"),
+            ratio: during / quiet.max(1.0),
+        },
+        Row {
+            metric: "resident memory at start (KiB)",
+            baseline: format!("{plain_rss:.0} (no loader)"),
+            measured: format!("{loader_rss:.0} (loader linked)"),
+            ratio: loader_rss / plain_rss,
+        },
+    ])
+}
