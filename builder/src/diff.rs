@@ -1,8 +1,8 @@
 //! Reading the fix: which files a unified diff touches and which lines.
 //! Parsing is done by the `patch` crate; this module only strips the
 //! preamble real patches carry (mail headers, DEP-3 fields) and the `a/`,
-//! `b/` style prefixes. Which functions changed is decided later, by
-//! comparing items (tree-sitter) and objects, not by hunk positions.
+//! `b/` style prefixes. The hunks are kept: `edits.rs` locates them in the
+//! two trees to name the functions the diff edits.
 
 use crate::bail;
 use crate::error::Result;
@@ -16,6 +16,18 @@ pub struct FileChange {
     pub path: String,
     pub added: bool,
     pub deleted: bool,
+    pub hunks: Vec<Hunk>,
+}
+
+/// One hunk as the diff states it.
+#[derive(Debug, Clone)]
+pub struct Hunk {
+    /// 1-based first line of the hunk's old and new text (`@@ -a +b @@`).
+    pub old_start: usize,
+    pub new_start: usize,
+    /// `' '` context, `'-'` removed, `'+'` added; the line without its
+    /// marker.
+    pub lines: Vec<(char, String)>,
 }
 
 impl FileChange {
@@ -152,10 +164,28 @@ fn file_change(p: &patch::Patch, strip: usize) -> FileChange {
     let deleted = is_dev_null(&p.new.path);
     let shown = if deleted { &p.old.path } else { &p.new.path };
     let path = strip_components(shown, strip).unwrap_or_else(|| shown.to_string());
+    let hunks = p
+        .hunks
+        .iter()
+        .map(|h| Hunk {
+            old_start: h.old_range.start as usize,
+            new_start: h.new_range.start as usize,
+            lines: h
+                .lines
+                .iter()
+                .map(|l| match l {
+                    patch::Line::Add(t) => ('+', t.to_string()),
+                    patch::Line::Remove(t) => ('-', t.to_string()),
+                    patch::Line::Context(t) => (' ', t.to_string()),
+                })
+                .collect(),
+        })
+        .collect();
     FileChange {
         path,
         added,
         deleted,
+        hunks,
     }
 }
 

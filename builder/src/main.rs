@@ -12,6 +12,7 @@ mod compdb;
 mod compile;
 mod deps;
 mod diff;
+mod edits;
 mod emit;
 mod error;
 mod hook;

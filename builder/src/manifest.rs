@@ -2,6 +2,7 @@
 //! same facts as the metadata section, plus provenance (base, diff hash,
 //! compiler and flags) and why each function is in the patch.
 
+use crate::edits::{clone_parent, Edited, LineTableEdit};
 use differ::{Change, UnitDiff};
 use serde::Serialize;
 
@@ -37,8 +38,13 @@ pub struct UnitInfo {
     pub symbol_file: String,
     pub original_command: Vec<String>,
     pub patched_command: Vec<String>,
-    /// Functions the source diff edits (tree-sitter view).
+    /// Functions the source diff edits (source names; a compiler clone
+    /// counts through its parent).
     pub edited_in_diff: Vec<String>,
+    /// Where the objects' DWARF line table, not the tree-sitter parse, said
+    /// which function a hunk edits (the parse was unsure or disagreed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub edited_by_line_table: Vec<LineTableEdit>,
 }
 
 #[derive(Serialize)]
@@ -52,12 +58,32 @@ pub struct Replaced {
     pub why: Vec<String>,
 }
 
-/// Reasons for one function: the source view first (edited in the diff),
-/// then what the object comparison saw.
-pub fn reasons(diff: &UnitDiff, name: &str, edited: &[String]) -> Vec<String> {
+/// Reasons for one function: the source view first (edited in the diff,
+/// itself or as the parent of a compiler clone; which view said so when the
+/// DWARF line table did), then what the object comparison saw.
+pub fn reasons(diff: &UnitDiff, name: &str, edited: &Edited) -> Vec<String> {
     let mut why = Vec::new();
-    if edited.iter().any(|e| e == name) {
-        why.push("edited in the diff".to_string());
+    let parent = clone_parent(name);
+    let source = |f: &str| -> String {
+        let places: Vec<String> = edited
+            .by_line_table
+            .iter()
+            .filter(|e| e.function == f)
+            .map(|e| format!("{}: {}", e.lines, e.because))
+            .collect();
+        if places.is_empty() {
+            String::new()
+        } else {
+            format!(" (found by the DWARF line table; {})", places.join("; "))
+        }
+    };
+    if edited.functions.iter().any(|e| e == name) {
+        why.push(format!("edited in the diff{}", source(name)));
+    } else if parent != name && edited.functions.iter().any(|e| e == parent) {
+        why.push(format!(
+            "edited in the diff (in {parent}, whose compiler clone it is){}",
+            source(parent)
+        ));
     } else {
         why.push("not edited in the diff, but its compiled code changed".to_string());
     }

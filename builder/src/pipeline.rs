@@ -6,7 +6,7 @@ use crate::compile::{self, Side};
 use crate::error::{Error, Result};
 use crate::manifest::{self, DiffInfo, Manifest, Replaced, UnitInfo};
 use crate::progress::Progress;
-use crate::{bail, deps, diff, emit, layout, review, tree, BuildArgs};
+use crate::{bail, deps, diff, edits, emit, layout, review, tree, BuildArgs};
 use differ::UnitDiff;
 use std::path::Path;
 
@@ -17,7 +17,7 @@ struct Unit {
     orig_cmd: Vec<String>,
     patched_cmd: Vec<String>,
     diff: UnitDiff,
-    edited: Vec<String>,
+    edited: edits::Edited,
 }
 
 pub fn run(args: &BuildArgs) -> Result<()> {
@@ -39,7 +39,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     for (i, entry) in selected.into_iter().enumerate() {
         let rel = entry.relative_to(&trees.base_root).unwrap_or_default();
         progress.step(format!("compiling and comparing {rel}"));
-        units.push(build_unit(i, entry, rel, &trees)?);
+        units.push(build_unit(i, entry, rel, &trees, &diff)?);
     }
     refuse_if_needed(&units)?;
     if units
@@ -209,7 +209,13 @@ fn abbreviate(names: &[String]) -> String {
     format!("{} and {} more", names[..6].join(", "), names.len() - 6)
 }
 
-fn build_unit(index: usize, entry: Entry, rel: String, trees: &tree::Trees) -> Result<Unit> {
+fn build_unit(
+    index: usize,
+    entry: Entry,
+    rel: String,
+    trees: &tree::Trees,
+    source_diff: &diff::Diff,
+) -> Result<Unit> {
     let orig_out = compile::object_path(&trees.work, index, Side::Original);
     let new_out = compile::object_path(&trees.work, index, Side::Patched);
     let (orig_obj, orig_cmd) = compile::compile(
@@ -226,10 +232,17 @@ fn build_unit(index: usize, entry: Entry, rel: String, trees: &tree::Trees) -> R
         &new_out,
         Side::Patched,
     )?;
-    // The functions the source diff edits keep the differ from mistaking a
-    // real constant change for a shifted __LINE__.
-    let edited = review::edited_functions(&trees.orig.join(&rel), &trees.patched.join(&rel));
-    let hints = differ::Hints { edited: edited.clone() };
+    // The functions the source diff edits (and their clones) keep the
+    // differ from mistaking a real constant change for a shifted __LINE__.
+    let edited = edits::edited_functions(
+        &rel,
+        source_diff,
+        (&trees.orig, &trees.patched, &trees.base_root),
+        (&orig_obj, &patched_obj),
+    );
+    let hints = differ::Hints {
+        edited: edited.hint_names.clone(),
+    };
     let diff = differ::compare_with(&orig_obj, &patched_obj, &hints)
         .map_err(|e| Error::new(format!("{rel}: cannot compare objects: {e}")))?;
     Ok(Unit {
@@ -353,7 +366,8 @@ fn build_manifest(
                 symbol_file: u.diff.file.clone(),
                 original_command: u.orig_cmd.clone(),
                 patched_command: u.patched_cmd.clone(),
-                edited_in_diff: u.edited.clone(),
+                edited_in_diff: u.edited.functions.clone(),
+                edited_by_line_table: u.edited.by_line_table.clone(),
             })
             .collect(),
         replaced,

@@ -1,5 +1,5 @@
-//! The source side of the patch, via the `extern-gen` crate: which functions
-//! the diff edits (tree-sitter), and the reviewable C source of the patch.
+//! The reviewable C source of the patch, via the `extern-gen` crate (which
+//! functions the diff edits is `edits.rs`).
 
 use differ::{Change, Route, UnitDiff};
 use extern_gen::{OutsideSymbol, PatchSource, SymbolKind, UnitSource};
@@ -9,27 +9,6 @@ use std::path::Path;
 pub struct ReviewUnit<'a> {
     pub rel: &'a str,
     pub diff: &'a UnitDiff,
-}
-
-/// Functions whose text differs between the two versions of a file. Empty
-/// when either side cannot be read or parsed: this only explains, the object
-/// comparison decides.
-pub fn edited_functions(orig: &Path, patched: &Path) -> Vec<String> {
-    let (Ok(old), Ok(new)) = (
-        std::fs::read_to_string(orig),
-        std::fs::read_to_string(patched),
-    ) else {
-        return Vec::new();
-    };
-    extern_gen::changed_items(&old, &new)
-        .map(|items| {
-            items
-                .into_iter()
-                .filter(|i| i.kind == extern_gen::ItemKind::Function)
-                .filter_map(|i| i.name)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The reviewable C source: shipped functions verbatim plus an `extern`

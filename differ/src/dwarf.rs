@@ -38,6 +38,9 @@ pub struct Die {
     pub count: Option<u64>,
     pub decl_line: Option<u64>,
     pub decl_file: Option<u64>,
+    /// Call site of a `DW_TAG_inlined_subroutine` (file index, line).
+    pub call_file: Option<u64>,
+    pub call_line: Option<u64>,
     /// `DW_OP_addr` location of a variable with static storage.
     pub addr: Option<u64>,
     pub external: bool,
@@ -60,6 +63,8 @@ impl Default for Die {
             count: None,
             decl_line: None,
             decl_file: None,
+            call_file: None,
+            call_line: None,
             addr: None,
             external: false,
             declaration: false,
@@ -67,11 +72,13 @@ impl Default for Die {
     }
 }
 
-/// One line-table row: section-encoded address and line.
+/// One line-table row: section-encoded address, line, and file index (as in
+/// [`Debug::files`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Row {
     pub addr: u64,
     pub line: u64,
+    pub file: u64,
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +89,9 @@ pub struct Debug {
     pub cu_name: Option<String>,
     /// File names of the line table, by `DW_AT_decl_file` index.
     pub files: Vec<String>,
+    /// The same files as full paths (compilation directory, include
+    /// directory and name joined, `.`/`..` resolved).
+    pub paths: Vec<String>,
 }
 
 pub fn encode(section: usize, offset: u64) -> u64 {
@@ -181,6 +191,9 @@ fn read_unit(
                 (gimli::DW_AT_decl_line, v) => die.decl_line = v.udata_value(),
                 (gimli::DW_AT_decl_file, AttributeValue::FileIndex(f)) => die.decl_file = Some(f),
                 (gimli::DW_AT_decl_file, v) => die.decl_file = v.udata_value(),
+                (gimli::DW_AT_call_line, v) => die.call_line = v.udata_value(),
+                (gimli::DW_AT_call_file, AttributeValue::FileIndex(f)) => die.call_file = Some(f),
+                (gimli::DW_AT_call_file, v) => die.call_file = v.udata_value(),
                 (gimli::DW_AT_external, AttributeValue::Flag(f)) => die.external = f,
                 (gimli::DW_AT_declaration, AttributeValue::Flag(f)) => die.declaration = f,
                 (gimli::DW_AT_location, v) => {
@@ -238,17 +251,59 @@ fn read_unit(
                     .unwrap_or_default()
             })
             .collect();
+        let text = |v: AttributeValue<R<'_>>| {
+            dwarf
+                .attr_string(unit, v)
+                .map(|s| String::from_utf8_lossy(s.slice()).into_owned())
+                .unwrap_or_default()
+        };
+        let comp_dir = unit
+            .comp_dir
+            .map(|d| String::from_utf8_lossy(d.slice()).into_owned())
+            .unwrap_or_default();
+        out.paths = (0..header.file_names().len() as u64 + 1)
+            .map(|f| {
+                let Some(e) = header.file(f) else {
+                    return String::new();
+                };
+                let mut p = std::path::PathBuf::from(&comp_dir);
+                if let Some(d) = e.directory(&header) {
+                    p.push(text(d)); // an absolute directory replaces comp_dir
+                }
+                p.push(text(e.path_name()));
+                normalize_path(&p)
+            })
+            .collect();
         let mut rows = program.rows();
         while let Some((_, row)) = rows.next_row()? {
             if let (false, Some(line)) = (row.end_sequence(), row.line()) {
                 out.rows.push(Row {
                     addr: row.address(),
                     line: line.get(),
+                    file: row.file_index(),
                 });
             }
         }
     }
     Ok(())
+}
+
+/// `a/./b/../c` → `a/c`, lexically (the files need not exist here).
+fn normalize_path(p: &std::path::Path) -> String {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            c => out.push(c.as_os_str()),
+        }
+    }
+    out.to_string_lossy().into_owned()
 }
 
 impl Debug {

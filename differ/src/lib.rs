@@ -25,6 +25,7 @@ mod lines;
 mod normalize;
 mod plan;
 mod refuse;
+pub mod source_lines;
 mod why;
 
 pub use correlate::strip_numeric;
