@@ -38,7 +38,14 @@ pub fn package(cache: &Path, pkg: &str) -> Result<Package, String> {
         enable_deb_src()?;
         tools::run(
             Command::new("apt-get")
-                .args(["source", "--download-only", "-qq", "-o", "Acquire::Retries=3", pkg])
+                .args([
+                    "source",
+                    "--download-only",
+                    "-qq",
+                    "-o",
+                    "Acquire::Retries=3",
+                    pkg,
+                ])
                 .current_dir(&downloads),
         )?;
     }
@@ -48,13 +55,30 @@ pub fn package(cache: &Path, pkg: &str) -> Result<Package, String> {
         let _ = std::fs::remove_dir_all(&root);
         let orig = find(&downloads, &format!("{pkg}_"), ".orig.tar.gz")
             .or_else(|| find(&downloads, &format!("{pkg}_"), ".orig.tar.xz"))
-            .ok_or(format!("no upstream tarball of {pkg} in {}", downloads.display()))?;
-        let deb = find(&downloads, &format!("{pkg}_"), ".debian.tar.xz")
-            .ok_or(format!("no debian tarball of {pkg} in {}", downloads.display()))?;
+            .ok_or(format!(
+                "no upstream tarball of {pkg} in {}",
+                downloads.display()
+            ))?;
+        let deb = find(&downloads, &format!("{pkg}_"), ".debian.tar.xz").ok_or(format!(
+            "no debian tarball of {pkg} in {}",
+            downloads.display()
+        ))?;
         let tmp = root.join("unpack");
         std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
-        tools::run(Command::new("tar").arg("-xf").arg(&orig).arg("-C").arg(&tmp))?;
-        tools::run(Command::new("tar").arg("-xf").arg(&deb).arg("-C").arg(&root))?;
+        tools::run(
+            Command::new("tar")
+                .arg("-xf")
+                .arg(&orig)
+                .arg("-C")
+                .arg(&tmp),
+        )?;
+        tools::run(
+            Command::new("tar")
+                .arg("-xf")
+                .arg(&deb)
+                .arg("-C")
+                .arg(&root),
+        )?;
         // The tarball holds one top directory (lua-5.4.4/, sqlite3-3.40.1/).
         let top = std::fs::read_dir(&tmp)
             .map_err(|e| e.to_string())?
@@ -71,10 +95,14 @@ pub fn package(cache: &Path, pkg: &str) -> Result<Package, String> {
 }
 
 fn find(dir: &Path, prefix: &str, suffix: &str) -> Option<PathBuf> {
-    std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| {
-        let n = p.file_name().unwrap_or_default().to_string_lossy();
-        n.starts_with(prefix) && n.ends_with(suffix) && !n.contains("orig-www")
-    })
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let n = p.file_name().unwrap_or_default().to_string_lossy();
+            n.starts_with(prefix) && n.ends_with(suffix) && !n.contains("orig-www")
+        })
 }
 
 /// `apt-get source` needs deb-src entries: copy the deb822 sources with
@@ -82,8 +110,9 @@ fn find(dir: &Path, prefix: &str, suffix: &str) -> Option<PathBuf> {
 fn enable_deb_src() -> Result<(), String> {
     let has_src = |p: &Path| {
         std::fs::read_to_string(p).is_ok_and(|t| {
-            t.lines()
-                .any(|l| l.starts_with("deb-src ") || (l.starts_with("Types:") && l.contains("deb-src")))
+            t.lines().any(|l| {
+                l.starts_with("deb-src ") || (l.starts_with("Types:") && l.contains("deb-src"))
+            })
         })
     };
     let dir = Path::new("/etc/apt/sources.list.d");
@@ -99,7 +128,13 @@ fn enable_deb_src() -> Result<(), String> {
     })?;
     let text: String = template
         .lines()
-        .map(|l| if l.starts_with("Types:") { "Types: deb-src".to_string() } else { l.to_string() })
+        .map(|l| {
+            if l.starts_with("Types:") {
+                "Types: deb-src".to_string()
+            } else {
+                l.to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(DEB_SRC, text + "\n")

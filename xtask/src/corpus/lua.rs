@@ -17,8 +17,14 @@ impl Project for Lua {
 
     fn cases(&self) -> Vec<Case> {
         vec![
-            Case { patch: "0004-cve-2022-28805.patch", check: Check::Verdict("0004-cve-2022-28805.lua") },
-            Case { patch: "0005-cve-2022-33099.patch", check: Check::Verdict("0005-cve-2022-33099.lua") },
+            Case {
+                patch: "0004-cve-2022-28805.patch",
+                check: Check::Verdict("0004-cve-2022-28805.lua"),
+            },
+            Case {
+                patch: "0005-cve-2022-33099.patch",
+                check: Check::Verdict("0005-cve-2022-33099.lua"),
+            },
         ]
     }
 

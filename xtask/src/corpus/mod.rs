@@ -84,14 +84,26 @@ pub fn run(args: &[String]) -> Result<(), String> {
         match a.as_str() {
             "lua" | "sqlite" => which.push(a),
             "--cache" => cache = PathBuf::from(it.next().ok_or("--cache needs a directory")?),
-            other => return Err(format!("unknown argument {other}: use `cargo xtask corpus [lua] [sqlite] [--cache DIR]`")),
+            other => {
+                return Err(format!(
+                "unknown argument {other}: use `cargo xtask corpus [lua] [sqlite] [--cache DIR]`"
+            ))
+            }
         }
     }
     if which.is_empty() {
         which = vec!["lua", "sqlite"];
     }
     tools::ensure()?;
-    tools::cargo(&["build", "--release", "--quiet", "-p", "hpbuild", "-p", "hotpatch-loader"])?;
+    tools::cargo(&[
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "hpbuild",
+        "-p",
+        "hotpatch-loader",
+    ])?;
     let bin = workspace().join("target/release");
     let work = cache.join("work");
     let _ = std::fs::remove_dir_all(&work);
@@ -104,10 +116,20 @@ pub fn run(args: &[String]) -> Result<(), String> {
         fixtures: workspace().join("fixtures/corpus"),
         jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
-    tools::run(Command::new(&env.hpbuild).args(["loader", "--out"]).arg(&env.loader))?;
+    tools::run(
+        Command::new(&env.hpbuild)
+            .args(["loader", "--out"])
+            .arg(&env.loader),
+    )?;
     let projects: Vec<Box<dyn Project>> = which
         .iter()
-        .map(|w| -> Box<dyn Project> { if *w == "lua" { Box::new(lua::Lua) } else { Box::new(sqlite::Sqlite) } })
+        .map(|w| -> Box<dyn Project> {
+            if *w == "lua" {
+                Box::new(lua::Lua)
+            } else {
+                Box::new(sqlite::Sqlite)
+            }
+        })
         .collect();
     let mut rows = Vec::new();
     for p in &projects {
@@ -138,7 +160,10 @@ fn run_package(p: &dyn Project, cache: &Path, env: &Env) -> Result<Vec<Row>, Str
     for name in pkg.series()? {
         let file = pkg.patches.join(&name);
         if let Some(case) = cases.iter().find(|c| c.patch == name) {
-            if dirty {
+            // A refusal needs the tree and its compile database, not a
+            // fresh executable: the rebuild waits for the next running case.
+            let runs = !matches!(case.check, Check::Refused(_));
+            if dirty && (runs || exe.is_none()) {
                 say(&format!("{}: building the base of {name}", p.package()));
                 exe = Some(p.build(&tree, env)?);
                 dirty = false;
@@ -165,9 +190,16 @@ fn run_package(p: &dyn Project, cache: &Path, env: &Env) -> Result<Vec<Row>, Str
             ));
         }
     }
-    let missing: Vec<&str> = cases.iter().map(|c| c.patch).filter(|c| !rows.iter().any(|r| r.fix == *c)).collect();
+    let missing: Vec<&str> = cases
+        .iter()
+        .map(|c| c.patch)
+        .filter(|c| !rows.iter().any(|r| r.fix == *c))
+        .collect();
     if !missing.is_empty() {
-        return Err(format!("not in debian/patches/series: {}", missing.join(", ")));
+        return Err(format!(
+            "not in debian/patches/series: {}",
+            missing.join(", ")
+        ));
     }
     Ok(rows)
 }
@@ -183,7 +215,14 @@ fn changes_program(patch: &Path) -> bool {
         .any(|p| (p.ends_with(".c") || p.ends_with(".h")) && !p.contains("/tool/"))
 }
 
-fn run_case(p: &dyn Project, case: &Case, tree: &Path, exe: &Path, fix: &Path, env: &Env) -> Result<Row, String> {
+fn run_case(
+    p: &dyn Project,
+    case: &Case,
+    tree: &Path,
+    exe: &Path,
+    fix: &Path,
+    env: &Env,
+) -> Result<Row, String> {
     let mut row = Row::new(p.package(), case.patch);
     say(&format!("{}: {}", p.package(), case.patch));
     let reproducer = |file: &str| -> Result<String, String> {
@@ -204,13 +243,18 @@ fn run_case(p: &dyn Project, case: &Case, tree: &Path, exe: &Path, fix: &Path, e
     }
     match case.check {
         Check::Verdict(file) => {
-            let out = live.as_mut().expect("started").request(&p.request(&reproducer(file)?), timeout)?;
+            let out = live
+                .as_mut()
+                .expect("started")
+                .request(&p.request(&reproducer(file)?), timeout)?;
             row.before = verdict(&out);
         }
         Check::CrashBefore(file) => {
             let mut throwaway = p.start(exe, env)?;
             row.before = match throwaway.request(&p.request(&reproducer(file)?), timeout) {
-                Err(e) if e.contains("died") => format!("crashes ({})", e.split(';').next().unwrap_or(&e)),
+                Err(e) if e.contains("died") => {
+                    format!("crashes ({})", e.split(';').next().unwrap_or(&e))
+                }
                 Err(e) => format!("unexpected: {e}"),
                 Ok(out) => format!("unexpected: no crash: {}", verdict(&out)),
             };
@@ -218,7 +262,10 @@ fn run_case(p: &dyn Project, case: &Case, tree: &Path, exe: &Path, fix: &Path, e
         _ => {}
     }
 
-    let hpo = env.work.join(p.package()).join(case.patch.replace(".patch", ".hpo"));
+    let hpo = env
+        .work
+        .join(p.package())
+        .join(case.patch.replace(".patch", ".hpo"));
     let started = Instant::now();
     let built = Command::new(&env.hpbuild)
         .arg("--base")
@@ -231,9 +278,18 @@ fn run_case(p: &dyn Project, case: &Case, tree: &Path, exe: &Path, fix: &Path, e
         .map_err(|e| format!("cannot run hpbuild: {e}"))?;
     row.build_secs = started.elapsed().as_secs_f64();
     let err = String::from_utf8_lossy(&built.stderr).trim().to_string();
+    // A crash of hpbuild is never a refusal, whatever its message quotes.
+    let crashed = err.contains("panicked at");
+    let err = if crashed { crash_summary(&err) } else { err };
     if let Check::Refused(reason) = case.check {
-        row.apply = if built.status.success() { "built (expected a refusal)".into() } else { format!("refused: {}", err.trim_start_matches("hpbuild: ")) };
-        row.ok = !built.status.success() && err.contains(reason);
+        row.apply = if built.status.success() {
+            "built (expected a refusal)".into()
+        } else if crashed {
+            err.clone()
+        } else {
+            format!("refused: {}", err.trim_start_matches("hpbuild: "))
+        };
+        row.ok = !built.status.success() && !crashed && err.contains(reason);
         return Ok(row);
     }
     if !built.status.success() {
@@ -248,7 +304,8 @@ fn run_case(p: &dyn Project, case: &Case, tree: &Path, exe: &Path, fix: &Path, e
         .arg(&hpo)
         .output()
         .map_err(|e| format!("cannot run hpctl: {e}"))?;
-    let text = String::from_utf8_lossy(&applied.stdout).trim().to_string() + String::from_utf8_lossy(&applied.stderr).trim();
+    let text = String::from_utf8_lossy(&applied.stdout).trim().to_string()
+        + String::from_utf8_lossy(&applied.stderr).trim();
     if !applied.status.success() {
         row.apply = format!("FAILED: {}", text.lines().last().unwrap_or(""));
         return Ok(row);
@@ -267,7 +324,11 @@ fn run_case(p: &dyn Project, case: &Case, tree: &Path, exe: &Path, fix: &Path, e
         Check::Refused(_) => unreachable!(),
     };
     let out = live_session.request(&p.get_state(), timeout)?;
-    row.state = if out.iter().any(|l| l.trim() == format!("state: {token}")) { "kept".into() } else { format!("LOST: {out:?}") };
+    row.state = if out.iter().any(|l| l.trim() == format!("state: {token}")) {
+        "kept".into()
+    } else {
+        format!("LOST: {out:?}")
+    };
     let before_ok = match case.check {
         Check::Verdict(_) => row.before.starts_with("buggy"),
         Check::CrashBefore(_) => row.before.starts_with("crashes"),
@@ -275,6 +336,20 @@ fn run_case(p: &dyn Project, case: &Case, tree: &Path, exe: &Path, fix: &Path, e
     };
     row.ok = before_ok && after_ok && row.state == "kept";
     Ok(row)
+}
+
+/// One line for a Rust panic: where and the message's first line, without
+/// the backtrace or the input the message may quote.
+fn crash_summary(stderr: &str) -> String {
+    let mut lines = stderr.lines();
+    let at = lines
+        .find_map(|l| {
+            l.split_once("panicked at ")
+                .map(|(_, at)| at.trim_end_matches(':').to_string())
+        })
+        .unwrap_or_default();
+    let msg = lines.next().unwrap_or("").trim();
+    format!("CRASH: hpbuild panicked at {at}: {msg}")
 }
 
 /// "buggy (...)" / "fixed (...)" from a reproducer's `verdict:` line.

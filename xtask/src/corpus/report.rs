@@ -41,11 +41,21 @@ impl Row {
 pub fn shipped(manifest: &Path) -> Result<Vec<String>, String> {
     let text = std::fs::read_to_string(manifest)
         .map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
-    let m: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let m: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", manifest.display()))?;
     let mut out = Vec::new();
     for r in m["replaced"].as_array().into_iter().flatten() {
-        let why: Vec<&str> = r["why"].as_array().into_iter().flatten().filter_map(|w| w.as_str()).collect();
-        out.push(format!("{} ({})", r["name"].as_str().unwrap_or("?"), why.join("; ")));
+        let why: Vec<&str> = r["why"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w.as_str())
+            .collect();
+        out.push(format!(
+            "{} ({})",
+            r["name"].as_str().unwrap_or("?"),
+            why.join("; ")
+        ));
     }
     for a in m["added"].as_array().into_iter().flatten() {
         out.push(format!("{} (new function)", a.as_str().unwrap_or("?")));
@@ -57,7 +67,11 @@ pub fn print(rows: &[Row]) {
     println!("\n| fix | functions shipped (why) | patch build s | apply | before | after | state | result |");
     println!("|---|---|---|---|---|---|---|---|");
     for r in rows {
-        let shipped = if r.shipped.is_empty() { "—".to_string() } else { r.shipped.join("<br>") };
+        let shipped = if r.shipped.is_empty() {
+            "—".to_string()
+        } else {
+            r.shipped.join("<br>")
+        };
         println!(
             "| {}/{} | {} | {:.1} | {} | {} | {} | {} | {} |",
             r.package,
@@ -76,5 +90,9 @@ pub fn print(rows: &[Row]) {
 }
 
 fn cell(s: &str) -> String {
-    if s.is_empty() { "—".into() } else { s.replace('|', "\\|") }
+    if s.is_empty() {
+        "—".into()
+    } else {
+        s.replace('|', "\\|")
+    }
 }

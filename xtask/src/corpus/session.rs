@@ -34,7 +34,12 @@ impl Session {
                 }
             }
         });
-        Ok(Session { child, stdin, lines: rx, done: done.to_string() })
+        Ok(Session {
+            child,
+            stdin,
+            lines: rx,
+            done: done.to_string(),
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -46,7 +51,12 @@ impl Session {
         self.stdin
             .write_all(text.as_bytes())
             .and_then(|_| self.stdin.flush())
-            .map_err(|e| format!("the process stopped reading its input: {e} ({})", self.status()))?;
+            .map_err(|e| {
+                format!(
+                    "the process stopped reading its input: {e} ({})",
+                    self.status()
+                )
+            })?;
         let end = Instant::now() + timeout;
         let mut out = Vec::new();
         loop {
@@ -58,7 +68,10 @@ impl Session {
                     return Err(format!("no reply within {timeout:?}; got {out:?}"))
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err(format!("the process died ({}); its last output: {out:?}", self.status()))
+                    return Err(format!(
+                        "the process died ({}); its last output: {out:?}",
+                        self.status()
+                    ))
                 }
             }
         }

@@ -24,7 +24,7 @@ impl Project for Sqlite {
         vec![
             Case {
                 patch: "41-fix_a_bug_in_the_NOT_NULL-IS_NULL_optimization.patch",
-                check: Check::ApplyOnly("no SQL reproducer written yet for the IS NULL/NOT NULL register case"),
+                check: Check::Verdict("41-not-null-is-null.sql"),
             },
             Case {
                 patch: "42-CVE-2025-6965.patch",
@@ -32,15 +32,23 @@ impl Project for Sqlite {
             },
             Case {
                 patch: "0001-Fix-a-buffer-overread-in-the-sessions-extension-that.patch",
-                check: Check::ApplyOnly("the over-read needs sqlite3changeset_apply on a corrupt changeset, which the shell cannot feed"),
+                check: Check::ApplyOnly(
+                    "sessionReadRecord runs only when a changeset is read (sqlite3changeset_start/next, _apply, _invert, _concat, \
+                     changegroup, rebaser); the shell's only session command, .session, records and writes changesets \
+                     (sqlite3session_changeset/patchset) and never reads one, and no SQL function does",
+                ),
             },
             Case {
                 patch: "0002-Avoid-a-stack-overflow-that-could-be-caused-by-a-rec.patch",
-                check: Check::ApplyOnly("the recursion needs an aggregate that is not a window function (the test suite's x_count); the shell's built-in aggregates all are, so the statement fails cleanly before and after"),
+                check: Check::Verdict("0002-window-after-error.sql"),
             },
             Case {
                 patch: "0003-Fix-a-technically-undefined-signed-integer-overflow-.patch",
-                check: Check::Refused("no unit in compile_commands.json compiles or #includes it"),
+                // main.mk builds FTS5 as one unit, fts5.c, that its mkfts5c.tcl
+                // writes by concatenating ext/fts5/*.c (no #include, no #line).
+                check: Check::Refused(
+                    "ext/fts5/fts5_index.c is changed by the diff but no unit in compile_commands.json compiles or #includes it",
+                ),
             },
         ]
     }
@@ -59,16 +67,33 @@ impl Project for Sqlite {
                 .args(["--", "make", "-s", "-C"])
                 .arg(&bld)
                 .arg(format!("-j{}", env.jobs))
-                .args(["-f", "../main.mk", "TOP=..", "BCC=gcc -O2", &format!("TCC={TCC}")])
-                .args(["TLIBS=", "EXE=", "AR=ar cr", "RANLIB=ranlib", "TCLOBJ=", &libs, "sqlite3"]),
+                .args([
+                    "-f",
+                    "../main.mk",
+                    "TOP=..",
+                    "BCC=gcc -O2",
+                    &format!("TCC={TCC}"),
+                ])
+                .args([
+                    "TLIBS=",
+                    "EXE=",
+                    "AR=ar cr",
+                    "RANLIB=ranlib",
+                    "TCLOBJ=",
+                    &libs,
+                    "sqlite3",
+                ]),
         )?;
         Ok(bld.join("sqlite3"))
     }
 
     fn start(&self, exe: &Path, env: &Env) -> Result<Session, String> {
         let mut cmd = Command::new("sh");
+        // Reproducers may write scratch files (the shell's `.log FILE`): they
+        // land in the work directory.
         cmd.args(["-c", "exec stdbuf -oL -eL \"$0\" :memory: 2>&1"])
             .arg(exe)
+            .current_dir(env.work.join("sqlite3"))
             .env("HOTPATCH_LOG", env.work.join("sqlite3/loader.log"));
         Session::start(cmd, "==done==")
     }
@@ -77,13 +102,26 @@ impl Project for Sqlite {
         format!("{script}\n.print ==done==\n")
     }
 
+    /// State of three kinds: a table of the main (in-memory) database, a
+    /// temp table and a shell parameter (`.parameter set`, bound by name).
     fn set_state(&self, token: &str) -> String {
         self.request(&format!(
-            "CREATE TABLE kept(v); INSERT INTO kept VALUES('{token}'); SELECT 'state: ' || v FROM kept;"
+            "CREATE TABLE kept(v); INSERT INTO kept VALUES('{token}');\n\
+             CREATE TEMP TABLE kept_temp AS SELECT v FROM kept;\n\
+             .parameter set @kept '{token}'\n\
+             {}",
+            Self::STATE
         ))
     }
 
     fn get_state(&self) -> String {
-        self.request("SELECT 'state: ' || group_concat(v) FROM kept;")
+        self.request(Self::STATE)
     }
+}
+
+impl Sqlite {
+    /// `state: TOKEN` only if the table, the temp table and the parameter all
+    /// still hold it.
+    const STATE: &'static str =
+        "SELECT 'state: ' || k.v FROM kept AS k JOIN temp.kept_temp AS t ON t.v = k.v WHERE @kept = k.v;";
 }
