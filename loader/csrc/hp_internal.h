@@ -11,6 +11,7 @@
  *   tls.c       TP offsets of the executable's thread-local variables
  *   link.c      laying out sections, resolving symbols, relocations, stubs
  *   stop.c      stopping / resuming all other threads with a signal
+ *   unwind.c    DWARF CFI stack walks of the stopped threads
  *   patch.c     apply / revert / list, the patch stack, text writes
  *   listener.c  constructor, control socket, protocol
  */
@@ -147,12 +148,31 @@ int hp_link(const struct hp_patchobj *po, const struct hp_exe *exe, struct hp_li
 void hp_link_free_tables(struct hp_linked *l); /* frees tables, keeps mapping */
 void hp_link_unmap(struct hp_linked *l);
 
+/* ---- registers ------------------------------------------------------------ */
+/* A thread's registers in DWARF x86-64 numbering: 0 rax, 1 rdx, 2 rcx, 3 rbx,
+ * 4 rsi, 5 rdi, 6 rbp, 7 rsp, 8-15 r8-r15, 16 the return address column
+ * (holds RIP). */
+#define HP_NREGS 17
+#define HP_REG_RA 16
+/* Fills regs from a ucontext's gregs (REG_* order); async-signal-safe. */
+static inline void hp_regs_from_gregs(uint64_t *regs, const void *gregs)
+{
+    /* REG_R8=0..REG_R15=7, RDI 8, RSI 9, RBP 10, RBX 11, RDX 12, RAX 13,
+     * RCX 14, RSP 15, RIP 16 (sys/ucontext.h) */
+    static const unsigned char from[HP_NREGS] = {13, 12, 14, 11, 9, 8, 10, 15, 0,
+                                                 1,  2,  3,  4,  5, 6, 7,  16};
+    const uint64_t *g = gregs;
+    for (int i = 0; i < HP_NREGS; i++)
+        regs[i] = g[from[i]];
+}
+
 /* ---- stop.c ------------------------------------------------------------- */
-/* One stopped thread. `rip`/`rsp`/`rbp` come from the signal's ucontext;
- * a full stack walk (for the consistency check) will add a backtrace here. */
+/* One stopped thread: its registers from the signal's ucontext (the stack
+ * walk starts from them). */
 struct hp_thread {
     pid_t tid;
     uint64_t rip, rsp, rbp;
+    uint64_t regs[HP_NREGS];
 };
 struct hp_stopset {
     struct hp_thread *threads; /* valid while stopped */
@@ -166,6 +186,35 @@ int hp_stop_all(struct hp_stopset *set, char *err, size_t errlen);
 void hp_resume_all(struct hp_stopset *set);
 int hp_stop_signal(void);
 
+/* ---- unwind.c ----------------------------------------------------------- */
+/* Code the dynamic loader does not know about: an applied patch's region and
+ * its .eh_frame (0 if the patch has none). */
+struct hp_code_info {
+    uintptr_t lo, hi;
+    uintptr_t eh_frame;
+    size_t eh_size;
+    const char *name;
+};
+struct hp_unwind;
+/* Before stopping threads (locks, malloc): loaded objects and their
+ * eh_frame_hdr tables, the patches' FDE tables, a /proc/self/maps snapshot. */
+int hp_unwind_prepare(struct hp_unwind **out, const struct hp_code_info *extra, size_t nextra,
+                      char *err, size_t errlen);
+void hp_unwind_free(struct hp_unwind *u);
+/* Called per frame, innermost first, with the pc to look up (an interrupted
+ * pc, or a return address minus 1). Non-zero stops the walk. */
+typedef int (*hp_frame_cb)(void *arg, uintptr_t pc, unsigned depth);
+enum {
+    HP_WALK_DONE,       /* reached the outermost frame */
+    HP_WALK_GUESSED,    /* reached it, partly by the frame-pointer chain */
+    HP_WALK_INCOMPLETE, /* could not go on: reason in why */
+    HP_WALK_STOPPED,    /* the callback stopped it */
+};
+/* While stopped (no malloc, no locks): walks the stack from regs. Every
+ * memory read is checked; depth is bounded. */
+int hp_unwind_walk(struct hp_unwind *u, const uint64_t *regs, hp_frame_cb cb, void *arg,
+                   char *why, size_t whylen);
+
 /* ---- patch.c ------------------------------------------------------------ */
 /* Bytes of one function that a patch operation rewrites. */
 struct hp_site {
@@ -173,14 +222,23 @@ struct hp_site {
     uintptr_t func_lo, func_hi; /* the whole function */
     uintptr_t lo, hi;           /* the bytes to be rewritten */
 };
-/* The safety check run with all other threads stopped. Today: no thread may
+/* The first-bytes check run with all other threads stopped: no thread may
  * be inside [lo+1, hi) of any site (a thread exactly at lo is fine: it will
- * execute the new instruction). A full stack check will extend this without
- * changing the signature. Returns 0 if safe, else -1 and a reason. */
+ * execute the new instruction). Returns 0 if safe, else -1 and a reason.
+ * The stack check (patch.c, stack_check) comes on top of it. */
 int hp_check_threads(const struct hp_thread *t, size_t nt, const struct hp_site *s, size_t ns,
                      char *err, size_t errlen);
-int hp_apply_mem_locked(const void *data, size_t size, char *msg, size_t msglen);
-int hp_revert_locked(char *msg, size_t msglen);
+/* How an apply or revert switches (protocol: APPLY <n> CONSISTENT <ms>). */
+struct hp_opts {
+    int consistent;       /* wait until no thread runs the affected code */
+    unsigned timeout_ms;  /* for that wait */
+};
+/* msg: the one-line result; details (may be NULL): extra lines for the reply
+ * ("thread N is running old f(); ..."), NUL-terminated. */
+int hp_apply_mem_locked(const void *data, size_t size, const struct hp_opts *o, char *msg,
+                        size_t msglen, char *details, size_t detlen);
+int hp_revert_locked(const struct hp_opts *o, char *msg, size_t msglen, char *details,
+                     size_t detlen);
 int hp_list_locked(char *buf, size_t len);
 void hp_lock(void);
 void hp_unlock(void);

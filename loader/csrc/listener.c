@@ -87,6 +87,31 @@ static ssize_t read_full(int fd, uint8_t *buf, size_t len, long long deadline)
     return (ssize_t)got;
 }
 
+/* Parses the optional " CONSISTENT [<ms>]" after a request word; -1 if
+ * malformed. */
+static int parse_opts(const char *p, struct hp_opts *o)
+{
+    o->consistent = 0;
+    o->timeout_ms = HP_DEFAULT_CONSISTENT_TIMEOUT_MS;
+    if (*p == 0)
+        return 0;
+    size_t n = strlen(HP_OPT_CONSISTENT);
+    if (*p != ' ' || strncmp(p + 1, HP_OPT_CONSISTENT, n) != 0)
+        return -1;
+    p += 1 + n;
+    o->consistent = 1;
+    if (*p == 0)
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long ms = strtoul(p + 1, &end, 10);
+    if (*p != ' ' || p[1] < '0' || p[1] > '9' || *end || errno || ms == 0 ||
+        ms > HP_MAX_CONSISTENT_TIMEOUT_MS)
+        return -1;
+    o->timeout_ms = (unsigned)ms;
+    return 0;
+}
+
 /* Makes text safe to echo in a one-line reply. */
 static void printable(char *s)
 {
@@ -145,10 +170,13 @@ static void serve(int fd)
     if (strncmp(line, HP_CMD_APPLY, cmdlen) == 0 && line[cmdlen] == ' ') {
         const char *num = line + cmdlen + 1;
         char *end;
+        struct hp_opts opts;
         errno = 0;
         unsigned long long size = strtoull(num, &end, 10);
-        if (*num < '0' || *num > '9' || *end || errno) {
-            reply(fd, 0, "malformed APPLY request: expected APPLY <nbytes>", NULL);
+        if (*num < '0' || *num > '9' || errno || parse_opts(end, &opts)) {
+            reply(fd, 0,
+                  "malformed APPLY request: expected APPLY <nbytes> [CONSISTENT [<timeout_ms>]]",
+                  NULL);
             return;
         }
         if (size == 0 || size > HP_MAX_PATCH_SIZE) {
@@ -175,16 +203,25 @@ static void serve(int fd)
             reply(fd, 0, msg, NULL);
             return;
         }
+        char details[8192];
         hp_lock();
-        int rc = hp_apply_mem_locked(buf, size, msg, sizeof msg);
+        int rc = hp_apply_mem_locked(buf, size, &opts, msg, sizeof msg, details, sizeof details);
         hp_unlock();
         free(buf);
-        reply(fd, rc == 0, msg, NULL);
-    } else if (strcmp(line, HP_CMD_REVERT) == 0) {
+        reply(fd, rc == 0, msg, rc == 0 ? details : NULL);
+    } else if (strncmp(line, HP_CMD_REVERT, strlen(HP_CMD_REVERT)) == 0 &&
+               (line[strlen(HP_CMD_REVERT)] == 0 || line[strlen(HP_CMD_REVERT)] == ' ')) {
+        struct hp_opts opts;
+        char details[8192];
+        if (parse_opts(line + strlen(HP_CMD_REVERT), &opts)) {
+            reply(fd, 0, "malformed REVERT request: expected REVERT [CONSISTENT [<timeout_ms>]]",
+                  NULL);
+            return;
+        }
         hp_lock();
-        int rc = hp_revert_locked(msg, sizeof msg);
+        int rc = hp_revert_locked(&opts, msg, sizeof msg, details, sizeof details);
         hp_unlock();
-        reply(fd, rc == 0, msg, NULL);
+        reply(fd, rc == 0, msg, rc == 0 ? details : NULL);
     } else if (strcmp(line, HP_CMD_LIST) == 0) {
         size_t cap = 1 << 20;
         char *list = malloc(cap);

@@ -15,14 +15,25 @@
  * code); revert pops the newest patch and restores exactly those bytes. The
  * fingerprint check always looks at the *original* bytes (the oldest save).
  *
+ * The stack check (consistency): with every other thread stopped, each
+ * thread's stack is walked (unwind.c) and every frame — the interrupted pc
+ * and each return address — is compared with the code being replaced: the
+ * whole original function, and the code of older patches for it, or, on
+ * revert, the reverted patch's region. Plain operations switch anyway and
+ * report who still runs which version; --consistent ones resume, wait and
+ * stop again until no frame is there (or the walk cannot be completed), up
+ * to a timeout, and then fail naming the function and the thread.
+ *
  * All entry points take g_lock: the socket listener and the C API may race.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -33,8 +44,10 @@
 #include "hp_internal.h"
 
 #define JUMP_LEN 5
-#define BUSY_RETRIES 10
+#define BUSY_RETRIES 10 /* first-bytes check of a plain operation */
 #define BUSY_WAIT_MS 20
+#define MAX_HITS 64      /* busy (thread, function) pairs reported */
+#define MAX_WAIT_MS 50   /* between two stops of a consistent wait */
 
 static const uint8_t ENDBR64[4] = {0xf3, 0x0f, 0x1e, 0xfa};
 
@@ -44,6 +57,7 @@ struct redirect {
     uint64_t size;       /* function size */
     uintptr_t at;        /* where the jump is written (entry or entry+4) */
     uintptr_t target;    /* new code */
+    uint64_t target_size;
     uint8_t saved[JUMP_LEN];
     uint8_t written[JUMP_LEN];
 };
@@ -54,6 +68,8 @@ struct applied {
     size_t n;
     void *region;
     size_t region_size;
+    uintptr_t eh_frame;   /* the patch's .eh_frame in the region, 0 if none */
+    size_t eh_size;
     struct applied *prev; /* older patch */
 };
 
@@ -243,13 +259,248 @@ static void sleep_ms(long ms)
         ;
 }
 
-/* Stops the world, runs the check, writes `n` byte strings, resumes.
- * new_bytes[i] (JUMP_LEN bytes) go to r[i].at. On a busy thread it retries. */
-static int rewrite(struct redirect *r, size_t n, int restoring, char *err, size_t errlen)
+static long long now_ms(void)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+static long long now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+
+/* ---- the stack check ---------------------------------------------------- */
+
+/* Code no frame may be in for a consistent switch. */
+struct busy_range {
+    uintptr_t lo, hi;
+    const char *name, *file; /* name NULL: "the patch's code" (stubs etc.) */
+};
+
+struct hit {
+    pid_t tid;
+    const struct busy_range *range;
+};
+
+/* State of one check, allocated before the stop. */
+struct check {
+    const struct busy_range *ranges;
+    size_t nr;
+    struct hit hits[MAX_HITS];
+    size_t nhits, total_hits;
+    pid_t tid;       /* thread being walked */
+    int stop_on_hit; /* consistent: one hit is enough to retry */
+    size_t frames;
+    pid_t bad_tid;   /* first thread whose walk could not finish */
+    size_t nbad, nguessed;
+    char bad_why[160];
+};
+
+static int frame_cb(void *arg, uintptr_t pc, unsigned depth)
+{
+    struct check *c = arg;
+    (void)depth;
+    c->frames++;
+    for (size_t k = 0; k < c->nr; k++) {
+        const struct busy_range *b = &c->ranges[k];
+        if (pc < b->lo || pc >= b->hi)
+            continue;
+        size_t h;
+        for (h = 0; h < c->nhits; h++) /* once per (thread, function) */
+            if (c->hits[h].tid == c->tid && c->hits[h].range->name == b->name)
+                break;
+        if (h == c->nhits) {
+            c->total_hits++;
+            if (c->nhits < MAX_HITS)
+                c->hits[c->nhits++] = (struct hit){c->tid, b};
+        }
+        return c->stop_on_hit;
+    }
+    return 0;
+}
+
+/* Walks every stopped thread. Runs in the critical section: no malloc. */
+static void stack_check(struct hp_unwind *u, const struct hp_stopset *set, struct check *c)
+{
+    c->nhits = c->total_hits = c->frames = c->nbad = c->nguessed = 0;
+    c->bad_tid = 0;
+    for (size_t i = 0; i < set->n; i++) {
+        char why[160];
+        c->tid = set->threads[i].tid;
+        int rc = hp_unwind_walk(u, set->threads[i].regs, frame_cb, c, why, sizeof why);
+        if (rc == HP_WALK_INCOMPLETE && c->nbad++ == 0) {
+            c->bad_tid = c->tid;
+            memcpy(c->bad_why, why, sizeof why);
+        }
+        if (rc == HP_WALK_GUESSED)
+            c->nguessed++;
+    }
+}
+
+static const char *fmt_ms(unsigned ms, char *buf, size_t len)
+{
+    if (ms % 1000 == 0)
+        snprintf(buf, len, "%u s", ms / 1000);
+    else
+        snprintf(buf, len, "%u ms", ms);
+    return buf;
+}
+
+static void append(char *buf, size_t len, size_t *used, const char *fmt, ...) HP_PRINTF(4, 5);
+static void append(char *buf, size_t len, size_t *used, const char *fmt, ...)
+{
+    if (!buf || *used >= len)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(buf + *used, len - *used, fmt, ap);
+    va_end(ap);
+    if (w > 0)
+        *used = *used + (size_t)w < len ? *used + (size_t)w : len - 1;
+}
+
+/* "thread N is running old f(); ..." lines for the reply and the log. */
+static void report(const struct check *c, const char *reverting, char *details, size_t detlen)
+{
+    size_t used = 0;
+    char line[800], label[600];
+    if (details && detlen)
+        details[0] = 0;
+    for (size_t h = 0; h < c->nhits; h++) {
+        const struct busy_range *b = c->hits[h].range;
+        if (!reverting)
+            snprintf(line, sizeof line,
+                     "thread %d is running old %s(); it finishes in the old code",
+                     (int)c->hits[h].tid, fn_label(b->name, b->file, label, sizeof label));
+        else if (b->name)
+            snprintf(line, sizeof line,
+                     "thread %d is running patch %s's %s(); it finishes in the patch's code, "
+                     "which stays mapped",
+                     (int)c->hits[h].tid, reverting, fn_label(b->name, b->file, label, sizeof label));
+        else
+            snprintf(line, sizeof line,
+                     "thread %d is inside patch %s's code; it finishes there (the code stays "
+                     "mapped)",
+                     (int)c->hits[h].tid, reverting);
+        hp_log("  %s", line);
+        append(details, detlen, &used, "%s\n", line);
+    }
+    if (c->total_hits > c->nhits)
+        append(details, detlen, &used, "(%zu more)\n", c->total_hits - c->nhits);
+    if (c->nbad) {
+        snprintf(line, sizeof line,
+                 "thread %d: stack walk stopped early (%s); its deeper frames were not checked%s",
+                 (int)c->bad_tid, c->bad_why, c->nbad > 1 ? " (and other threads)" : "");
+        hp_log("  %s", line);
+        append(details, detlen, &used, "%s\n", line);
+    }
+}
+
+/* Why a consistent wait gave up (from the last attempt). */
+static int consistent_failure(const struct check *c, const char *reverting, unsigned ms,
+                              char *err, size_t errlen)
+{
+    char t[32], label[600];
+    fmt_ms(ms, t, sizeof t);
+    if (c->nhits) {
+        const struct busy_range *b = c->hits[0].range;
+        if (!reverting)
+            return hp_fail(err, errlen,
+                           "function %s is on the stack of thread %d (it never returned within "
+                           "%s): it cannot switch consistently; apply without --consistent to "
+                           "switch future calls only",
+                           fn_label(b->name, b->file, label, sizeof label),
+                           (int)c->hits[0].tid, t);
+        return hp_fail(err, errlen,
+                       "patch %s's %s%s is on the stack of thread %d (it never returned within "
+                       "%s): it cannot be removed consistently; revert without --consistent to "
+                       "restore the old code for future calls (the patch's code then stays "
+                       "mapped)",
+                       reverting, b->name ? fn_label(b->name, b->file, label, sizeof label) : "code",
+                       b->name ? "()" : "", (int)c->hits[0].tid, t);
+    }
+    return hp_fail(err, errlen,
+                   "the stack of thread %d could not be walked within %s (%s): consistency "
+                   "cannot be proven; %s without --consistent to switch future calls only",
+                   (int)c->bad_tid, t, c->bad_why, reverting ? "revert" : "apply");
+}
+
+/* The code of every applied patch, for the unwinder. */
+static struct hp_code_info *patch_code(size_t *n)
+{
+    size_t k = 0;
+    for (const struct applied *p = g_top; p; p = p->prev)
+        k++;
+    struct hp_code_info *ci = calloc(k ? k : 1, sizeof *ci);
+    if (!ci)
+        return NULL;
+    k = 0;
+    for (const struct applied *p = g_top; p; p = p->prev, k++)
+        ci[k] = (struct hp_code_info){(uintptr_t)p->region, (uintptr_t)p->region + p->region_size,
+                                      p->eh_frame, p->eh_size, p->id};
+    *n = k;
+    return ci;
+}
+
+/* Where no frame may be: applying, each replaced function's whole original
+ * code plus the code older patches run for it; reverting `rev`, its code. */
+static struct busy_range *busy_ranges(const struct redirect *r, size_t n,
+                                      const struct applied *rev, size_t *nr)
+{
+    size_t cap = 2 * n + 1, k = 0;
+    for (const struct applied *p = g_top; p; p = p->prev)
+        cap += p->n;
+    struct busy_range *b = calloc(cap, sizeof *b);
+    if (!b)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (rev) {
+            b[k++] = (struct busy_range){r[i].target, r[i].target + r[i].target_size, r[i].name,
+                                         r[i].file};
+            continue;
+        }
+        b[k++] = (struct busy_range){r[i].func, r[i].func + r[i].size, r[i].name, r[i].file};
+        for (const struct applied *p = g_top; p; p = p->prev)
+            for (size_t j = 0; j < p->n; j++)
+                if (p->r[j].func == r[i].func)
+                    b[k++] = (struct busy_range){p->r[j].target,
+                                                 p->r[j].target + p->r[j].target_size, r[i].name,
+                                                 r[i].file};
+    }
+    if (rev) /* stubs, and anything between the functions */
+        b[k++] = (struct busy_range){(uintptr_t)rev->region,
+                                     (uintptr_t)rev->region + rev->region_size, NULL, NULL};
+    *nr = k;
+    return b;
+}
+
+/* Stops the world, runs the checks, writes JUMP_LEN bytes at each r[i].at
+ * (r[i].written, or r[i].saved when restoring = reverting `rev`), resumes.
+ * Plain: retries only while a thread executes the first bytes, and lists in
+ * `details` the threads still running replaced code. Consistent: retries
+ * until no frame is in replaced code, up to o->timeout_ms. */
+static int rewrite(struct redirect *r, size_t n, const struct applied *rev,
+                   const struct hp_opts *o, char *err, size_t errlen, char *details,
+                   size_t detlen)
+{
+    int restoring = rev != NULL;
+    const char *rev_id = rev ? rev->id : NULL;
     struct hp_site *sites = calloc(n ? n : 1, sizeof *sites);
-    if (!sites)
-        return hp_fail(err, errlen, "out of memory");
+    struct check *chk = calloc(1, sizeof *chk);
+    size_t nci = 0, nr = 0;
+    struct hp_code_info *ci = patch_code(&nci);
+    struct busy_range *ranges = busy_ranges(r, n, rev, &nr);
+    int rc = -1;
+    if (details && detlen)
+        details[0] = 0;
+    if (!sites || !chk || !ci || !ranges) {
+        hp_fail(err, errlen, "out of memory");
+        goto out;
+    }
     for (size_t i = 0; i < n; i++) {
         sites[i].name = r[i].name;
         sites[i].file = r[i].file;
@@ -258,20 +509,42 @@ static int rewrite(struct redirect *r, size_t n, int restoring, char *err, size_
         sites[i].lo = r[i].at;
         sites[i].hi = r[i].at + JUMP_LEN;
     }
-    if (mem_fd(err, errlen) < 0) {
-        free(sites);
-        return -1;
-    }
-    int rc = -1;
-    for (int attempt = 0; attempt <= BUSY_RETRIES; attempt++) {
+    chk->ranges = ranges;
+    chk->nr = nr;
+    chk->stop_on_hit = o->consistent;
+    if (mem_fd(err, errlen) < 0)
+        goto out;
+    long long deadline = now_ms() + o->timeout_ms;
+    for (int attempt = 0;; attempt++) {
+        struct hp_unwind *u = NULL;
         struct hp_stopset set = {0};
-        if (hp_stop_all(&set, err, errlen))
+        if (hp_unwind_prepare(&u, ci, nci, err, errlen))
             break;
+        if (hp_stop_all(&set, err, errlen)) {
+            hp_unwind_free(u);
+            break;
+        }
         /* ---- all other threads stopped: no malloc, no locks below ---- */
-        if (hp_check_threads(set.threads, set.n, sites, n, err, errlen)) {
+        long long t0 = now_us();
+        int first_bytes = hp_check_threads(set.threads, set.n, sites, n, err, errlen);
+        stack_check(u, &set, chk);
+        long long walk_us = now_us() - t0;
+        size_t nthreads = set.n;
+        int wait = first_bytes || (o->consistent && (chk->nhits || chk->nbad));
+        if (wait) {
             hp_resume_all(&set);
-            hp_log("attempt %d: %s; retrying", attempt + 1, err);
-            sleep_ms(BUSY_WAIT_MS);
+            hp_unwind_free(u);
+            int give_up = o->consistent ? now_ms() >= deadline : attempt >= BUSY_RETRIES;
+            if (give_up) {
+                if (o->consistent)
+                    consistent_failure(chk, rev_id, o->timeout_ms, err, errlen);
+                break; /* plain: err holds the first-bytes reason */
+            }
+            if (attempt == 0 || !o->consistent)
+                hp_log("attempt %d: %s; retrying", attempt + 1,
+                       first_bytes ? err : "code to replace is on a stack");
+            long ms = o->consistent ? (2L << (attempt < 5 ? attempt : 5)) : BUSY_WAIT_MS;
+            sleep_ms(ms < MAX_WAIT_MS ? ms : MAX_WAIT_MS);
             continue;
         }
         size_t done = 0;
@@ -296,9 +569,19 @@ static int rewrite(struct redirect *r, size_t n, int restoring, char *err, size_
             }
         sync_cores();
         hp_resume_all(&set);
+        hp_unwind_free(u);
+        hp_log("stack check: %zu threads, %zu frames, %lld us with threads stopped, attempt %d%s",
+               nthreads, chk->frames, walk_us, attempt + 1,
+               chk->nguessed ? " (some frames found by the frame-pointer chain)" : "");
+        if (rc == 0)
+            report(chk, rev_id, details, detlen);
         break;
     }
+out:
     free(sites);
+    free(chk);
+    free(ci);
+    free(ranges);
     return rc;
 }
 
@@ -311,7 +594,8 @@ static void free_redirects(struct redirect *r, size_t n)
     free(r);
 }
 
-int hp_apply_mem_locked(const void *data, size_t size, char *msg, size_t msglen)
+int hp_apply_mem_locked(const void *data, size_t size, const struct hp_opts *o, char *msg,
+                        size_t msglen, char *details, size_t detlen)
 {
     struct hp_patchobj po;
     struct hp_linked l;
@@ -377,6 +661,7 @@ int hp_apply_mem_locked(const void *data, size_t size, char *msg, size_t msglen)
     for (uint32_t i = 0; i < po.nfuncs; i++) {
         long si = hp_po_find_defined(&po, po.funcs[i].new_sym);
         r[i].target = l.sym_addr[si];
+        r[i].target_size = po.syms[si].st_size ? po.syms[si].st_size : 1;
         int64_t rel = (int64_t)(r[i].target - (r[i].at + JUMP_LEN));
         if (rel < INT32_MIN || rel > INT32_MAX) {
             hp_fail(msg, msglen, "internal error: new code for %s is out of jump range",
@@ -387,7 +672,7 @@ int hp_apply_mem_locked(const void *data, size_t size, char *msg, size_t msglen)
         r[i].written[0] = 0xe9;
         memcpy(r[i].written + 1, &rel32, 4);
     }
-    if (rewrite(r, po.nfuncs, 0, msg, msglen))
+    if (rewrite(r, po.nfuncs, NULL, o, msg, msglen, details, detlen))
         goto fail;
 
     struct applied *a = calloc(1, sizeof *a);
@@ -395,7 +680,10 @@ int hp_apply_mem_locked(const void *data, size_t size, char *msg, size_t msglen)
     if (!a || !id) {
         /* Cannot record it: undo, so the stack always matches the code. */
         char e2[128];
-        rewrite(r, po.nfuncs, 1, e2, sizeof e2);
+        struct hp_opts plain = {0, 0};
+        struct applied tmp = {.id = (char *)po.patch_id, .region = l.region.base,
+                              .region_size = l.region.size};
+        rewrite(r, po.nfuncs, &tmp, &plain, e2, sizeof e2, NULL, 0);
         free(a);
         free(id);
         hp_fail(msg, msglen, "out of memory");
@@ -406,13 +694,20 @@ int hp_apply_mem_locked(const void *data, size_t size, char *msg, size_t msglen)
     a->n = po.nfuncs;
     a->region = l.region.base;
     a->region_size = l.region.size;
+    for (size_t i = 1; i < po.nsh; i++) /* its CFI lets threads in it be unwound */
+        if (l.sec_addr[i] && strcmp(hp_po_secname(&po, i), ".eh_frame") == 0) {
+            a->eh_frame = l.sec_addr[i];
+            a->eh_size = po.sh[i].sh_size;
+        }
     a->prev = g_top;
     g_top = a;
     for (size_t i = 0; i < a->n; i++)
         hp_log("  %s%s%s: %#lx -> %#lx", a->r[i].file, *a->r[i].file ? "::" : "", a->r[i].name,
                (unsigned long)a->r[i].func, (unsigned long)a->r[i].target);
-    snprintf(msg, msglen, "applied %s: %zu functions", a->id, a->n);
-    hp_log("%s (base %s, region %p)", msg, po.base_id, a->region);
+    snprintf(msg, msglen, "applied %s: %zu functions%s", a->id, a->n,
+             o->consistent ? " (consistent: no thread was running them)" : "");
+    hp_log("%s (base %s, region %p%s)", msg, po.base_id, a->region,
+           a->eh_frame ? ", with unwind information" : "");
     hp_link_free_tables(&l);
     hp_patchobj_free(&po);
     return 0;
@@ -427,7 +722,8 @@ fail:
     return -1;
 }
 
-int hp_revert_locked(char *msg, size_t msglen)
+int hp_revert_locked(const struct hp_opts *o, char *msg, size_t msglen, char *details,
+                     size_t detlen)
 {
     struct applied *a = g_top;
     if (!a)
@@ -439,17 +735,27 @@ int hp_revert_locked(char *msg, size_t msglen)
             hp_log("%s", msg);
             return -1;
         }
-    if (rewrite(a->r, a->n, 1, msg, msglen)) {
+    if (rewrite(a->r, a->n, a, o, msg, msglen, details, detlen)) {
         hp_log("revert failed: %s", msg);
         return -1;
     }
     g_top = a->prev;
-    /* The region stays mapped: a thread may still run in the new code, or
-     * return into it, and there is no stack check yet to prove otherwise. */
-    hp_log("reverted %s; its code stays mapped at %p (%zu bytes) in case a thread is still "
-           "inside it",
-           a->id, a->region, a->region_size);
-    snprintf(msg, msglen, "reverted %s", a->id);
+    if (o->consistent) {
+        /* No frame was in the patch's code when the old entries came back,
+         * and nothing jumps there any more: it can go. (A pointer the patch
+         * code handed out to its own functions or data would dangle; such a
+         * patch must be reverted without --consistent.) */
+        munmap(a->region, a->region_size);
+        hp_log("reverted %s consistently; its code at %p (%zu bytes) is unmapped", a->id,
+               a->region, a->region_size);
+        snprintf(msg, msglen, "reverted %s (consistent: its code is unmapped)", a->id);
+    } else {
+        /* A thread may still run in the new code, or return into it. */
+        hp_log("reverted %s; its code stays mapped at %p (%zu bytes) in case a thread is still "
+               "inside it",
+               a->id, a->region, a->region_size);
+        snprintf(msg, msglen, "reverted %s", a->id);
+    }
     free_redirects(a->r, a->n);
     free(a->id);
     free(a);
@@ -490,8 +796,9 @@ HP_API int hotpatch_apply_mem(const void *data, size_t size, char *err, size_t e
     if (!copy)
         return hp_fail(err, errlen, "out of memory");
     memcpy(copy, data, size);
+    struct hp_opts plain = {0, 0};
     hp_lock();
-    int rc = hp_apply_mem_locked(copy, size, msg, sizeof msg);
+    int rc = hp_apply_mem_locked(copy, size, &plain, msg, sizeof msg, NULL, 0);
     hp_unlock();
     free(copy);
     if (err && errlen)
@@ -530,8 +837,9 @@ HP_API int hotpatch_apply_file(const char *path, char *err, size_t errlen)
     if (got != size) {
         rc = hp_fail(msg, sizeof msg, "cannot read %s", path);
     } else {
+        struct hp_opts plain = {0, 0};
         hp_lock();
-        rc = hp_apply_mem_locked(buf, size, msg, sizeof msg);
+        rc = hp_apply_mem_locked(buf, size, &plain, msg, sizeof msg, NULL, 0);
         hp_unlock();
     }
     free(buf);
@@ -543,8 +851,9 @@ HP_API int hotpatch_apply_file(const char *path, char *err, size_t errlen)
 HP_API int hotpatch_revert(char *err, size_t errlen)
 {
     char msg[1024];
+    struct hp_opts plain = {0, 0};
     hp_lock();
-    int rc = hp_revert_locked(msg, sizeof msg);
+    int rc = hp_revert_locked(&plain, msg, sizeof msg, NULL, 0);
     hp_unlock();
     if (err && errlen)
         snprintf(err, errlen, "%s", msg);

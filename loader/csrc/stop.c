@@ -6,7 +6,8 @@
  * /proc/self/task, sends each thread (except itself and the listener, which
  * runs only loader code and blocks all signals) a real-time signal with
  * tgkill, and the handler parks the thread on a futex after recording the
- * interrupted registers from its ucontext. The writer re-scans the task list
+ * interrupted registers (all of them: unwind.c walks the stack from them)
+ * from its ucontext. The writer re-scans the task list
  * until no new thread shows up (a thread being created by a not-yet-stopped
  * thread appears in a later scan), with a 2 s deadline; a thread that does
  * not stop (signal blocked, stuck in uninterruptible sleep) aborts the
@@ -52,7 +53,7 @@ enum { SLOT_SIGNALLED = 1, SLOT_STOPPED, SLOT_LEFT, SLOT_GONE };
 struct slot {
     _Atomic int tid;
     _Atomic int state;
-    uint64_t rip, rsp, rbp;
+    uint64_t regs[HP_NREGS]; /* DWARF numbering (hp_internal.h) */
 };
 
 struct table {
@@ -119,9 +120,9 @@ static void stop_handler(int sig, siginfo_t *si, void *uctx)
             continue;
         int expect = SLOT_SIGNALLED;
         ucontext_t *uc = uctx;
-        s->rip = (uint64_t)uc->uc_mcontext.gregs[REG_RIP];
-        s->rsp = (uint64_t)uc->uc_mcontext.gregs[REG_RSP];
-        s->rbp = (uint64_t)uc->uc_mcontext.gregs[REG_RBP];
+        /* Every general register, not just RIP: the stack walk needs the
+         * ones the CFI may name (CFA register, saved callee-saved ones). */
+        hp_regs_from_gregs(s->regs, uc->uc_mcontext.gregs);
         /* Read the release generation before announcing we are stopped:
          * the writer releases only after it has seen SLOT_STOPPED. */
         uint32_t gen = atomic_load(&g_release);
@@ -345,9 +346,10 @@ int hp_stop_all(struct hp_stopset *set, char *err, size_t errlen)
         if (atomic_load(&s->state) != SLOT_STOPPED)
             continue;
         t->out[k].tid = s->tid;
-        t->out[k].rip = s->rip;
-        t->out[k].rsp = s->rsp;
-        t->out[k].rbp = s->rbp;
+        memcpy(t->out[k].regs, s->regs, sizeof s->regs);
+        t->out[k].rip = s->regs[HP_REG_RA];
+        t->out[k].rsp = s->regs[7];
+        t->out[k].rbp = s->regs[6];
         k++;
     }
     set->threads = t->out;

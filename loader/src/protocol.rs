@@ -13,7 +13,17 @@
 //! # Requests (one per connection)
 //! * `APPLY <nbytes>\n` followed by exactly `nbytes` bytes: a patch object
 //!   (patch format v1, see [`crate::format`]). `nbytes` ≤ [`HP_MAX_PATCH_SIZE`].
-//! * `REVERT\n`: undo the most recently applied patch.
+//!   Optionally `APPLY <nbytes> CONSISTENT [<timeout_ms>]\n`: switch only
+//!   when no stopped thread has a frame (its pc or a return address) in any
+//!   replaced function; the loader resumes, waits and stops the threads again
+//!   until that holds, up to `timeout_ms` (default
+//!   [`HP_DEFAULT_CONSISTENT_TIMEOUT_MS`], at most
+//!   [`HP_MAX_CONSISTENT_TIMEOUT_MS`]), then fails naming the function and
+//!   the thread.
+//! * `REVERT\n`: undo the most recently applied patch (restore the entry
+//!   bytes; the patch's code stays mapped). `REVERT CONSISTENT [<timeout_ms>]\n`
+//!   waits until no thread has a frame in the patch's code, then restores
+//!   and unmaps it.
 //! * `LIST\n`: list applied patches, oldest first.
 //!
 //! The request line is at most [`HP_MAX_REQUEST_LINE`] bytes including the
@@ -26,8 +36,14 @@
 //! on failure. Optional detail lines follow. The loader then closes the
 //! connection (end of reply = EOF).
 //!
-//! * APPLY → `OK applied <id>: <n> functions`
-//! * REVERT → `OK reverted <id>` or `ERR no patch applied`
+//! * APPLY → `OK applied <id>: <n> functions` (plus
+//!   ` (consistent: no thread was running them)`); a plain APPLY adds one
+//!   detail line per thread still running a replaced function:
+//!   `thread <tid> is running old <f>(); it finishes in the old code`, and
+//!   `thread <tid>: stack walk stopped early (...)` when a stack could not be
+//!   walked to its end.
+//! * REVERT → `OK reverted <id>` or `ERR no patch applied`; detail lines as
+//!   for APPLY (`thread <tid> is running patch <id>'s <f>(); ...`).
 //! * LIST → `OK`, then one line per applied patch, oldest first:
 //!   `<id> <function> <function> ...` (a static function is written
 //!   `<file>::<name>`, see [`crate::format::HP_LOCAL_SEP`]).
@@ -50,6 +66,12 @@ pub const HP_REQUEST_DEADLINE_MS: u32 = 30000;
 pub const HP_CMD_APPLY: &str = "APPLY";
 pub const HP_CMD_REVERT: &str = "REVERT";
 pub const HP_CMD_LIST: &str = "LIST";
+/// Option word after `APPLY <n>` / `REVERT`: the whole-stack check.
+pub const HP_OPT_CONSISTENT: &str = "CONSISTENT";
+/// Default wait of a consistent apply/revert, in milliseconds.
+pub const HP_DEFAULT_CONSISTENT_TIMEOUT_MS: u32 = 5000;
+/// Longest wait a consistent apply/revert may ask for, in milliseconds.
+pub const HP_MAX_CONSISTENT_TIMEOUT_MS: u32 = 600000;
 pub const HP_REPLY_OK: &str = "OK";
 pub const HP_REPLY_ERR: &str = "ERR";
 
@@ -62,7 +84,11 @@ pub fn socket_name(pid: u32) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Apply(Vec<u8>),
+    /// Apply only when no thread runs a replaced function (wait up to the ms).
+    ApplyConsistent(Vec<u8>, u32),
     Revert,
+    /// Revert only when no thread runs the patch's code, then unmap it.
+    RevertConsistent(u32),
     List,
 }
 
@@ -75,7 +101,16 @@ impl Request {
                 v.extend_from_slice(patch);
                 v
             }
+            Request::ApplyConsistent(patch, ms) => {
+                let mut v = format!("{HP_CMD_APPLY} {} {HP_OPT_CONSISTENT} {ms}\n", patch.len())
+                    .into_bytes();
+                v.extend_from_slice(patch);
+                v
+            }
             Request::Revert => format!("{HP_CMD_REVERT}\n").into_bytes(),
+            Request::RevertConsistent(ms) => {
+                format!("{HP_CMD_REVERT} {HP_OPT_CONSISTENT} {ms}\n").into_bytes()
+            }
             Request::List => format!("{HP_CMD_LIST}\n").into_bytes(),
         }
     }
@@ -180,5 +215,13 @@ mod tests {
         assert_eq!(Request::Apply(vec![1, 2]).encode(), b"APPLY 2\n\x01\x02");
         assert_eq!(Request::Revert.encode(), b"REVERT\n");
         assert_eq!(Request::List.encode(), b"LIST\n");
+        assert_eq!(
+            Request::ApplyConsistent(vec![7], 5000).encode(),
+            b"APPLY 1 CONSISTENT 5000\n\x07"
+        );
+        assert_eq!(
+            Request::RevertConsistent(250).encode(),
+            b"REVERT CONSISTENT 250\n"
+        );
     }
 }

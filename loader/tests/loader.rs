@@ -457,7 +457,10 @@ fn tls_patch_works(tag: &str, extra: &[&str], reloc: &str) {
     let file = patch_file(&s, tag, &new, &["tls_bump", "tls_offset"], extra);
     let obj = std::fs::read(&file).unwrap();
     let relocs = common::reloc_types(&obj);
-    assert!(relocs.iter().any(|r| r == reloc), "{tag}: patch has {relocs:?}, wanted {reloc}");
+    assert!(
+        relocs.iter().any(|r| r == reloc),
+        "{tag}: patch has {relocs:?}, wanted {reloc}"
+    );
     let (ok, _, err) = hpctl(&["apply", &pid, &file]);
     assert!(ok, "{err}\n{}", s.proc_.log_text());
     // The patched code finds tls_count exactly where the program's own code does.
@@ -508,7 +511,10 @@ fn tls_dynamic_models_are_refused_with_a_reason() {
     assert!(!ok);
     assert!(err.contains("unsupported relocation R_X86_64_TLS"), "{err}");
     assert!(err.contains("tls_count"), "{err}");
-    assert!(err.contains("general/local-dynamic thread-local access"), "{err}");
+    assert!(
+        err.contains("general/local-dynamic thread-local access"),
+        "{err}"
+    );
     assert!(err.contains("-fPIE or -fno-pie"), "{err}");
     assert_eq!(s.proc_.ask("tls"), "1");
 }
@@ -576,7 +582,9 @@ fn non_pie_program_takes_absolute_32_bit_relocations() {
     let file = patch_file(&s, "nopie", &v2(), &["compute", "greet"], &flags);
     let relocs = common::reloc_types(&std::fs::read(&file).unwrap());
     assert!(
-        relocs.iter().any(|r| r == "R_X86_64_32" || r == "R_X86_64_32S"),
+        relocs
+            .iter()
+            .any(|r| r == "R_X86_64_32" || r == "R_X86_64_32S"),
         "{relocs:?}"
     );
     let (ok, _, err) = hpctl(&["apply", &pid, &file]);
@@ -588,7 +596,10 @@ fn non_pie_program_takes_absolute_32_bit_relocations() {
         .lines()
         .find_map(|l| l.split("patch region ").nth(1))
         .and_then(|r| r.split('-').nth(1))
-        .map(|end| u64::from_str_radix(end.trim_start_matches("0x").split(':').next().unwrap(), 16).unwrap())
+        .map(|end| {
+            u64::from_str_radix(end.trim_start_matches("0x").split(':').next().unwrap(), 16)
+                .unwrap()
+        })
         .expect("the loader logs the patch region");
     assert!(region <= 1 << 31, "region ends at {region:#x}, above 2 GiB");
 }

@@ -26,16 +26,43 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Apply a patch object (.hpo) to a running process.
+    ///
+    /// By default future calls get the new code at once and calls already
+    /// running finish in the old code; the threads doing so are listed.
+    /// With --consistent the switch happens only at a moment when no thread
+    /// has any replaced function on its stack (its stack is walked); the
+    /// loader retries until --timeout-ms, then fails naming the function and
+    /// the thread (an event loop that never returns can never switch this
+    /// way).
     Apply {
         pid: u32,
         file: PathBuf,
+        /// Switch only when no thread is inside a replaced function.
+        #[arg(long)]
+        consistent: bool,
+        /// How long --consistent waits for that moment.
+        #[arg(long, value_name = "MS", default_value_t = protocol::HP_DEFAULT_CONSISTENT_TIMEOUT_MS,
+              value_parser = clap::value_parser!(u32).range(1..=protocol::HP_MAX_CONSISTENT_TIMEOUT_MS as i64))]
+        timeout_ms: u32,
         /// Print the result as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Revert the most recently applied patch.
+    ///
+    /// By default the old entries are restored at once and the patch's code
+    /// stays mapped (threads inside it finish there; they are listed). With
+    /// --consistent the loader waits until no thread has a frame in the
+    /// patch's code, then restores the entries and unmaps the code.
     Revert {
         pid: u32,
+        /// Wait until no thread is inside the patch's code; then unmap it.
+        #[arg(long)]
+        consistent: bool,
+        /// How long --consistent waits.
+        #[arg(long, value_name = "MS", default_value_t = protocol::HP_DEFAULT_CONSISTENT_TIMEOUT_MS,
+              value_parser = clap::value_parser!(u32).range(1..=protocol::HP_MAX_CONSISTENT_TIMEOUT_MS as i64))]
+        timeout_ms: u32,
         #[arg(long)]
         json: bool,
     },
@@ -73,7 +100,14 @@ fn check_process(pid: u32) -> Result<(), String> {
 }
 
 fn exchange(pid: u32, req: &Request) -> Result<Reply, String> {
-    match protocol::send(pid, req, TIMEOUT) {
+    // A consistent operation may wait in the loader before it answers.
+    let timeout = match req {
+        Request::ApplyConsistent(_, ms) | Request::RevertConsistent(ms) => {
+            TIMEOUT.max(Duration::from_millis(u64::from(*ms)) + Duration::from_secs(15))
+        }
+        _ => TIMEOUT,
+    };
+    match protocol::send(pid, req, timeout) {
         Ok(r) => Ok(r),
         Err(ClientError::NoLoader(_)) => Err(format!(
             "process {pid} has no hotpatch loader listening (link libhotpatch.a with -Wl,--whole-archive)"
@@ -100,9 +134,42 @@ fn json_str(s: &str) -> String {
     out
 }
 
+/// The reply's detail lines (threads still running replaced code, ...).
+fn details(reply: &Reply) -> Vec<String> {
+    reply
+        .details
+        .iter()
+        .filter(|l| !l.is_empty())
+        .cloned()
+        .collect()
+}
+
+fn json_list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|s| json_str(s))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn with_notes(message: &str, notes: &[String]) -> String {
+    let mut out = message.to_string();
+    for n in notes {
+        out.push_str("\n  ");
+        out.push_str(n);
+    }
+    out
+}
+
 fn run(cmd: &Cmd) -> Result<String, String> {
     match cmd {
-        Cmd::Apply { pid, file, json } => {
+        Cmd::Apply {
+            pid,
+            file,
+            consistent,
+            timeout_ms,
+            json,
+        } => {
             check_process(*pid)?;
             let bytes = std::fs::read(file)
                 .map_err(|e| format!("cannot read patch file {}: {e}", file.display()))?;
@@ -112,10 +179,16 @@ fn run(cmd: &Cmd) -> Result<String, String> {
                     file.display()
                 )
             })?;
-            let reply = exchange(*pid, &Request::Apply(bytes))?;
+            let req = if *consistent {
+                Request::ApplyConsistent(bytes, *timeout_ms)
+            } else {
+                Request::Apply(bytes)
+            };
+            let reply = exchange(*pid, &req)?;
             if !reply.ok {
                 return Err(reply.message);
             }
+            let notes = details(&reply);
             if *json {
                 let funcs: Vec<String> = meta
                     .funcs
@@ -129,30 +202,49 @@ fn run(cmd: &Cmd) -> Result<String, String> {
                     })
                     .collect();
                 Ok(format!(
-                    "{{\"ok\":true,\"pid\":{pid},\"action\":\"apply\",\"id\":{},\"functions\":[{}],\"message\":{}}}",
+                    "{{\"ok\":true,\"pid\":{pid},\"action\":\"apply\",\"id\":{},\"functions\":[{}],\"message\":{},\"notes\":[{}]}}",
                     json_str(&meta.patch_id),
                     funcs.join(","),
-                    json_str(&reply.message)
+                    json_str(&reply.message),
+                    json_list(&notes)
                 ))
             } else {
-                Ok(reply.message)
+                Ok(with_notes(&reply.message, &notes))
             }
         }
-        Cmd::Revert { pid, json } => {
+        Cmd::Revert {
+            pid,
+            consistent,
+            timeout_ms,
+            json,
+        } => {
             check_process(*pid)?;
-            let reply = exchange(*pid, &Request::Revert)?;
+            let req = if *consistent {
+                Request::RevertConsistent(*timeout_ms)
+            } else {
+                Request::Revert
+            };
+            let reply = exchange(*pid, &req)?;
             if !reply.ok {
                 return Err(reply.message);
             }
+            let notes = details(&reply);
             if *json {
-                let id = reply.message.strip_prefix("reverted ").unwrap_or("");
+                let id = reply
+                    .message
+                    .strip_prefix("reverted ")
+                    .unwrap_or("")
+                    .split(' ')
+                    .next()
+                    .unwrap_or("");
                 Ok(format!(
-                    "{{\"ok\":true,\"pid\":{pid},\"action\":\"revert\",\"id\":{},\"message\":{}}}",
+                    "{{\"ok\":true,\"pid\":{pid},\"action\":\"revert\",\"id\":{},\"message\":{},\"notes\":[{}]}}",
                     json_str(id),
-                    json_str(&reply.message)
+                    json_str(&reply.message),
+                    json_list(&notes)
                 ))
             } else {
-                Ok(reply.message)
+                Ok(with_notes(&reply.message, &notes))
             }
         }
         Cmd::List { pid, json } => {

@@ -57,15 +57,33 @@ impl Drop for Work {
     }
 }
 
+thread_local! {
+    /// The C compiler of this test (each test runs on its own thread).
+    static CC: std::cell::Cell<&'static str> = const { std::cell::Cell::new("gcc") };
+    /// Whether make_patch copies the new object's .eh_frame into the patch.
+    static EH_FRAME: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Compiles programs and patches of the calling test with `cc` (gcc, clang).
+pub fn set_cc(cc: &'static str) {
+    CC.with(|c| c.set(cc));
+}
+
+/// Makes make_patch carry the new code's unwind information (.eh_frame).
+pub fn set_eh_frame(on: bool) {
+    EH_FRAME.with(|c| c.set(on));
+}
+
 fn gcc(args: &[&str], cwd: &Path) {
-    let out = Command::new("gcc")
+    let cc = CC.with(|c| c.get());
+    let out = Command::new(cc)
         .args(args)
         .current_dir(cwd)
         .output()
         .expect("run gcc");
     assert!(
         out.status.success(),
-        "gcc {:?} failed:\n{}",
+        "{cc} {:?} failed:\n{}",
         args,
         String::from_utf8_lossy(&out.stderr)
     );
@@ -99,7 +117,12 @@ pub fn build_program(work: &Work, file: &str, src: &str, extra: &[&str]) -> Path
     // The compile flags go to the link too: -no-pie must reach the linker.
     let mut args = vec![o, "-o", e];
     args.extend_from_slice(extra);
-    args.extend_from_slice(&["-Wl,--whole-archive", l, "-Wl,--no-whole-archive", "-lpthread"]);
+    args.extend_from_slice(&[
+        "-Wl,--whole-archive",
+        l,
+        "-Wl,--no-whole-archive",
+        "-lpthread",
+    ]);
     gcc(&args, &work.dir);
     exe
 }
@@ -198,6 +221,13 @@ pub fn make_patch(
             .find(|s| s.name() == Ok(name) && s.kind() == SymbolKind::Text)
             .unwrap_or_else(|| panic!("{name} not in the new object"));
         include.push(sym.section_index().unwrap());
+    }
+    // Unwind information: FDEs of functions not in the patch end up pointing
+    // at the running program's copies and are ignored by the loader.
+    if EH_FRAME.with(|c| c.get()) {
+        if let Some(eh) = new.section_by_name(".eh_frame") {
+            include.push(eh.index());
+        }
     }
     let mut i = 0;
     while i < include.len() {
