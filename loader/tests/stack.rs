@@ -351,3 +351,37 @@ fn idle_threads_do_not_block_a_consistent_apply() {
     }
     assert_eq!(s.p.ask("ping"), "pong");
 }
+
+/// Threads spinning in code without unwind information with a junk frame
+/// pointer (0xdeadbeef000, 1, the stack pointer itself): their walks end
+/// "incomplete" without harm; a plain apply says so and switches, a
+/// consistent one refuses to guess.
+#[test]
+fn junk_frame_pointers_never_crash_the_walker() {
+    let mut s = start("junk", "gcc", &[]);
+    for mode in 0..3 {
+        assert_eq!(s.p.ask(&format!("jit {mode}")), "ok");
+    }
+    let tid = s.p.ask("serve");
+    let file = serve_patch(&s, &[]);
+    for _ in 0..20 {
+        let (ok, _, err) = hpctl(&["apply", "--consistent", "--timeout-ms", "50", &s.pid, &file]);
+        assert!(!ok);
+        assert!(
+            err.contains("could not be walked") || err.contains("function serve is on the stack"),
+            "{err}"
+        );
+    }
+    let (ok, _, err) = hpctl(&["apply", "--consistent", "--timeout-ms", "100", &s.pid, &file]);
+    assert!(!ok);
+    eprintln!("{err}");
+    let (ok, out, err) = hpctl(&["apply", &s.pid, &file]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("thread {tid} is running old serve()")), "{out}");
+    assert!(out.contains("stack walk stopped early"), "{out}");
+    eprintln!("{out}");
+    assert_eq!(s.p.ask("feed 1"), "10");
+    assert_eq!(s.p.ask("go"), "ok");
+    assert_eq!(s.p.ask("feed 1"), "20");
+    assert_eq!(s.p.ask("ping"), "pong");
+}

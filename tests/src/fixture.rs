@@ -283,6 +283,7 @@ impl Fixture {
                 }
                 | Step::Revert {
                     expect_fail: Some(_),
+                    ..
                 } => out.push(None),
                 Step::Apply {
                     background: true, ..

@@ -20,15 +20,22 @@ pub enum Step {
     /// stderr must contain every one of these strings. `background`: start
     /// it and go on; a later `wait_apply` step collects it. `settle_secs`:
     /// with `background`, wait that long (or until hpctl exits) first.
+    /// `consistent`: `hpctl apply --consistent --timeout-ms MS` (JSON
+    /// `"consistent": true` for the default 5000 ms, or a number of ms).
     Apply {
         expect_fail: Option<Vec<String>>,
         background: bool,
         settle_secs: u64,
+        consistent: Option<u64>,
     },
     /// Wait for a background apply; it must succeed.
     WaitApply,
     /// `hpctl revert PID`; it must succeed (or fail with `expect_fail`).
-    Revert { expect_fail: Option<Vec<String>> },
+    /// `consistent` as for Apply (`hpctl revert --consistent`).
+    Revert {
+        expect_fail: Option<Vec<String>>,
+        consistent: Option<u64>,
+    },
 }
 
 /// Which build of a fixture a step's answer belongs to.
@@ -72,6 +79,7 @@ impl Step {
             Step::WaitApply => "wait for the background hpctl apply".into(),
             Step::Revert {
                 expect_fail: Some(n),
+                ..
             } => format!("hpctl revert, expected to fail naming {n:?}"),
             Step::Revert { .. } => "hpctl revert".into(),
         }
@@ -108,6 +116,21 @@ pub(crate) fn opt_needles(v: Option<&Value>, what: &str) -> Res<Option<Vec<Strin
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(vec![s.clone()])),
         Some(v) => Ok(Some(str_list(v, what)?)),
+    }
+}
+
+/// `"consistent"`: absent/false → None, true → the loader's default
+/// timeout, a whole number → that many ms.
+fn consistent_opt(v: Option<&Value>, what: &str) -> Res<Option<u64>> {
+    match v {
+        None | Some(Value::Bool(false)) => Ok(None),
+        Some(Value::Bool(true)) => Ok(Some(5000)),
+        Some(x) => match x.as_u64() {
+            Some(ms) if ms > 0 => Ok(Some(ms)),
+            _ => Err(format!(
+                "{what}.consistent must be a boolean or a number of ms"
+            )),
+        },
     }
 }
 
@@ -159,7 +182,13 @@ pub(crate) fn parse_step(v: &Value, i: usize) -> Res<Step> {
     if obj.contains_key("apply") {
         check_keys(
             obj,
-            &["apply", "expect_fail", "background", "settle_secs"],
+            &[
+                "apply",
+                "expect_fail",
+                "background",
+                "settle_secs",
+                "consistent",
+            ],
             &what,
         )?;
         if !flag("apply")? {
@@ -176,10 +205,12 @@ pub(crate) fn parse_step(v: &Value, i: usize) -> Res<Step> {
         if background && expect_fail.is_some() {
             return Err(format!("{what}: a background apply cannot expect_fail"));
         }
+        let consistent = consistent_opt(obj.get("consistent"), &what)?;
         return Ok(Step::Apply {
             expect_fail,
             background,
             settle_secs,
+            consistent,
         });
     }
     if obj.contains_key("wait_apply") {
@@ -190,12 +221,16 @@ pub(crate) fn parse_step(v: &Value, i: usize) -> Res<Step> {
         return Ok(Step::WaitApply);
     }
     if obj.contains_key("revert") {
-        check_keys(obj, &["revert", "expect_fail"], &what)?;
+        check_keys(obj, &["revert", "expect_fail", "consistent"], &what)?;
         if !flag("revert")? {
             return Err(format!("{what}.revert must be true"));
         }
         let expect_fail = opt_needles(obj.get("expect_fail"), &format!("{what}.expect_fail"))?;
-        return Ok(Step::Revert { expect_fail });
+        let consistent = consistent_opt(obj.get("consistent"), &what)?;
+        return Ok(Step::Revert {
+            expect_fail,
+            consistent,
+        });
     }
     Err(format!(
         "{what}: expected one of \"send\", \"apply\", \"wait_apply\", \"revert\""

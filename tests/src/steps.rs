@@ -48,9 +48,14 @@ pub fn play_steps(
                 expect_fail,
                 background: bg,
                 settle_secs,
+                consistent,
             } => {
                 let mut cmd = Command::new(&hpctl);
-                cmd.arg("apply").arg(pid.to_string()).arg(hpo);
+                cmd.arg("apply");
+                if let Some(ms) = consistent {
+                    cmd.arg("--consistent").arg(format!("--timeout-ms={ms}"));
+                }
+                cmd.arg(pid.to_string()).arg(hpo);
                 if *bg {
                     let mut r = Running::start(&mut cmd).map_err(|e| ctx(s, &label, e))?;
                     let until = Instant::now() + Duration::from_secs(*settle_secs);
@@ -106,12 +111,17 @@ pub fn play_steps(
                 let l = check_list(&hpctl, pid, hpo, true).map_err(|e| ctx(s, &label, e))?;
                 s.prog.note(&l);
             }
-            Step::Revert { expect_fail } => {
-                let out = run_timeout(
-                    Command::new(&hpctl).arg("revert").arg(pid.to_string()),
-                    HPCTL_TIMEOUT,
-                )
-                .map_err(|e| ctx(s, &label, e))?;
+            Step::Revert {
+                expect_fail,
+                consistent,
+            } => {
+                let mut cmd = Command::new(&hpctl);
+                cmd.arg("revert");
+                if let Some(ms) = consistent {
+                    cmd.arg("--consistent").arg(format!("--timeout-ms={ms}"));
+                }
+                let out = run_timeout(cmd.arg(pid.to_string()), HPCTL_TIMEOUT)
+                    .map_err(|e| ctx(s, &label, e))?;
                 s.prog.note(&out);
                 match expect_fail {
                     Some(needles) => check_refusal(&out, needles, "hpctl revert")

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -100,6 +101,30 @@ static void *deep_thread(void *arg)
     return NULL;
 }
 
+/* Code without any unwind information that sets %rbp to junk and spins
+ * (a JIT's code, a hand-written loop): the walker must give up on this
+ * thread cleanly, never crash. mode: 0 = rbp 0xdeadbeef000, 1 = rbp 1,
+ * 2 = rbp = rsp (a plausible-looking but wrong chain). */
+static void *jit_thread(void *arg)
+{
+    unsigned char *code = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    unsigned char *p = code;
+    long mode = (long)arg;
+    if (mode == 2) {
+        *p++ = 0x48, *p++ = 0x89, *p++ = 0xe5; /* mov %rsp,%rbp */
+    } else {
+        unsigned long v = mode == 0 ? 0xdeadbeef000UL : 1;
+        *p++ = 0x48, *p++ = 0xbd; /* movabs $v,%rbp */
+        memcpy(p, &v, 8);
+        p += 8;
+    }
+    *p++ = 0xf3, *p++ = 0x90; /* 1: pause */
+    *p++ = 0xeb, *p++ = 0xfc; /* jmp 1b */
+    mprotect(code, 4096, PROT_READ | PROT_EXEC);
+    ((void (*)(void))code)();
+    return NULL;
+}
+
 static void wait_for(atomic_int *v, int want)
 {
     while (atomic_load(v) < want)
@@ -152,6 +177,10 @@ int main(void)
                 return 1;
             wait_for(&deep_done, 1);
             printf("%ld\n", atomic_load(&deep_result));
+        } else if (strncmp(line, "jit ", 4) == 0) {
+            pthread_create(&t, NULL, jit_thread, (void *)(long)atoi(line + 4));
+            usleep(20000);
+            printf("ok\n");
         } else if (strcmp(line, "ping") == 0) {
             printf("pong\n");
         } else {
