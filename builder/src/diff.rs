@@ -58,9 +58,11 @@ pub fn parse(text: &str, root: &Path) -> Result<Diff> {
     let body = strip_preamble(text).ok_or_else(|| {
         crate::error::Error::new("the diff has no '--- ' / '+++ ' file header: not a unified diff")
     })?;
-    let patches = match patch::Patch::from_multiple(body) {
-        Ok(p) => p,
-        Err(e) => bail!("the diff is malformed: {}", first_line(&e.to_string())),
+    let normal = normalize(body);
+    let patches = match parse_quietly(&normal) {
+        None => bail!("the diff is malformed: the diff parser gave up on it"),
+        Some(Ok(p)) => p,
+        Some(Err(e)) => bail!("the diff is malformed: {}", first_line(&e.to_string())),
     };
     if patches.is_empty() {
         bail!("the diff changes no file");
@@ -75,6 +77,90 @@ pub fn parse(text: &str, root: &Path) -> Result<Diff> {
         strip,
         text: body.to_string(),
     })
+}
+
+/// The `patch` crate panics on some inputs it cannot parse ("failed to parse
+/// entire input") instead of returning an error. A malformed diff must give
+/// a one-line error, not a crash or a panic message: catch it, with the
+/// panic hook silenced for the duration.
+fn parse_quietly(
+    text: &str,
+) -> Option<std::result::Result<Vec<patch::Patch<'_>>, patch::ParseError<'_>>> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(|| patch::Patch::from_multiple(text));
+    std::panic::set_hook(hook);
+    result.ok()
+}
+
+/// What the parser is given: file headers and hunks only, read the way GNU
+/// patch reads them (a hunk ends when its header's line counts are used up).
+/// Text between files and after the last hunk (`Index:` lines, git's `-- `
+/// signature and version trailer) is dropped, and an empty line inside a
+/// hunk is a context line whose leading space an editor or mailer removed.
+fn normalize(body: &str) -> String {
+    let mut out = String::with_capacity(body.len());
+    let (mut old, mut new) = (0u64, 0u64);
+    let mut lines = body.split_inclusive('\n').peekable();
+    while let Some(line) = lines.next() {
+        if old > 0 || new > 0 {
+            let text = line.trim_end_matches(['\n', '\r']);
+            match text.as_bytes().first() {
+                None => {
+                    old = old.saturating_sub(1);
+                    new = new.saturating_sub(1);
+                    out.push_str(" \n");
+                    continue;
+                }
+                Some(b' ') => {
+                    old = old.saturating_sub(1);
+                    new = new.saturating_sub(1);
+                }
+                Some(b'-') => old = old.saturating_sub(1),
+                Some(b'+') => new = new.saturating_sub(1),
+                Some(b'\\') => {}
+                // A short hunk: leave it to check_hunk_counts.
+                _ => {
+                    old = 0;
+                    new = 0;
+                }
+            }
+            if old > 0 || new > 0 {
+                out.push_str(line);
+                continue;
+            }
+            out.push_str(line);
+            // "\ No newline at end of file" belongs to the hunk's last line.
+            while let Some(next) = lines.peek().filter(|n| n.starts_with('\\')) {
+                out.push_str(next);
+                lines.next();
+            }
+            continue;
+        }
+        if line.starts_with("--- ") && lines.peek().is_some_and(|n| n.starts_with("+++ ")) {
+            out.push_str(line);
+            out.push_str(lines.next().expect("peeked"));
+        } else if let Some((o, n)) = hunk_counts(line) {
+            out.push_str(line);
+            old = o;
+            new = n;
+        }
+    }
+    out
+}
+
+/// The old and new line counts of a hunk header `@@ -a[,b] +c[,d] @@`.
+fn hunk_counts(line: &str) -> Option<(u64, u64)> {
+    let rest = line.strip_prefix("@@ -")?;
+    let (ranges, _) = rest.split_once(" @@")?;
+    let (o, n) = ranges.split_once(" +")?;
+    let count = |r: &str| -> Option<u64> {
+        match r.split_once(',') {
+            Some((_, c)) => c.parse().ok(),
+            None => r.parse::<u64>().ok().map(|_| 1),
+        }
+    };
+    Some((count(o)?, count(n)?))
 }
 
 fn first_line(s: &str) -> &str {
@@ -251,5 +337,26 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("nothere.c"), "{e}");
+    }
+
+    #[test]
+    fn git_format_patch_signature_is_not_part_of_the_diff() {
+        let tree = tree_with("src/main.c");
+        let text = format!("{GIT_DIFF}-- \n2.30.2\n\n");
+        let d = parse(&text, tree.path()).unwrap();
+        assert_eq!(d.files.len(), 1);
+    }
+
+    #[test]
+    fn blank_context_line_is_context() {
+        // Context lines that are empty in the source lose their leading
+        // space in some tools (sqlite3's Debian 42-CVE-2025-6965.patch).
+        let tree = tree_with("main.c");
+        let d = parse(
+            "--- a/main.c\n+++ b/main.c\n@@ -1,4 +1,5 @@\n a\n\n+x\n b\n d\n--- a/main.c\n+++ b/main.c\n@@ -9 +10 @@\n-q\n+r\n",
+            tree.path(),
+        )
+        .unwrap();
+        assert_eq!(d.files.len(), 2);
     }
 }
