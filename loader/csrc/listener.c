@@ -244,14 +244,15 @@ static void serve(int fd)
     }
 }
 
-static void *listener_main(void *arg)
+/* Binds the socket in the calling thread (the constructor), so that it
+ * exists before main() runs: a client that sees the program's first output
+ * can always connect. Returns the listening fd, or -1. */
+static int open_socket(void)
 {
-    (void)arg;
-    hp_stop_set_listener((pid_t)syscall(SYS_gettid));
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         hp_log("listener: socket: %m");
-        return NULL;
+        return -1;
     }
     struct sockaddr_un addr;
     memset(&addr, 0, sizeof addr);
@@ -262,9 +263,16 @@ static void *listener_main(void *arg)
     if (bind(fd, (struct sockaddr *)&addr, alen) < 0 || listen(fd, 8) < 0) {
         hp_log("listener: cannot listen on @%s: %m", addr.sun_path + 1);
         close(fd);
-        return NULL;
+        return -1;
     }
     hp_log("listening on @%s (stop signal %d)", addr.sun_path + 1, hp_stop_signal());
+    return fd;
+}
+
+static void *listener_main(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    hp_stop_set_listener((pid_t)syscall(SYS_gettid));
     for (;;) {
         int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
         if (c < 0) {
@@ -286,6 +294,9 @@ static void *listener_main(void *arg)
 
 void hp_listener_start(void)
 {
+    int fd = open_socket();
+    if (fd < 0)
+        return;
     pthread_t th;
     pthread_attr_t attr;
     sigset_t all, old;
@@ -294,12 +305,13 @@ void hp_listener_start(void)
     pthread_sigmask(SIG_SETMASK, &all, &old);
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    int rc = pthread_create(&th, &attr, listener_main, NULL);
+    int rc = pthread_create(&th, &attr, listener_main, (void *)(intptr_t)fd);
     pthread_attr_destroy(&attr);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc)
+    if (rc) {
         hp_log("cannot start the listener thread: %s", strerror(rc));
-    else
+        close(fd);
+    } else
         pthread_setname_np(th, "hotpatch");
 }
 
