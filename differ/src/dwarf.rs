@@ -345,8 +345,8 @@ impl Debug {
         out
     }
 
-    /// Line numbers of the rows in `[lo, hi)`, in address order.
-    pub fn lines_in(&self, lo: u64, hi: u64) -> Vec<u64> {
+    /// (line, file name) of the rows in `[lo, hi)`, in address order.
+    pub fn lines_in(&self, lo: u64, hi: u64) -> Vec<(u64, &str)> {
         let mut rows: Vec<Row> = self
             .rows
             .iter()
@@ -354,7 +354,8 @@ impl Debug {
             .filter(|r| lo <= r.addr && r.addr < hi)
             .collect();
         rows.sort_by_key(|r| r.addr);
-        rows.into_iter().map(|r| r.line).collect()
+        let file = |f: u64| self.files.get(f as usize).map_or("", |s| s.as_str());
+        rows.into_iter().map(|r| (r.line, file(r.file))).collect()
     }
 
     /// A type as C would spell it (approximately), for comparisons and

@@ -4,18 +4,22 @@
 //! it then passes a different line number, so its bytes differ although its
 //! behaviour does not. Shipping it would patch half the file for nothing.
 //!
-//! The rule is deliberately narrow (anything else counts as a change):
+//! Code inlined into the function from above the edit (a `static inline`
+//! helper) keeps its lines, so its rows do not move while the function's own
+//! rows do: SQLite's `SQLITE_CORRUPT_BKPT` callers inline varint readers
+//! defined hundreds of lines higher. The rule is otherwise narrow (anything
+//! else counts as a change):
 //! - both bodies have the same size and the same normalized relocations;
-//! - the function's line-table rows moved rigidly: same number of rows, and
-//!   every new line is the old one plus one common `delta != 0`;
+//! - the function's line-table rows pair up in address order (same number,
+//!   same file), and each pair moved by 0 or by one common `shift != 0`;
 //! - every differing byte lies in a 4-byte little-endian immediate whose old
-//!   value is a line `L` of one of the function's own rows and whose new
-//!   value is `L + delta`.
+//!   value `L` and new value `L + shift` are the old and new line of a pair
+//!   that moved by `shift` — a line of the function's own moved code.
 
 use crate::dwarf::Debug;
 use crate::normalize::Canon;
 
-/// The line delta when `o` and `p` (whole-section canons of the function's
+/// The line shift when `o` and `p` (whole-section canons of the function's
 /// section `osec`/`psec`) differ only in shifted line numbers.
 pub fn only_line_numbers(
     o: &Canon,
@@ -38,15 +42,27 @@ pub fn only_line_numbers(
     if ol.is_empty() || ol.len() != pl.len() {
         return None;
     }
-    let delta = pl[0] as i64 - ol[0] as i64;
-    if delta == 0
-        || ol
-            .iter()
-            .zip(&pl)
-            .any(|(&a, &b)| b as i64 - a as i64 != delta)
-    {
+    let mut shift = 0;
+    for (&(a, af), &(b, bf)) in ol.iter().zip(&pl) {
+        let d = b as i64 - a as i64;
+        if af != bf || (d != 0 && shift != 0 && d != shift) {
+            return None; // another file, or a second amount: not a plain move
+        }
+        if d != 0 {
+            shift = d;
+        }
+    }
+    if shift == 0 {
         return None;
     }
+    // Old lines of the rows that moved by the shift.
+    let moved: Vec<i64> = ol
+        .iter()
+        .zip(&pl)
+        .map(|(&(a, _), &(b, _))| (a as i64, b as i64))
+        .filter(|&(a, b)| b - a == shift)
+        .map(|(a, _)| a)
+        .collect();
     let byte = |c: &Canon, i: usize| c.bytes.get(i).copied().unwrap_or(0);
     let word = |c: &Canon, s: usize| {
         u32::from_le_bytes([byte(c, s), byte(c, s + 1), byte(c, s + 2), byte(c, s + 3)])
@@ -58,14 +74,14 @@ pub fn only_line_numbers(
             i += 1;
             continue;
         }
-        // The differing byte must sit in an immediate holding a line number.
+        // The differing byte must sit in an immediate holding a moved line.
         let start = (i.saturating_sub(3)..=i).find(|&s| {
             s + 4 <= size && {
                 let (a, b) = (word(o, s) as i64, word(p, s) as i64);
-                b - a == delta && ol.contains(&(a as u64))
+                b - a == shift && moved.contains(&a)
             }
         })?;
         i = start + 4;
     }
-    Some(delta)
+    Some(shift)
 }

@@ -100,27 +100,54 @@ fn aggregates(dbg: &Debug) -> BTreeMap<String, (usize, String)> {
     out
 }
 
+/// Members as (name, "offset type") of the struct/union DIE `t`: only the
+/// DIE's own DW_TAG_member children, so a struct declared inside another's
+/// body (a DIE of its own) keeps its members. Members of an anonymous
+/// struct/union member belong to the enclosing type (`u.x`, or `x` for a C11
+/// anonymous member): nothing else would see them change.
 fn members(dbg: &Debug, t: usize) -> Vec<(String, String)> {
-    dbg.dies[t]
-        .children
-        .iter()
-        .filter(|&&m| dbg.dies[m].tag == gimli::DW_TAG_member)
-        .map(|&m| {
-            let d = &dbg.dies[m];
-            let bits = d
-                .bit_size
-                .map(|b| format!(":{b}@{}", d.bit_offset.unwrap_or(0)))
-                .unwrap_or_default();
-            (
-                d.name.clone().unwrap_or_default(),
-                format!(
-                    "offset {} {}{bits}",
-                    d.member_offset.unwrap_or(0),
-                    dbg.type_name(d.type_)
-                ),
-            )
-        })
-        .collect()
+    let mut out = Vec::new();
+    members_into(dbg, t, "", 0, 0, &mut out);
+    out
+}
+
+fn members_into(
+    dbg: &Debug,
+    t: usize,
+    prefix: &str,
+    base: u64,
+    depth: u8,
+    out: &mut Vec<(String, String)>,
+) {
+    for &m in &dbg.dies[t].children {
+        let d = &dbg.dies[m];
+        if d.tag != gimli::DW_TAG_member {
+            continue;
+        }
+        let name = format!("{prefix}{}", d.name.as_deref().unwrap_or(""));
+        let offset = base + d.member_offset.unwrap_or(0);
+        let anon = d.type_.filter(|&ty| {
+            let td = &dbg.dies[ty];
+            td.name.is_none()
+                && matches!(
+                    td.tag,
+                    gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type
+                )
+        });
+        if let (Some(ty), true) = (anon, depth < 8) {
+            let prefix = if name.is_empty() { name } else { name + "." };
+            members_into(dbg, ty, &prefix, offset, depth + 1, out);
+            continue;
+        }
+        let bits = d
+            .bit_size
+            .map(|b| format!(":{b}@{}", d.bit_offset.unwrap_or(0)))
+            .unwrap_or_default();
+        out.push((
+            name,
+            format!("offset {offset} {}{bits}", dbg.type_name(d.type_)),
+        ));
+    }
 }
 
 fn layout(dbg: &Debug, t: usize) -> String {

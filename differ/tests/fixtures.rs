@@ -60,6 +60,9 @@ struct Check {
 struct RefusalExpect {
     symbol: String,
     contains: Vec<String>,
+    /// Substrings the message must not hold (members of another struct).
+    #[serde(default)]
+    lacks: Vec<String>,
 }
 
 fn fixtures_dir() -> PathBuf {
@@ -231,6 +234,12 @@ impl Run<'_> {
                                 r.symbol, x.message
                             ));
                         }
+                    }
+                    for w in r.lacks.iter().filter(|w| x.message.contains(w.as_str())) {
+                        self.fail(format!(
+                            "refusal of {} holds {w:?}: {}",
+                            r.symbol, x.message
+                        ));
                     }
                 }
             }
