@@ -130,6 +130,7 @@ fixture_tests! {
     struct_layout => "struct-layout",
     signature_change => "signature-change",
     removed_static_local => "removed-static-local",
+    blocked_below_patch => "blocked-below-patch",
 }
 
 /// Each fixture's expectations hold for the original and the patched program

@@ -56,7 +56,9 @@ fn compiler_names(path: &str) -> Vec<String> {
 /// `<dir>/compile_commands.json`.
 pub fn run(dir: &Path, cmd: &[String]) -> Result<()> {
     if cmd.is_empty() {
-        bail!("usage: hpbuild capture [--dir DIR] -- BUILD-COMMAND… (e.g. `hpbuild capture -- make`)");
+        bail!(
+            "usage: hpbuild capture [--dir DIR] -- BUILD-COMMAND… (e.g. `hpbuild capture -- make`)"
+        );
     }
     let me = std::env::current_exe()
         .map_err(|e| Error::new(format!("cannot find the hpbuild executable: {e}")))?;
@@ -79,7 +81,10 @@ pub fn run(dir: &Path, cmd: &[String]) -> Result<()> {
         .status()
         .map_err(|e| Error::new(format!("cannot run the build command {}: {e}", cmd[0])))?;
     if !status.success() {
-        bail!("the build command `{}` failed ({status}); fix the build first", cmd.join(" "));
+        bail!(
+            "the build command `{}` failed ({status}); fix the build first",
+            cmd.join(" ")
+        );
     }
     let entries = read_log(&log)?;
     if entries.is_empty() {
@@ -91,7 +96,8 @@ pub fn run(dir: &Path, cmd: &[String]) -> Result<()> {
     let out = dir.join("compile_commands.json");
     let merged = merge(&out, &entries);
     let json = serde_json::to_string_pretty(&merged).expect("entries serialise");
-    fs::write(&out, json).map_err(|e| Error::new(format!("cannot write {}: {e}", out.display())))?;
+    fs::write(&out, json)
+        .map_err(|e| Error::new(format!("cannot write {}: {e}", out.display())))?;
     eprintln!(
         "hpbuild: recorded {} compile command(s) in {} ({} unit(s) in all)",
         entries.len(),
@@ -116,10 +122,14 @@ fn merge(existing: &Path, new: &[Recorded]) -> Vec<serde_json::Value> {
         .into_iter()
         .filter(|v| {
             let k = key(v);
-            !new.iter().any(|r| (&r.directory, &r.file, &r.output) == (&k.0, &k.1, &k.2))
+            !new.iter()
+                .any(|r| (&r.directory, &r.file, &r.output) == (&k.0, &k.1, &k.2))
         })
         .collect();
-    out.extend(new.iter().map(|r| serde_json::to_value(r).expect("record serialises")));
+    out.extend(
+        new.iter()
+            .map(|r| serde_json::to_value(r).expect("record serialises")),
+    );
     out
 }
 

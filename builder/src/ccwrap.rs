@@ -16,9 +16,29 @@ pub const LOG_ENV: &str = "HPBUILD_CAPTURE_LOG";
 
 /// Options whose value is the next argument (so it is not a source file).
 const TAKES_VALUE: &[&str] = &[
-    "-o", "-MF", "-MT", "-MQ", "-I", "-D", "-U", "-include", "-imacros", "-isystem", "-iquote",
-    "-idirafter", "-x", "-L", "-l", "-Xlinker", "-Xassembler", "-Xpreprocessor", "--param",
-    "-aux-info", "-T", "-u", "-z",
+    "-o",
+    "-MF",
+    "-MT",
+    "-MQ",
+    "-I",
+    "-D",
+    "-U",
+    "-include",
+    "-imacros",
+    "-isystem",
+    "-iquote",
+    "-idirafter",
+    "-x",
+    "-L",
+    "-l",
+    "-Xlinker",
+    "-Xassembler",
+    "-Xpreprocessor",
+    "--param",
+    "-aux-info",
+    "-T",
+    "-u",
+    "-z",
 ];
 
 pub fn run(args: &[String]) -> i32 {

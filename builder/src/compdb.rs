@@ -160,7 +160,10 @@ impl Entry {
                 continue;
             }
             let drop = a.starts_with("-o")
-                || matches!(a.as_str(), "-c" | "-M" | "-MM" | "-MD" | "-MMD" | "-MP" | "-MG")
+                || matches!(
+                    a.as_str(),
+                    "-c" | "-M" | "-MM" | "-MD" | "-MMD" | "-MP" | "-MG"
+                )
                 || a.starts_with("-MF")
                 || a.starts_with("-MT")
                 || a.starts_with("-MQ");
@@ -168,7 +171,10 @@ impl Entry {
                 args.push(moved(a));
             }
         }
-        (PathBuf::from(moved(&self.directory.to_string_lossy())), args)
+        (
+            PathBuf::from(moved(&self.directory.to_string_lossy())),
+            args,
+        )
     }
 
     /// Path of the source relative to the base root, if it is inside it.

@@ -48,7 +48,10 @@ fn unit_deps(entry: &Entry, base_root: &Path, tree: &Path) -> Deps {
         .map_err(|e| format!("cannot run {}: {e}", cmd[0]))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let first = err.lines().find(|l| l.contains("error")).unwrap_or("failed");
+        let first = err
+            .lines()
+            .find(|l| l.contains("error"))
+            .unwrap_or("failed");
         return Err(first.trim().to_string());
     }
     Ok(parse_make_deps(&String::from_utf8_lossy(&out.stdout))

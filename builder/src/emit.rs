@@ -1,9 +1,11 @@
 //! Writes the patch object (format v1, defined in `hotpatch::format`): the
 //! sections the differ chose, copied from the patched objects, their symbols
 //! and relocations re-pointed as the differ routed them, and the metadata
-//! section describing each replaced function.
+//! section describing each replaced function, and the shipped code's unwind
+//! information (`ehframe.rs`).
 
 use crate::bail;
+use crate::ehframe::EhFrame;
 use crate::error::{Error, Result};
 use differ::{Route, UnitDiff};
 use hotpatch::format::{self, FuncRecord, Meta};
@@ -19,10 +21,13 @@ pub struct Unit<'a> {
     /// The patched object the sections are copied from.
     pub patched: &'a [u8],
     pub diff: &'a UnitDiff,
+    /// The unit's source path, for notes and errors.
+    pub rel: &'a str,
 }
 
-/// Builds the patch object.
-pub fn emit(units: &[Unit], patch_id: &str, base_id: &str) -> Result<Vec<u8>> {
+/// Builds the patch object; also returns notes for the manifest (unwind
+/// information the patch lacks).
+pub fn emit(units: &[Unit], patch_id: &str, base_id: &str) -> Result<(Vec<u8>, Vec<String>)> {
     let mut out = write::Object::new(
         object::BinaryFormat::Elf,
         object::Architecture::X86_64,
@@ -30,9 +35,14 @@ pub fn emit(units: &[Unit], patch_id: &str, base_id: &str) -> Result<Vec<u8>> {
     );
     let mut names = Names::default();
     let mut funcs = Vec::new();
+    // One .eh_frame for all units: the loader uses the patch's only section
+    // of that name.
+    let mut eh = EhFrame::default();
+    let mut notes = Vec::new();
     for unit in units {
-        funcs.extend(emit_unit(&mut out, &mut names, unit)?);
+        funcs.extend(emit_unit(&mut out, &mut names, &mut eh, &mut notes, unit)?);
     }
+    eh.finish(&mut out)?;
     let meta = Meta {
         patch_id: patch_id.into(),
         base_id: base_id.into(),
@@ -44,8 +54,10 @@ pub fn emit(units: &[Unit], patch_id: &str, base_id: &str) -> Result<Vec<u8>> {
         SectionKind::Metadata,
     );
     out.set_section_data(section, meta.encode(), 8);
-    out.write()
-        .map_err(|e| Error::new(format!("cannot write the patch object: {e}")))
+    let object = out
+        .write()
+        .map_err(|e| Error::new(format!("cannot write the patch object: {e}")))?;
+    Ok((object, notes))
 }
 
 /// Defined-symbol names must be unique in the patch (the metadata and the
@@ -84,12 +96,19 @@ impl Names {
     }
 }
 
-fn emit_unit(out: &mut write::Object, names: &mut Names, unit: &Unit) -> Result<Vec<FuncRecord>> {
+fn emit_unit(
+    out: &mut write::Object,
+    names: &mut Names,
+    eh: &mut EhFrame,
+    notes: &mut Vec<String>,
+    unit: &Unit,
+) -> Result<Vec<FuncRecord>> {
     let file = object::File::parse(unit.patched)
         .map_err(|e| Error::new(format!("cannot read patched object: {e}")))?;
     let sections = copy_sections(out, &file, unit.diff)?;
     let symbols = copy_symbols(out, names, &file, &sections)?;
     copy_relocations(out, names, &file, unit.diff, &sections, &symbols)?;
+    eh.add_object(out, &file, unit.rel, &sections, notes)?;
     unit.diff
         .replacements
         .iter()

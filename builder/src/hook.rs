@@ -47,14 +47,18 @@ fn absolute(p: &str) -> Result<PathBuf> {
 }
 
 fn resolve(rev: &str) -> Result<String> {
-    git(&["rev-parse", "--verify", "--quiet", &format!("{rev}^{{commit}}")])
-        .map_err(|_| Error::new(format!("--deployed {rev}: not a commit of this repository")))
+    git(&[
+        "rev-parse",
+        "--verify",
+        "--quiet",
+        &format!("{rev}^{{commit}}"),
+    ])
+    .map_err(|_| Error::new(format!("--deployed {rev}: not a commit of this repository")))
 }
 
 pub fn install(deployed: Option<&str>, out: Option<&Path>) -> Result<()> {
-    git(&["rev-parse", "--show-toplevel"]).map_err(|_| {
-        Error::new("hpbuild hook install: run it inside a git work tree")
-    })?;
+    git(&["rev-parse", "--show-toplevel"])
+        .map_err(|_| Error::new("hpbuild hook install: run it inside a git work tree"))?;
     let sha = resolve(deployed.unwrap_or("HEAD"))?;
     let hooks = absolute(&git(&["rev-parse", "--git-path", "hooks"])?)?;
     let hook = hooks.join("post-commit");
@@ -104,7 +108,9 @@ fn patch_dir() -> Result<PathBuf> {
 /// deployed..HEAD. The reason for a missing patch goes to `<sha>.error`.
 pub fn run() -> Result<()> {
     let deployed = git(&["config", "--get", "hpbuild.deployed"]).map_err(|_| {
-        Error::new("git config hpbuild.deployed is not set: run `hpbuild hook install --deployed <rev>`")
+        Error::new(
+            "git config hpbuild.deployed is not set: run `hpbuild hook install --deployed <rev>`",
+        )
     })?;
     let head = git(&["rev-parse", "HEAD"])?;
     let dir = patch_dir()?;
@@ -114,7 +120,11 @@ pub fn run() -> Result<()> {
     let _ = fs::remove_file(&error_file);
     let result = build(&deployed, &head, &dir);
     match &result {
-        Ok(out) => eprintln!("hpbuild hook: live patch for {} in {}", short(&head), out.display()),
+        Ok(out) => eprintln!(
+            "hpbuild hook: live patch for {} in {}",
+            short(&head),
+            out.display()
+        ),
         Err(e) => {
             let _ = fs::write(&error_file, format!("{e}\n"));
             eprintln!("hpbuild hook: no live patch for {}: {e}", short(&head));
@@ -132,10 +142,18 @@ fn build(deployed: &str, head: &str, dir: &Path) -> Result<PathBuf> {
         bail!("HEAD is the deployed commit itself: nothing to patch");
     }
     let diff = git(&[
-        "diff", "--no-color", "--no-ext-diff", "--no-renames", deployed, head,
+        "diff",
+        "--no-color",
+        "--no-ext-diff",
+        "--no-renames",
+        deployed,
+        head,
     ])?;
     if diff.is_empty() {
-        bail!("no difference between the deployed commit and {}", short(head));
+        bail!(
+            "no difference between the deployed commit and {}",
+            short(head)
+        );
     }
     let diff_path = dir.join(format!("{head}.diff"));
     fs::write(&diff_path, format!("{diff}\n"))

@@ -13,6 +13,7 @@ mod compile;
 mod deps;
 mod diff;
 mod edits;
+mod ehframe;
 mod emit;
 mod error;
 mod hook;
@@ -130,10 +131,12 @@ fn main() -> ExitCode {
         Some(Command::Loader { out }) => write_loader(&out),
         Some(Command::Capture { dir, command }) => capture::run(&dir, &command),
         Some(Command::CcWrap { args }) => std::process::exit(ccwrap::run(&args)),
-        Some(Command::Hook { action: HookAction::Install { deployed, out } }) => {
-            hook::install(deployed.as_deref(), out.as_deref())
-        }
-        Some(Command::Hook { action: HookAction::Run }) => hook::run(),
+        Some(Command::Hook {
+            action: HookAction::Install { deployed, out },
+        }) => hook::install(deployed.as_deref(), out.as_deref()),
+        Some(Command::Hook {
+            action: HookAction::Run,
+        }) => hook::run(),
         None => pipeline::run(&cli.build),
     };
     match result {

@@ -62,9 +62,11 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         .map(|u| emit::Unit {
             patched: &u.patched_obj,
             diff: &u.diff,
+            rel: &u.rel,
         })
         .collect();
-    let object = emit::emit(&emit_units, &patch_id, &trees.base_label)?;
+    let (object, emit_notes) = emit::emit(&emit_units, &patch_id, &trees.base_label)?;
+    notes.extend(emit_notes);
     write(output, &object)?;
 
     let source_path = output.with_extension("c");
@@ -84,7 +86,11 @@ pub fn run(args: &BuildArgs) -> Result<()> {
                 )
             })
     }));
-    notes.extend(units.iter().flat_map(|u| u.diff.notes.iter().map(move |n| format!("{}: {n}", u.rel))));
+    notes.extend(
+        units
+            .iter()
+            .flat_map(|u| u.diff.notes.iter().map(move |n| format!("{}: {n}", u.rel))),
+    );
     let manifest = build_manifest(
         &units,
         &trees.base_label,

@@ -22,8 +22,10 @@ fn run(dir: &Path, cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-const V1: &str = "int price(int size) { return 10 + size; }\nint main(void) { return price(1) == 0; }\n";
-const V2: &str = "int price(int size) { return 10 + 3 * size; }\nint main(void) { return price(1) == 0; }\n";
+const V1: &str =
+    "int price(int size) { return 10 + size; }\nint main(void) { return price(1) == 0; }\n";
+const V2: &str =
+    "int price(int size) { return 10 + 3 * size; }\nint main(void) { return price(1) == 0; }\n";
 
 #[test]
 fn post_commit_hook_builds_a_patch_per_commit() {
@@ -76,7 +78,11 @@ fn install_refuses_a_foreign_hook() {
     std::fs::write(repo.join("a.c"), "int a;\n").unwrap();
     run(repo, "git", &["add", "a.c"]);
     run(repo, "git", &["commit", "-qm", "one"]);
-    std::fs::write(repo.join(".git/hooks/post-commit"), "#!/bin/sh\necho mine\n").unwrap();
+    std::fs::write(
+        repo.join(".git/hooks/post-commit"),
+        "#!/bin/sh\necho mine\n",
+    )
+    .unwrap();
     let out = Command::new(HPBUILD)
         .args(["hook", "install"])
         .current_dir(repo)
