@@ -372,12 +372,22 @@ fn junk_frame_pointers_never_crash_the_walker() {
             "{err}"
         );
     }
-    let (ok, _, err) = hpctl(&["apply", "--consistent", "--timeout-ms", "100", &s.pid, &file]);
+    let (ok, _, err) = hpctl(&[
+        "apply",
+        "--consistent",
+        "--timeout-ms",
+        "100",
+        &s.pid,
+        &file,
+    ]);
     assert!(!ok);
     eprintln!("{err}");
     let (ok, out, err) = hpctl(&["apply", &s.pid, &file]);
     assert!(ok, "{err}");
-    assert!(out.contains(&format!("thread {tid} is running old serve()")), "{out}");
+    assert!(
+        out.contains(&format!("thread {tid} is running old serve()")),
+        "{out}"
+    );
     assert!(out.contains("stack walk stopped early"), "{out}");
     eprintln!("{out}");
     assert_eq!(s.p.ask("feed 1"), "10");
