@@ -11,8 +11,17 @@
  *   tls.c       TP offsets of the executable's thread-local variables
  *   link.c      laying out sections, resolving symbols, relocations, stubs
  *   stop.c      stopping / resuming all other threads with a signal
- *   unwind.c    DWARF CFI stack walks of the stopped threads
- *   patch.c     apply / revert / list, the patch stack, text writes
+ *   unwind.c    DWARF CFI stack walks of the stopped threads: safe reads,
+ *               frames without CFI, the walk (overview; unwind_internal.h)
+ *   cfi.c       CIE/FDE parsing, CFA program evaluation
+ *   ehframe_index.c  loaded objects' eh_frame_hdr tables, patch FDE tables,
+ *               the maps snapshot (hp_unwind_prepare), FDE lookup
+ *   patch.c     the patch stack, locking, list, the C API (overview;
+ *               patch_internal.h)
+ *   apply.c     finding and verifying the replaced functions, apply
+ *   revert.c    revert
+ *   rewrite.c   stop, check, write the jumps, resume; text writes
+ *   busy.c      the first-bytes check and the stack check policy
  *   listener.c  constructor, control socket, protocol
  */
 #ifndef HP_INTERNAL_H
@@ -186,7 +195,7 @@ int hp_stop_all(struct hp_stopset *set, char *err, size_t errlen);
 void hp_resume_all(struct hp_stopset *set);
 int hp_stop_signal(void);
 
-/* ---- unwind.c ----------------------------------------------------------- */
+/* ---- unwind.c, cfi.c, ehframe_index.c ---------------------------------- */
 /* Code the dynamic loader does not know about: an applied patch's region and
  * its .eh_frame (0 if the patch has none). */
 struct hp_code_info {
@@ -215,7 +224,7 @@ enum {
 int hp_unwind_walk(struct hp_unwind *u, const uint64_t *regs, hp_frame_cb cb, void *arg,
                    char *why, size_t whylen);
 
-/* ---- patch.c ------------------------------------------------------------ */
+/* ---- patch.c, apply.c, revert.c, rewrite.c, busy.c -------------------- */
 /* Bytes of one function that a patch operation rewrites. */
 struct hp_site {
     const char *name, *file;
@@ -225,7 +234,7 @@ struct hp_site {
 /* The first-bytes check run with all other threads stopped: no thread may
  * be inside [lo+1, hi) of any site (a thread exactly at lo is fine: it will
  * execute the new instruction). Returns 0 if safe, else -1 and a reason.
- * The stack check (patch.c, stack_check) comes on top of it. */
+ * The stack check (busy.c, hp_stack_check) comes on top of it. */
 int hp_check_threads(const struct hp_thread *t, size_t nt, const struct hp_site *s, size_t ns,
                      char *err, size_t errlen);
 /* How an apply or revert switches (protocol: APPLY <n> CONSISTENT <ms>). */

@@ -17,7 +17,7 @@
  * handler returns via rt_sigreturn, which is a serialising instruction (IRET
  * to user mode), so a resumed thread cannot execute stale prefetched bytes.
  * The writer also issues membarrier(PRIVATE_EXPEDITED_SYNC_CORE) when the
- * kernel supports it (patch.c) for the threads that were not stopped by us.
+ * kernel supports it (rewrite.c) for the threads that were not stopped by us.
  *
  * The critical section (between stop and resume) must not call malloc or
  * take any lock a stopped thread might hold: the slot table is mmap'ed

@@ -1,0 +1,202 @@
+/*
+ * When is it safe to switch: the policy checks run with every other thread
+ * stopped.
+ *
+ * The first-bytes check: no thread may be executing inside the bytes to be
+ * rewritten (a thread exactly at the entry is fine).
+ *
+ * The stack check (consistency): each thread's stack is walked (unwind.c)
+ * and every frame — the interrupted pc and each return address — is compared
+ * with the code being replaced: the whole original function, and the code of
+ * older patches for it, or, on revert, the reverted patch's region. Plain
+ * operations switch anyway and report who still runs which version;
+ * --consistent ones resume, wait and stop again until no frame is there (or
+ * the walk cannot be completed), up to a timeout, and then fail naming the
+ * function and the thread (rewrite.c runs that loop; the messages are here).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "patch_internal.h"
+
+int hp_check_threads(const struct hp_thread *t, size_t nt, const struct hp_site *s, size_t ns,
+                     char *err, size_t errlen)
+{
+    for (size_t i = 0; i < nt; i++)
+        for (size_t k = 0; k < ns; k++)
+            if (t[i].rip > s[k].lo && t[i].rip < s[k].hi) {
+                char label[600];
+                return hp_fail(err, errlen,
+                               "function %s is busy: thread %d is executing its first bytes",
+                               hp_fn_label(s[k].name, s[k].file, label, sizeof label),
+                               (int)t[i].tid);
+            }
+    return 0;
+}
+
+/* ---- the stack check ---------------------------------------------------- */
+
+static int frame_cb(void *arg, uintptr_t pc, unsigned depth)
+{
+    struct check *c = arg;
+    (void)depth;
+    c->frames++;
+    for (size_t k = 0; k < c->nr; k++) {
+        const struct busy_range *b = &c->ranges[k];
+        if (pc < b->lo || pc >= b->hi)
+            continue;
+        size_t h;
+        for (h = 0; h < c->nhits; h++) /* once per (thread, function) */
+            if (c->hits[h].tid == c->tid && c->hits[h].range->name == b->name)
+                break;
+        if (h == c->nhits) {
+            c->total_hits++;
+            if (c->nhits < MAX_HITS)
+                c->hits[c->nhits++] = (struct hit){c->tid, b};
+        }
+        return c->stop_on_hit;
+    }
+    return 0;
+}
+
+/* Walks every stopped thread. Runs in the critical section: no malloc. */
+void hp_stack_check(struct hp_unwind *u, const struct hp_stopset *set, struct check *c)
+{
+    c->nhits = c->total_hits = c->frames = c->nbad = c->nguessed = 0;
+    c->bad_tid = 0;
+    for (size_t i = 0; i < set->n; i++) {
+        char why[160];
+        c->tid = set->threads[i].tid;
+        int rc = hp_unwind_walk(u, set->threads[i].regs, frame_cb, c, why, sizeof why);
+        if (rc == HP_WALK_INCOMPLETE && c->nbad++ == 0) {
+            c->bad_tid = c->tid;
+            memcpy(c->bad_why, why, sizeof why);
+        }
+        if (rc == HP_WALK_GUESSED)
+            c->nguessed++;
+    }
+}
+
+static const char *fmt_ms(unsigned ms, char *buf, size_t len)
+{
+    if (ms % 1000 == 0)
+        snprintf(buf, len, "%u s", ms / 1000);
+    else
+        snprintf(buf, len, "%u ms", ms);
+    return buf;
+}
+
+static void append(char *buf, size_t len, size_t *used, const char *fmt, ...) HP_PRINTF(4, 5);
+static void append(char *buf, size_t len, size_t *used, const char *fmt, ...)
+{
+    if (!buf || *used >= len)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(buf + *used, len - *used, fmt, ap);
+    va_end(ap);
+    if (w > 0)
+        *used = *used + (size_t)w < len ? *used + (size_t)w : len - 1;
+}
+
+/* "thread N is running old f(); ..." lines for the reply and the log. */
+void hp_busy_report(const struct check *c, const char *reverting, char *details, size_t detlen)
+{
+    size_t used = 0;
+    char line[800], label[600];
+    if (details && detlen)
+        details[0] = 0;
+    for (size_t h = 0; h < c->nhits; h++) {
+        const struct busy_range *b = c->hits[h].range;
+        if (!reverting)
+            snprintf(line, sizeof line,
+                     "thread %d is running old %s(); it finishes in the old code",
+                     (int)c->hits[h].tid, hp_fn_label(b->name, b->file, label, sizeof label));
+        else if (b->name)
+            snprintf(line, sizeof line,
+                     "thread %d is running patch %s's %s(); it finishes in the patch's code, "
+                     "which stays mapped",
+                     (int)c->hits[h].tid, reverting,
+                     hp_fn_label(b->name, b->file, label, sizeof label));
+        else
+            snprintf(line, sizeof line,
+                     "thread %d is inside patch %s's code; it finishes there (the code stays "
+                     "mapped)",
+                     (int)c->hits[h].tid, reverting);
+        hp_log("  %s", line);
+        append(details, detlen, &used, "%s\n", line);
+    }
+    if (c->total_hits > c->nhits)
+        append(details, detlen, &used, "(%zu more)\n", c->total_hits - c->nhits);
+    if (c->nbad) {
+        snprintf(line, sizeof line,
+                 "thread %d: stack walk stopped early (%s); its deeper frames were not checked%s",
+                 (int)c->bad_tid, c->bad_why, c->nbad > 1 ? " (and other threads)" : "");
+        hp_log("  %s", line);
+        append(details, detlen, &used, "%s\n", line);
+    }
+}
+
+/* Why a consistent wait gave up (from the last attempt). */
+int hp_consistent_failure(const struct check *c, const char *reverting, unsigned ms, char *err,
+                          size_t errlen)
+{
+    char t[32], label[600];
+    fmt_ms(ms, t, sizeof t);
+    if (c->nhits) {
+        const struct busy_range *b = c->hits[0].range;
+        if (!reverting)
+            return hp_fail(err, errlen,
+                           "function %s is on the stack of thread %d (it never returned within "
+                           "%s): it cannot switch consistently; apply without --consistent to "
+                           "switch future calls only",
+                           hp_fn_label(b->name, b->file, label, sizeof label),
+                           (int)c->hits[0].tid, t);
+        return hp_fail(err, errlen,
+                       "patch %s's %s%s is on the stack of thread %d (it never returned within "
+                       "%s): it cannot be removed consistently; revert without --consistent to "
+                       "restore the old code for future calls (the patch's code then stays "
+                       "mapped)",
+                       reverting,
+                       b->name ? hp_fn_label(b->name, b->file, label, sizeof label) : "code",
+                       b->name ? "()" : "", (int)c->hits[0].tid, t);
+    }
+    return hp_fail(err, errlen,
+                   "the stack of thread %d could not be walked within %s (%s): consistency "
+                   "cannot be proven; %s without --consistent to switch future calls only",
+                   (int)c->bad_tid, t, c->bad_why, reverting ? "revert" : "apply");
+}
+
+/* Where no frame may be: applying, each replaced function's whole original
+ * code plus the code older patches run for it; reverting `rev`, its code. */
+struct busy_range *hp_busy_ranges(const struct redirect *r, size_t n, const struct applied *rev,
+                                  size_t *nr)
+{
+    size_t cap = 2 * n + 1, k = 0;
+    for (const struct applied *p = hp_patch_top; p; p = p->prev)
+        cap += p->n;
+    struct busy_range *b = calloc(cap, sizeof *b);
+    if (!b)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (rev) {
+            b[k++] = (struct busy_range){r[i].target, r[i].target + r[i].target_size, r[i].name,
+                                         r[i].file};
+            continue;
+        }
+        b[k++] = (struct busy_range){r[i].func, r[i].func + r[i].size, r[i].name, r[i].file};
+        for (const struct applied *p = hp_patch_top; p; p = p->prev)
+            for (size_t j = 0; j < p->n; j++)
+                if (p->r[j].func == r[i].func)
+                    b[k++] = (struct busy_range){p->r[j].target,
+                                                 p->r[j].target + p->r[j].target_size, r[i].name,
+                                                 r[i].file};
+    }
+    if (rev) /* stubs, and anything between the functions */
+        b[k++] = (struct busy_range){(uintptr_t)rev->region,
+                                     (uintptr_t)rev->region + rev->region_size, NULL, NULL};
+    *nr = k;
+    return b;
+}
