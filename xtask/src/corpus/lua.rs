@@ -2,13 +2,16 @@
 //! plus -g and the loader in MYLIBS), driven by fixtures/corpus/lua/driver.lua
 //! reading chunks from a pipe.
 
-use super::{Case, Check, Env, Project};
+use super::{Case, Check, Driver, Env, Project};
 use crate::corpus::session::Session;
 use crate::tools;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 pub struct Lua;
+
+/// `src/lua fixtures/corpus/lua5.4/driver.lua`, reading chunks from a pipe.
+pub struct LuaDriver;
 
 impl Project for Lua {
     fn package(&self) -> &'static str {
@@ -20,10 +23,12 @@ impl Project for Lua {
             Case {
                 patch: "0004-cve-2022-28805.patch",
                 check: Check::Verdict("0004-cve-2022-28805.lua"),
+                drivers: &[&LuaDriver],
             },
             Case {
                 patch: "0005-cve-2022-33099.patch",
                 check: Check::Verdict("0005-cve-2022-33099.lua"),
+                drivers: &[&LuaDriver],
             },
         ]
     }
@@ -39,7 +44,7 @@ impl Project for Lua {
         .map_err(|e| format!("cannot write {}: {e}", h.display()))
     }
 
-    fn build(&self, tree: &Path, env: &Env) -> Result<PathBuf, String> {
+    fn build(&self, tree: &Path, env: &Env) -> Result<(), String> {
         let libs = format!(
             "MYLIBS=-Wl,--whole-archive {} -Wl,--no-whole-archive -lpthread",
             env.loader.join("libhotpatch.a").display()
@@ -52,12 +57,17 @@ impl Project for Lua {
                 .arg(tree)
                 .arg(format!("-j{}", env.jobs))
                 .args(["linux", "MYCFLAGS=-g", &libs]),
-        )?;
-        Ok(tree.join("src/lua"))
+        )
+    }
+}
+
+impl Driver for LuaDriver {
+    fn name(&self) -> &'static str {
+        "lua driver"
     }
 
-    fn start(&self, exe: &Path, env: &Env) -> Result<Session, String> {
-        let mut cmd = Command::new(exe);
+    fn start(&self, tree: &Path, env: &Env) -> Result<Session, String> {
+        let mut cmd = Command::new(tree.join("src/lua"));
         cmd.arg(env.fixtures.join("lua5.4/driver.lua"))
             .env("HOTPATCH_LOG", env.work.join("lua5.4/loader.log"));
         Session::start(cmd, "==done==")

@@ -37,13 +37,18 @@ pub enum Check {
     /// hpbuild must refuse, with a reason containing this text.
     Refused(&'static str),
     /// Built and applied; the fixed code cannot be reached from the
-    /// program's input (the reason is printed).
+    /// program's input (the reason is printed). (No current case needs it.)
+    #[allow(dead_code)]
     ApplyOnly(&'static str),
 }
 
 pub struct Case {
     pub patch: &'static str,
     pub check: Check,
+    /// The long-running processes the patch is applied to, each started
+    /// from the case's base build and given state before the patch exists.
+    /// The reproducer runs in the first.
+    pub drivers: &'static [&'static dyn Driver],
 }
 
 /// What differs between the corpus programs.
@@ -54,10 +59,18 @@ pub trait Project {
     fn prepare(&self, _tree: &Path) -> Result<(), String> {
         Ok(())
     }
-    /// Builds (or rebuilds after a patch) under `hpbuild capture`; returns the
-    /// executable.
-    fn build(&self, tree: &Path, env: &Env) -> Result<PathBuf, String>;
-    fn start(&self, exe: &Path, env: &Env) -> Result<Session, String>;
+    /// Builds (or rebuilds after a patch) every driver's executable with the
+    /// project's own build under `hpbuild capture`.
+    fn build(&self, tree: &Path, env: &Env) -> Result<(), String>;
+}
+
+/// A long-running process of the built tree that takes requests on stdin
+/// (the Lua driver script, the sqlite3 shell, the changeset driver).
+pub trait Driver {
+    /// How the table names it.
+    fn name(&self) -> &'static str;
+    /// Starts its executable of the built `tree`.
+    fn start(&self, tree: &Path, env: &Env) -> Result<Session, String>;
     /// `script` framed as one request.
     fn request(&self, script: &str) -> String;
     /// A request that stores `token` in the process, and one that prints it
@@ -155,7 +168,7 @@ fn run_package(p: &dyn Project, cache: &Path, env: &Env) -> Result<Vec<Row>, Str
     p.prepare(&tree)?;
     let cases = p.cases();
     let mut rows = Vec::new();
-    let mut exe: Option<PathBuf> = None;
+    let mut built = false;
     let mut dirty = true;
     for name in pkg.series()? {
         let file = pkg.patches.join(&name);
@@ -163,12 +176,13 @@ fn run_package(p: &dyn Project, cache: &Path, env: &Env) -> Result<Vec<Row>, Str
             // A refusal needs the tree and its compile database, not a
             // fresh executable: the rebuild waits for the next running case.
             let runs = !matches!(case.check, Check::Refused(_));
-            if dirty && (runs || exe.is_none()) {
+            if dirty && (runs || !built) {
                 say(&format!("{}: building the base of {name}", p.package()));
-                exe = Some(p.build(&tree, env)?);
+                p.build(&tree, env)?;
+                built = true;
                 dirty = false;
             }
-            let row = run_case(p, case, &tree, exe.as_deref().expect("built"), &file, env)
+            let row = run_case(p, case, &tree, &file, env)
                 .unwrap_or_else(|e| Row::failed(p.package(), &name, &e));
             rows.push(row);
         }
@@ -219,7 +233,6 @@ fn run_case(
     p: &dyn Project,
     case: &Case,
     tree: &Path,
-    exe: &Path,
     fix: &Path,
     env: &Env,
 ) -> Result<Row, String> {
@@ -230,28 +243,34 @@ fn run_case(
         std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
     let timeout = Duration::from_secs(20);
+    let first = *case.drivers.first().ok_or("the case names no driver")?;
 
-    // The program runs and holds state before the patch exists.
-    let mut live = match case.check {
-        Check::Refused(_) => None,
-        _ => Some(p.start(exe, env)?),
-    };
+    // The programs run and hold state before the patch exists.
+    let mut live: Vec<(&dyn Driver, Session)> = Vec::new();
+    if !matches!(case.check, Check::Refused(_)) {
+        for d in case.drivers {
+            live.push((*d, d.start(tree, env)?));
+        }
+    }
     let token = format!("kept-{}", std::process::id());
-    if let Some(s) = live.as_mut() {
-        let out = s.request(&p.set_state(&token), timeout)?;
-        expect_line(&out, &format!("state: {token}"), "setting the state")?;
+    for (d, s) in live.iter_mut() {
+        let out = s.request(&d.set_state(&token), timeout)?;
+        expect_line(
+            &out,
+            &format!("state: {token}"),
+            &format!("setting the state of the {}", d.name()),
+        )?;
     }
     match case.check {
         Check::Verdict(file) => {
-            let out = live
-                .as_mut()
-                .expect("started")
-                .request(&p.request(&reproducer(file)?), timeout)?;
+            let out = live[0]
+                .1
+                .request(&first.request(&reproducer(file)?), timeout)?;
             row.before = verdict(&out);
         }
         Check::CrashBefore(file) => {
-            let mut throwaway = p.start(exe, env)?;
-            row.before = match throwaway.request(&p.request(&reproducer(file)?), timeout) {
+            let mut throwaway = first.start(tree, env)?;
+            row.before = match throwaway.request(&first.request(&reproducer(file)?), timeout) {
                 Err(e) if e.contains("died") => {
                     format!("crashes ({})", e.split(';').next().unwrap_or(&e))
                 }
@@ -297,23 +316,32 @@ fn run_case(
     }
     row.shipped = report::shipped(&hpo.with_extension("json"))?;
 
-    let live_session = live.as_mut().expect("started");
-    let applied = Command::new(&env.hpctl)
-        .arg("apply")
-        .arg(live_session.pid().to_string())
-        .arg(&hpo)
-        .output()
-        .map_err(|e| format!("cannot run hpctl: {e}"))?;
-    let text = String::from_utf8_lossy(&applied.stdout).trim().to_string()
-        + String::from_utf8_lossy(&applied.stderr).trim();
-    if !applied.status.success() {
-        row.apply = format!("FAILED: {}", text.lines().last().unwrap_or(""));
-        return Ok(row);
+    // The same patch goes into every live process.
+    for (d, s) in live.iter() {
+        let applied = Command::new(&env.hpctl)
+            .arg("apply")
+            .arg(s.pid().to_string())
+            .arg(&hpo)
+            .output()
+            .map_err(|e| format!("cannot run hpctl: {e}"))?;
+        let text = String::from_utf8_lossy(&applied.stdout).trim().to_string()
+            + String::from_utf8_lossy(&applied.stderr).trim();
+        if !applied.status.success() {
+            row.apply = format!(
+                "FAILED on the {}: {}",
+                d.name(),
+                text.lines().last().unwrap_or("")
+            );
+            return Ok(row);
+        }
     }
-    row.apply = "applied".into();
+    let names: Vec<&str> = live.iter().map(|(d, _)| d.name()).collect();
+    row.apply = format!("applied ({})", names.join(", "));
     let after_ok = match case.check {
         Check::Verdict(file) | Check::CrashBefore(file) => {
-            let out = live_session.request(&p.request(&reproducer(file)?), timeout)?;
+            let out = live[0]
+                .1
+                .request(&first.request(&reproducer(file)?), timeout)?;
             row.after = verdict(&out);
             row.after.starts_with("fixed")
         }
@@ -323,11 +351,17 @@ fn run_case(
         }
         Check::Refused(_) => unreachable!(),
     };
-    let out = live_session.request(&p.get_state(), timeout)?;
-    row.state = if out.iter().any(|l| l.trim() == format!("state: {token}")) {
+    let mut lost = Vec::new();
+    for (d, s) in live.iter_mut() {
+        let out = s.request(&d.get_state(), timeout)?;
+        if !out.iter().any(|l| l.trim() == format!("state: {token}")) {
+            lost.push(format!("LOST in the {}: {out:?}", d.name()));
+        }
+    }
+    row.state = if lost.is_empty() {
         "kept".into()
     } else {
-        format!("LOST: {out:?}")
+        lost.join("; ")
     };
     let before_ok = match case.check {
         Check::Verdict(_) => row.before.starts_with("buggy"),

@@ -1,15 +1,26 @@
 //! SQLite 3.40.1 (Debian sqlite3): built with upstream's `main.mk`, which
 //! compiles every `src/*.c` as its own unit (the Debian fixes are written
-//! against those files, not the amalgamation), driven through the sqlite3
-//! shell reading SQL from a pipe (line-buffered with stdbuf).
+//! against those files, not the amalgamation). Two long-running programs of
+//! that build: the sqlite3 shell reading SQL from a pipe (line-buffered with
+//! stdbuf), and, for the sessions extension's changeset reader that the
+//! shell never calls, fixtures/corpus/sqlite3/changeset_driver.c (built by
+//! `driver.mk` next to it, read by make after main.mk: compiled with the
+//! same TCCX, linked like the shell against libsqlite3.a and the loader).
 
-use super::{Case, Check, Env, Project};
+use super::{Case, Check, Driver, Env, Project};
 use crate::corpus::session::Session;
 use crate::tools;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 pub struct Sqlite;
+
+/// `bld/sqlite3 :memory:`.
+pub struct Shell;
+
+/// `bld/changeset_driver`: iterates changesets given in hex, keeps a token
+/// in memory, in a table and in a session's changeset.
+pub struct ChangesetDriver;
 
 /// Debian's feature set for what the fixes touch (sessions, FTS5), release
 /// build (`NDEBUG`), with -g like dpkg-buildflags.
@@ -25,22 +36,28 @@ impl Project for Sqlite {
             Case {
                 patch: "41-fix_a_bug_in_the_NOT_NULL-IS_NULL_optimization.patch",
                 check: Check::Verdict("41-not-null-is-null.sql"),
+                drivers: &[&Shell],
             },
             Case {
                 patch: "42-CVE-2025-6965.patch",
                 check: Check::Refused("struct AggInfo changes its members"),
+                drivers: &[&Shell],
             },
             Case {
                 patch: "0001-Fix-a-buffer-overread-in-the-sessions-extension-that.patch",
-                check: Check::ApplyOnly(
-                    "sessionReadRecord runs only when a changeset is read (sqlite3changeset_start/next, _apply, _invert, _concat, \
-                     changegroup, rebaser); the shell's only session command, .session, records and writes changesets \
-                     (sqlite3session_changeset/patchset) and never reads one, and no SQL function does",
-                ),
+                // sessionReadRecord runs only when a changeset is read
+                // (sqlite3changeset_start/next, _apply, _invert, _concat,
+                // changegroup, rebaser): the shell's .session only records
+                // and writes changesets, so the reproducer runs in the
+                // changeset driver; the shell, which links the same
+                // sqlite3session.o, is patched alongside and keeps its state.
+                check: Check::Verdict("0001-changeset-overread.txt"),
+                drivers: &[&ChangesetDriver, &Shell],
             },
             Case {
                 patch: "0002-Avoid-a-stack-overflow-that-could-be-caused-by-a-rec.patch",
                 check: Check::Verdict("0002-window-after-error.sql"),
+                drivers: &[&Shell],
             },
             Case {
                 patch: "0003-Fix-a-technically-undefined-signed-integer-overflow-.patch",
@@ -49,11 +66,12 @@ impl Project for Sqlite {
                 check: Check::Refused(
                     "ext/fts5/fts5_index.c is changed by the diff but no unit in compile_commands.json compiles or #includes it",
                 ),
+                drivers: &[&Shell],
             },
         ]
     }
 
-    fn build(&self, tree: &Path, env: &Env) -> Result<PathBuf, String> {
+    fn build(&self, tree: &Path, env: &Env) -> Result<(), String> {
         let bld = tree.join("bld");
         std::fs::create_dir_all(&bld).map_err(|e| e.to_string())?;
         let libs = format!(
@@ -67,13 +85,9 @@ impl Project for Sqlite {
                 .args(["--", "make", "-s", "-C"])
                 .arg(&bld)
                 .arg(format!("-j{}", env.jobs))
-                .args([
-                    "-f",
-                    "../main.mk",
-                    "TOP=..",
-                    "BCC=gcc -O2",
-                    &format!("TCC={TCC}"),
-                ])
+                .args(["-f", "../main.mk", "-f"])
+                .arg(env.fixtures.join("sqlite3/driver.mk"))
+                .args(["TOP=..", "BCC=gcc -O2", &format!("TCC={TCC}")])
                 .args([
                     "TLIBS=",
                     "EXE=",
@@ -82,17 +96,23 @@ impl Project for Sqlite {
                     "TCLOBJ=",
                     &libs,
                     "sqlite3",
+                    "changeset_driver",
                 ]),
-        )?;
-        Ok(bld.join("sqlite3"))
+        )
+    }
+}
+
+impl Driver for Shell {
+    fn name(&self) -> &'static str {
+        "sqlite3 shell"
     }
 
-    fn start(&self, exe: &Path, env: &Env) -> Result<Session, String> {
+    fn start(&self, tree: &Path, env: &Env) -> Result<Session, String> {
         let mut cmd = Command::new("sh");
         // Reproducers may write scratch files (the shell's `.log FILE`): they
         // land in the work directory.
         cmd.args(["-c", "exec stdbuf -oL -eL \"$0\" :memory: 2>&1"])
-            .arg(exe)
+            .arg(tree.join("bld/sqlite3"))
             .current_dir(env.work.join("sqlite3"))
             .env("HOTPATCH_LOG", env.work.join("sqlite3/loader.log"));
         Session::start(cmd, "==done==")
@@ -119,9 +139,39 @@ impl Project for Sqlite {
     }
 }
 
-impl Sqlite {
+impl Shell {
     /// `state: TOKEN` only if the table, the temp table and the parameter all
     /// still hold it.
     const STATE: &'static str =
         "SELECT 'state: ' || k.v FROM kept AS k JOIN temp.kept_temp AS t ON t.v = k.v WHERE @kept = k.v;";
+}
+
+impl Driver for ChangesetDriver {
+    fn name(&self) -> &'static str {
+        "changeset driver"
+    }
+
+    fn start(&self, tree: &Path, env: &Env) -> Result<Session, String> {
+        let mut cmd = Command::new(tree.join("bld/changeset_driver"));
+        cmd.current_dir(env.work.join("sqlite3")).env(
+            "HOTPATCH_LOG",
+            env.work.join("sqlite3/loader-changeset.log"),
+        );
+        Session::start(cmd, "==done==")
+    }
+
+    fn request(&self, script: &str) -> String {
+        format!("{script}\n==done==\n")
+    }
+
+    /// The token in a global, in a table of an in-memory database and in
+    /// the changeset a session recorded of it; `state` prints it only if all
+    /// three agree (the changeset is read back through sqlite3changeset_*).
+    fn set_state(&self, token: &str) -> String {
+        self.request(&format!("set {token}\nstate"))
+    }
+
+    fn get_state(&self) -> String {
+        self.request("state")
+    }
 }
