@@ -106,13 +106,8 @@ fn normalize(body: &str) -> String {
         if old > 0 || new > 0 {
             let text = line.trim_end_matches(['\n', '\r']);
             match text.as_bytes().first() {
-                None => {
-                    old = old.saturating_sub(1);
-                    new = new.saturating_sub(1);
-                    out.push_str(" \n");
-                    continue;
-                }
-                Some(b' ') => {
+                // A blank line is context whose leading space was lost.
+                None | Some(b' ') => {
                     old = old.saturating_sub(1);
                     new = new.saturating_sub(1);
                 }
@@ -125,15 +120,13 @@ fn normalize(body: &str) -> String {
                     new = 0;
                 }
             }
-            if old > 0 || new > 0 {
-                out.push_str(line);
-                continue;
-            }
-            out.push_str(line);
-            // "\ No newline at end of file" belongs to the hunk's last line.
-            while let Some(next) = lines.peek().filter(|n| n.starts_with('\\')) {
-                out.push_str(next);
-                lines.next();
+            out.push_str(if text.is_empty() { " \n" } else { line });
+            if old == 0 && new == 0 {
+                // "\ No newline at end of file" belongs to the hunk's last line.
+                while let Some(next) = lines.peek().filter(|n| n.starts_with('\\')) {
+                    out.push_str(next);
+                    lines.next();
+                }
             }
             continue;
         }
@@ -358,5 +351,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.files.len(), 2);
+    }
+
+    #[test]
+    fn no_newline_marker_after_a_blank_last_line_stays_with_its_hunk() {
+        let text = "--- a/main.c\n+++ b/main.c\n@@ -1,2 +1,2 @@\n-a\n+b\n\n\\ No newline at end of file\n";
+        assert_eq!(
+            normalize(text),
+            "--- a/main.c\n+++ b/main.c\n@@ -1,2 +1,2 @@\n-a\n+b\n \n\\ No newline at end of file\n"
+        );
     }
 }
