@@ -1,8 +1,8 @@
 //! Builds the in-process loader `libhotpatch.a` from `csrc/*.c` and generates
 //! the C headers that mirror the Rust single definitions:
 //!
-//! * `hp_format.h`   from `src/format_layout.rs` (patch format v1 layout),
-//! * `hp_protocol.h` from `src/protocol.rs` (the control-socket protocol).
+//! * `hp_format.h`   from `../format/src/layout.rs` (patch format v1 layout),
+//! * `hp_protocol.h` from `../format/src/protocol.rs` (the control protocol).
 //!
 //! Every line of the form `pub const NAME: TYPE = VALUE;` becomes
 //! `#define NAME VALUE`, so the C side can never drift from the Rust side.
@@ -77,14 +77,23 @@ fn generate_header(src: &Path, guard: &str) -> String {
         let Some(rest) = line.strip_prefix("pub const ") else {
             continue;
         };
+        // A constant the C side cannot see would let the two sides drift:
+        // every `pub const` must be one line this parser understands.
+        let unreadable = || -> ! {
+            panic!(
+                "{}: `{line}` is a pub const that cannot become a C #define (write it on one \
+                 line as `pub const NAME: TYPE = VALUE;`)",
+                src.display()
+            )
+        };
         let Some((decl, tail)) = rest.split_once('=') else {
-            continue;
+            unreadable()
         };
         let Some((name, ty)) = decl.split_once(':') else {
-            continue;
+            unreadable()
         };
         let Some(end) = end_of_value(tail) else {
-            continue;
+            unreadable()
         };
         let value = &tail[..end];
         let name = name.trim();
@@ -104,8 +113,8 @@ fn generate_header(src: &Path, guard: &str) -> String {
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
-    let layout = manifest.join("src/format_layout.rs");
-    let protocol = manifest.join("src/protocol.rs");
+    let layout = manifest.join("../format/src/layout.rs");
+    let protocol = manifest.join("../format/src/protocol.rs");
     let csrc = manifest.join("csrc");
 
     println!("cargo:rerun-if-changed={}", layout.display());

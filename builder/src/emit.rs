@@ -8,7 +8,7 @@ use crate::bail;
 use crate::ehframe::EhFrame;
 use crate::error::{Error, Result};
 use differ::{Route, UnitDiff};
-use hotpatch::format::{self, FuncRecord, Meta};
+use format::{self, FuncRecord, Meta};
 use object::write::{self, SectionId, SymbolId, SymbolSection};
 use object::{
     Object, ObjectSection, ObjectSymbol, RelocationTarget, SectionIndex, SectionKind, SymbolIndex,

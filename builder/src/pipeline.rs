@@ -285,7 +285,7 @@ fn patch_id(output: &Path, diff: &[u8]) -> String {
         .unwrap_or_else(|| "patch".into());
     format!(
         "{stem}-{:08x}",
-        hotpatch::format::fingerprint(diff, &[]) as u32
+        format::fingerprint(diff, &[]) as u32
     )
 }
 
@@ -351,14 +351,14 @@ fn build_manifest(
         })
         .collect();
     Manifest {
-        format_version: hotpatch::format::HP_FORMAT_VERSION,
+        format_version: format::HP_FORMAT_VERSION,
         patch_id,
         patch_object: output.display().to_string(),
         reviewable_source: source.display().to_string(),
         base: base_label.to_string(),
         diff: DiffInfo {
             path: diff_path.display().to_string(),
-            fnv1a64: format!("{:016x}", hotpatch::format::fingerprint(diff_bytes, &[])),
+            fnv1a64: format!("{:016x}", format::fingerprint(diff_bytes, &[])),
             files: diff.files.iter().map(|f| f.path.clone()).collect(),
         },
         compiler: units

@@ -7,9 +7,9 @@
 //! else the loader says the stack "could not be walked" — and succeed once
 //! the thread is released. (The e2e harness has one patch per fixture, and
 //! on a revert the patch's own frame is already the busy one, so this needs
-//! two patches.) Talks to the loader as hpctl does (`hotpatch::protocol`).
+//! two patches.) Talks to the loader as hpctl does (`format::protocol`).
 
-use hotpatch::protocol::{send, Reply, Request};
+use format::protocol::{send, Reply, Request};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};

@@ -142,28 +142,8 @@ pub struct Object<'a> {
     pub symbols: Vec<Symbol>,
 }
 
-/// Width in bytes of the field a relocation type writes (0 for R_X86_64_NONE
-/// and types that write nothing).
-pub fn reloc_width(r_type: u32) -> u64 {
-    match r_type {
-        elf::R_X86_64_64
-        | elf::R_X86_64_PC64
-        | elf::R_X86_64_GOTOFF64
-        | elf::R_X86_64_GOTPC64
-        | elf::R_X86_64_GOT64
-        | elf::R_X86_64_GOTPCREL64
-        | elf::R_X86_64_GOTPLT64
-        | elf::R_X86_64_PLTOFF64
-        | elf::R_X86_64_DTPOFF64
-        | elf::R_X86_64_TPOFF64
-        | elf::R_X86_64_DTPMOD64
-        | elf::R_X86_64_SIZE64 => 8,
-        elf::R_X86_64_16 | elf::R_X86_64_PC16 => 2,
-        elf::R_X86_64_8 | elf::R_X86_64_PC8 => 1,
-        elf::R_X86_64_NONE | elf::R_X86_64_TLSDESC_CALL => 0,
-        _ => 4,
-    }
-}
+/// Width of a relocation's field: the rule lives in the format crate.
+pub use format::mask::reloc_width;
 
 /// Relocation types whose field is PC-relative and (for the usual
 /// instruction forms) ends the instruction, so the addend carries a -4 that

@@ -79,7 +79,7 @@ pub struct Replacement {
     pub patched_symbol: usize,
     /// Size of the original function.
     pub old_size: u64,
-    /// `hotpatch::format::fingerprint` of the original section bytes, with
+    /// `format::fingerprint` of the original section bytes, with
     /// `masks` applied.
     pub fingerprint: u64,
     /// (offset, length) ranges of the original code that depend on linking:

@@ -10,9 +10,8 @@
 
 use crate::compare::Analysis;
 use crate::correlate::{is_cold, Correlation};
-use crate::elf::{reloc_width, Object, SymKind};
+use crate::elf::{Object, SymKind};
 use crate::{Change, Refusal, Replacement, Route};
-use object::elf;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub struct Plan {
@@ -169,45 +168,10 @@ pub fn plan(a: &Analysis, corr: &Correlation, file: &str) -> Plan {
 /// Offsets are relative to `start`; only relocations in `[start, end)`
 /// count.
 pub fn masks(obj: &Object, section: usize, start: u64, end: u64) -> Vec<(u32, u32)> {
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    for r in obj.relocs_in(section, start, end) {
-        let width = reloc_width(r.r_type);
-        if width == 0 {
-            continue;
-        }
-        // Instructions the linker may rewrite around the field: GOT loads
-        // become `lea`/`mov $imm`, initial-exec TLS becomes local-exec, and
-        // the general/local-dynamic TLS call sequences are replaced whole.
-        let (before, len) = match r.r_type {
-            elf::R_X86_64_GOTPCRELX | elf::R_X86_64_REX_GOTPCRELX | elf::R_X86_64_GOTTPOFF => {
-                (3, width + 3)
-            }
-            elf::R_X86_64_TLSGD => (4, 16),
-            elf::R_X86_64_TLSLD => (3, 12),
-            _ => (0, width),
-        };
-        let field = r.offset - start;
-        let from = field.saturating_sub(before);
-        let to = field + (len - before);
-        out.push((from, to - from));
-    }
-    out.sort();
-    let mut merged: Vec<(u64, u64)> = Vec::new();
-    for (s, l) in out {
-        match merged.last_mut() {
-            Some((ms, ml)) if s <= *ms + *ml => *ml = (*ml).max(s + l - *ms),
-            _ => merged.push((s, l)),
-        }
-    }
-    merged
-        .into_iter()
-        .map(|(s, l)| {
-            (
-                u32::try_from(s).unwrap_or(u32::MAX),
-                u32::try_from(l).unwrap_or(u32::MAX),
-            )
-        })
-        .collect()
+    format::mask::function_masks(
+        obj.relocs_in(section, start, end)
+            .map(|r| (r.offset - start, r.r_type)),
+    )
 }
 
 /// One replacement per changed function that is entered by calls: `.cold`
@@ -232,7 +196,7 @@ pub fn replacements(a: &Analysis) -> Vec<Replacement> {
             local: !os.global,
             patched_symbol: p,
             old_size: os.size,
-            fingerprint: hotpatch::format::fingerprint(&code, &masks),
+            fingerprint: format::fingerprint(&code, &masks),
             masks,
         });
     }

@@ -1,12 +1,11 @@
-//! hotpatch: patch format v1 and the pieces hpctl and hpbuild share with the
-//! in-process loader.
+//! hotpatch: the in-process loader as bytes, for `hpbuild loader --out`,
+//! and hpctl (src/bin). The patch format and the control protocol are
+//! defined in the `format` crate.
 //!
 //! The loader itself is C (`csrc/`), compiled by `build.rs` into
 //! `libhotpatch.a`, which is embedded here as bytes and never linked into a
 //! Rust artefact. C programs link it with
 //! `-Wl,--whole-archive libhotpatch.a -Wl,--no-whole-archive -lpthread`.
-pub mod format;
-pub mod protocol;
 
 use std::io;
 use std::path::Path;

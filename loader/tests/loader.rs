@@ -4,7 +4,7 @@
 mod common;
 
 use common::{hpctl, make_patch, Proc, Work};
-use hotpatch::protocol::{self, Request};
+use format::protocol::{self, Request};
 use std::io::{Read, Write};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixStream};

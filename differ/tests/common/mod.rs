@@ -210,6 +210,6 @@ pub fn expected_fingerprint(obj: &[u8], function: &str) -> (u64, Vec<(u32, u32)>
     (
         size,
         masks.clone(),
-        hotpatch::format::fingerprint(code, &masks),
+        format::fingerprint(code, &masks),
     )
 }

@@ -6,7 +6,7 @@
 //! bad file never reaches it.
 
 use clap::{Parser, Subcommand};
-use hotpatch::protocol::{self, ClientError, Reply, Request};
+use format::protocol::{self, ClientError, Reply, Request};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -173,7 +173,7 @@ fn run(cmd: &Cmd) -> Result<String, String> {
             check_process(*pid)?;
             let bytes = std::fs::read(file)
                 .map_err(|e| format!("cannot read patch file {}: {e}", file.display()))?;
-            let meta = hotpatch::format::read_patch(&bytes).map_err(|e| {
+            let meta = format::read_patch(&bytes).map_err(|e| {
                 format!(
                     "{} is not a usable patch: {e}; rebuild it with hpbuild",
                     file.display()
@@ -195,7 +195,7 @@ fn run(cmd: &Cmd) -> Result<String, String> {
                     .iter()
                     .map(|f| {
                         json_str(&if f.is_local() {
-                            hotpatch::format::local_symbol_name(&f.file, &f.name)
+                            format::local_symbol_name(&f.file, &f.name)
                         } else {
                             f.name.clone()
                         })

@@ -2,7 +2,7 @@
 //! objects (a tiny stand-in for hpbuild), and drive the programs line by line.
 #![allow(dead_code)]
 
-use hotpatch::format::{self, FuncRecord, Meta, HP_META_SECTION, HP_REDIRECT_ENTRY_JUMP};
+use format::{FuncRecord, Meta, HP_META_SECTION, HP_REDIRECT_ENTRY_JUMP};
 use object::elf;
 use object::write::{self, Object as WObject, Relocation as WReloc, SymbolId, SymbolSection};
 use object::{
@@ -418,7 +418,7 @@ impl Proc {
         for _ in 0..200 {
             let bound = std::fs::read_to_string("/proc/net/unix")
                 .unwrap()
-                .contains(&format!("@{}", hotpatch::protocol::socket_name(p.pid())));
+                .contains(&format!("@{}", format::protocol::socket_name(p.pid())));
             if bound {
                 break;
             }

@@ -16,7 +16,7 @@
 use object::{Object, ObjectSection};
 use std::fmt;
 
-include!("format_layout.rs");
+include!("layout.rs");
 
 /// One replaced function.
 #[derive(Debug, Clone, PartialEq, Eq)]
