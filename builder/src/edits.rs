@@ -19,8 +19,10 @@
 //!   "function" named like one of the file's macros (a misparse).
 //!
 //! Headers of the diff count for a unit when its line table lists them.
-//! A compiler clone (`f.part.0`) is edited when its parent is
-//! ([`clone_parent`]); its symbol goes into the differ's hints too.
+//! A compiler clone (`f.part.0`) is edited when its source function is: the
+//! line map lists the clone's symbol under `f`, so it goes into the differ's
+//! hints (`hint_names`), and the manifest names `f` for it through
+//! [`differ::names::source_function`].
 
 use crate::diff::{Diff, Hunk};
 use differ::source_lines::LineMap;
@@ -28,6 +30,10 @@ use extern_gen::{CFile, ItemKind};
 use serde::Serialize;
 use std::ops::RangeInclusive;
 use std::path::Path;
+
+/// The function a compiler clone was made from (`f.part.0` → `f`): re-exported
+/// under its old name for `manifest.rs`.
+pub use differ::names::source_function as clone_parent;
 
 /// The functions of one unit that the diff edits.
 #[derive(Debug, Default)]
@@ -58,13 +64,6 @@ struct Side<'a> {
     map: Option<&'a LineMap>,
     /// This file's path in `map`'s line table.
     dwarf_path: Option<String>,
-}
-
-/// The name of the function a compiler clone was made from:
-/// `f.part.0`, `f.constprop.0`, `f.isra.0`, `f.cold` → `f` (a C identifier
-/// has no dot).
-pub fn clone_parent(symbol: &str) -> &str {
-    symbol.split('.').next().unwrap_or(symbol)
 }
 
 /// The functions of unit `unit_rel` that `diff` edits. `orig_root` and
@@ -308,14 +307,6 @@ fn locate(h: &Hunk, old: &str, new: &str) -> (Vec<usize>, Vec<usize>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn clone_parents() {
-        assert_eq!(clone_parent("luaV_concat.part.0"), "luaV_concat");
-        assert_eq!(clone_parent("f.constprop.0.isra.0"), "f");
-        assert_eq!(clone_parent("f.cold"), "f");
-        assert_eq!(clone_parent("f"), "f");
-    }
 
     #[test]
     fn hunks_are_found_at_an_offset() {

@@ -2,11 +2,10 @@
 //! plain-words reasons, data changes that cannot reach a running process
 //! become [`Refusal`]s.
 
-use crate::correlate::{
-    data_symbols, functions, is_cold, is_numbered_local, named_refs, strip_numeric, Correlation,
-};
+use crate::correlate::{data_symbols, functions, is_numbered_local, named_refs, Correlation};
 use crate::elf::{Object, SymKind};
 use crate::lines::only_line_numbers;
+use crate::names::{is_cold, static_local_base, strip_numeric, without_cold_suffix};
 use crate::normalize::{quote, Canon, Side, Target};
 use crate::Context;
 use crate::{Change, Refusal};
@@ -204,7 +203,7 @@ pub fn analyze<'o, 'a>(
         .filter(|&p| is_cold(&patched.symbols[p].name))
         .map(|p| {
             let n = &patched.symbols[p].name;
-            (n.strip_suffix(".cold").unwrap_or(n).to_string(), n.clone())
+            (without_cold_suffix(n).to_string(), n.clone())
         })
         .collect();
     for (parent, cold) in changed_cold {
@@ -234,7 +233,7 @@ pub fn analyze<'o, 'a>(
             ) {
                 f.reasons.push(format!(
                     "uses static local {} (kept: original storage {})",
-                    crate::correlate::static_local_base(&patched.symbols[d].name),
+                    static_local_base(&patched.symbols[d].name),
                     original.symbols[o].name
                 ));
             }

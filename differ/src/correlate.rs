@@ -3,41 +3,24 @@
 //! Names are not stable between two compilations: GCC numbers compiler-made
 //! clones (`foo.constprop.0`, `foo.part.1`) and static locals (`calls.0`,
 //! `calls.1`) in the order it meets them, so an edit elsewhere in the file
-//! renumbers them. Functions are paired by exact name, then by name with the
-//! numeric components removed when that is unambiguous. Static locals are
-//! paired through the functions that use them, because the same base name
-//! (`calls`) is common and an exact-name match could hand one function's
-//! state to another.
+//! renumbers them. Functions with plain names pair by name; numbered ones
+//! (clones) pair by their name without numbers when there is one per side,
+//! else by their callers, then by exact name, then by the name without
+//! numbers where that is unique ([`names`](crate::names) reads the names).
+//! Static locals are paired through the functions that use them, because the
+//! same base name (`calls`) is common and an exact-name match could hand one
+//! function's state to another; one that several original ones could continue
+//! is left [`Correlation::ambiguous`].
 
 use crate::elf::{Object, SymKind};
+use crate::names::{is_numbered, strip_numeric};
 use std::collections::{BTreeMap, BTreeSet};
-
-/// `name` without its numeric dot-components: `foo.isra.0` → `foo.isra`,
-/// `calls.12` → `calls`, `foo.part.0.cold` → `foo.part.cold`.
-pub fn strip_numeric(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for (i, part) in name.split('.').enumerate() {
-        if i > 0 && !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        if i > 0 {
-            out.push('.');
-        }
-        out.push_str(part);
-    }
-    out
-}
-
-/// A `.cold` part split off a function by GCC (`foo.cold`, `foo.part.0.cold`).
-pub fn is_cold(name: &str) -> bool {
-    strip_numeric(name).ends_with(".cold")
-}
 
 /// A data symbol named like a GCC static local or other compiler-numbered
 /// local (`calls.0`, `CSWTCH.11`, `__func__.2`).
 pub fn is_numbered_local(obj: &Object, sym: usize) -> bool {
     let s = &obj.symbols[sym];
-    !s.global && s.is_data() && strip_numeric(&s.name) != s.name
+    !s.global && s.is_data() && is_numbered(&s.name)
 }
 
 /// A function's static local: GCC names it `calls.N`, clang `count.calls`
@@ -56,13 +39,6 @@ pub fn is_static_local(obj: &Object, sym: usize) -> bool {
                 .iter()
                 .any(|g| g.kind == SymKind::Func && g.name == f)
         })
-}
-
-/// The source name of a static local: `calls` for `calls.3` and for
-/// clang's `count.calls`.
-pub fn static_local_base(name: &str) -> String {
-    let n = strip_numeric(name);
-    n.split_once('.').map_or(n.clone(), |(_, b)| b.to_string())
 }
 
 /// Defined function symbols.
@@ -237,7 +213,7 @@ pub fn correlate(original: &Object, patched: &Object) -> Correlation {
     let plain = |obj: &Object, v: &[usize]| -> Vec<usize> {
         v.iter()
             .copied()
-            .filter(|&f| strip_numeric(&obj.symbols[f].name) == obj.symbols[f].name)
+            .filter(|&f| !is_numbered(&obj.symbols[f].name))
             .collect()
     };
     c.pair_by_name(
@@ -356,20 +332,4 @@ pub fn correlate(original: &Object, patched: &Object) -> Correlation {
         }
     }
     c
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn strips_numeric_components() {
-        assert_eq!(strip_numeric("foo.isra.0"), "foo.isra");
-        assert_eq!(strip_numeric("calls.12"), "calls");
-        assert_eq!(strip_numeric("foo.part.0.cold"), "foo.part.cold");
-        assert_eq!(strip_numeric("main"), "main");
-        assert_eq!(strip_numeric("v2.0x"), "v2.0x");
-        assert!(is_cold("foo.part.0.cold"));
-        assert!(!is_cold("cold"));
-    }
 }

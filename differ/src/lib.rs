@@ -22,13 +22,12 @@ mod correlate;
 mod dwarf;
 mod elf;
 mod lines;
+pub mod names;
 mod normalize;
 mod plan;
 mod refuse;
 pub mod source_lines;
 mod why;
-
-pub use correlate::strip_numeric;
 
 use serde::Serialize;
 use std::collections::BTreeMap;

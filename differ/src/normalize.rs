@@ -21,8 +21,8 @@
 //! section would mark every function using any string as changed when one
 //! string is added, while comparing only the referenced datum does not.
 
-use crate::correlate::strip_numeric;
 use crate::elf::{is_pc_relative32, reloc_width, Object, Reloc, SymKind};
+use crate::names::strip_numeric;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 

@@ -9,8 +9,9 @@
 //! changed read-only tables) is shipped along.
 
 use crate::compare::Analysis;
-use crate::correlate::{is_cold, Correlation};
+use crate::correlate::Correlation;
 use crate::elf::{Object, SymKind};
+use crate::names::is_cold;
 use crate::{Change, Refusal, Replacement, Route};
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -13,12 +13,10 @@
 //!   and its state would silently split from the new code's.
 
 use crate::compare::{is_ro_local, Analysis};
-use crate::correlate::{
-    data_symbols, functions, is_static_local, named_refs, static_local_base, Correlation,
-};
+use crate::correlate::{data_symbols, functions, is_static_local, named_refs, Correlation};
 use crate::dwarf::{encode, Debug};
 use crate::elf::Object;
-use crate::why::clone_parent;
+use crate::names::{clone_of, static_local_base};
 use crate::{Change, Context, Refusal};
 use std::collections::BTreeMap;
 
@@ -320,7 +318,7 @@ fn signatures(a: &Analysis, od: &Debug, pd: &Debug, file: &str) -> Vec<Refusal> 
             continue;
         };
         let name = &pat.symbols[p].name;
-        if clone_parent(name).is_some() {
+        if clone_of(name).is_some() {
             continue; // the compiler's own calling convention for its clones
         }
         let (Some(os), Some(ps)) = (die_of(orig, od, o), die_of(pat, pd, p)) else {

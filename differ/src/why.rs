@@ -17,27 +17,10 @@
 
 use crate::compare::Analysis;
 use crate::dwarf::{encode, Debug};
+use crate::names::{clone_of, clone_source as source_name, cold_parent, is_cold};
 use crate::normalize::{Canon, Side};
 use crate::{Change, Context};
 use std::collections::{BTreeMap, BTreeSet};
-
-/// Name components GCC gives to the functions it derives from X.
-const CLONE_KINDS: [&str; 6] = ["constprop", "isra", "part", "cold", "clone", "localalias"];
-
-/// `Some((X, kind))` when `name` is a compiler-made clone of function X.
-pub fn clone_parent(name: &str) -> Option<(&str, &str)> {
-    let mut parts = name.split('.');
-    let parent = parts.next()?;
-    parts
-        .find(|p| CLONE_KINDS.contains(p))
-        .map(|kind| (parent, kind))
-        .filter(|_| !parent.is_empty())
-}
-
-/// The source function a symbol's code comes from.
-fn source_name(name: &str) -> &str {
-    clone_parent(name).map_or(name, |(p, _)| p)
-}
 
 /// Inlined copies in a function symbol's code: origin name → section ranges
 /// (offsets within the symbol's section).
@@ -156,12 +139,12 @@ pub fn annotate(a: &mut Analysis, ctx: &Context) {
         let Some(p) = f.patched else { continue };
         let name = pat.symbols[p].name.clone();
         let why = &mut extra[i];
-        if crate::correlate::is_cold(&name) {
-            let parent = name.rsplit_once(".cold").map_or(name.as_str(), |(p, _)| p);
+        if is_cold(&name) {
+            let parent = cold_parent(&name);
             why.push(format!(
                 "cold part of {parent} (split off by the compiler; travels with it)"
             ));
-        } else if let Some((parent, kind)) = clone_parent(&name) {
+        } else if let Some((parent, kind)) = clone_of(&name) {
             why.push(format!("compiler clone of {parent} (.{kind})"));
         }
         // Inlined functions whose code changed.
@@ -201,19 +184,5 @@ pub fn annotate(a: &mut Analysis, ctx: &Context) {
         why.retain(|w| !f.reasons.contains(w));
         why.append(&mut f.reasons);
         f.reasons = why;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::clone_parent;
-
-    #[test]
-    fn clone_names() {
-        assert_eq!(clone_parent("f.constprop.0"), Some(("f", "constprop")));
-        assert_eq!(clone_parent("f.part.0.cold"), Some(("f", "part")));
-        assert_eq!(clone_parent("f.cold"), Some(("f", "cold")));
-        assert_eq!(clone_parent("calls.0"), None);
-        assert_eq!(clone_parent("main"), None);
     }
 }

@@ -6,7 +6,8 @@
 //! checked against the expectations. The format is described in
 //! fixtures/differ/README.md.
 
-use differ::{strip_numeric, Change, Hints, Route, UnitDiff};
+use differ::names::strip_numeric;
+use differ::{Change, Hints, Route, UnitDiff};
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 use serde::Deserialize;
 use std::collections::BTreeMap;
