@@ -3,8 +3,8 @@
 //! Stages (one module or crate each): read the diff (`diff`), make the two
 //! trees (`tree`), compile the affected translation units (`compdb`,
 //! `compile`), compare the objects (crate `differ`), write the reviewable
-//! source (crate `extern-gen`), and emit the patch object and its manifest
-//! (`emit`, `manifest`). `pipeline` runs them in order.
+//! source (crate `extern-gen`), and write the patch object (crate `emit`) and
+//! its manifest (`manifest`). `pipeline` runs them in order.
 
 mod capture;
 mod ccwrap;
@@ -13,8 +13,6 @@ mod compile;
 mod deps;
 mod diff;
 mod edits;
-mod ehframe;
-mod emit;
 mod error;
 mod hook;
 mod layout;

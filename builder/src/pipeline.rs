@@ -6,7 +6,7 @@ use crate::compile::{self, Side};
 use crate::error::{Error, Result};
 use crate::manifest::{self, DiffInfo, Manifest, Replaced, UnitInfo};
 use crate::progress::Progress;
-use crate::{bail, deps, diff, edits, emit, layout, review, tree, BuildArgs};
+use crate::{bail, deps, diff, edits, layout, review, tree, BuildArgs};
 use differ::UnitDiff;
 use std::path::Path;
 
@@ -65,9 +65,10 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             rel: &u.rel,
         })
         .collect();
-    let (object, emit_notes) = emit::emit(&emit_units, &patch_id, &trees.base_label)?;
-    notes.extend(emit_notes);
-    write(output, &object)?;
+    let patch = emit::emit(&emit_units, &patch_id, &trees.base_label)
+        .map_err(|e| Error::new(e.to_string()))?;
+    notes.extend(patch.notes);
+    write(output, &patch.object)?;
 
     let source_path = output.with_extension("c");
     write(
@@ -283,10 +284,7 @@ fn patch_id(output: &Path, diff: &[u8]) -> String {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "patch".into());
-    format!(
-        "{stem}-{:08x}",
-        format::fingerprint(diff, &[]) as u32
-    )
+    format!("{stem}-{:08x}", format::fingerprint(diff, &[]) as u32)
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -13,7 +13,7 @@
 //!   code must look like (size + fingerprint), so the loader refuses a patch
 //!   built for different code.
 
-use object::{Object, ObjectSection};
+use object::{Object, ObjectSection, ObjectSymbol};
 use std::fmt;
 
 include!("layout.rs");
@@ -166,7 +166,10 @@ impl Meta {
         out
     }
 
-    /// Parses and bounds-checks a metadata section.
+    /// Parses and bounds-checks a metadata section. Refuses what the
+    /// loader's C reader (`loader/csrc/patchobj.c`) refuses, with the same
+    /// words: `loader/tests/malformed.rs` runs one table of malformed
+    /// sections through both.
     pub fn decode(data: &[u8]) -> Result<Meta, FormatError> {
         let r = Reader { data };
         if data.len() < HP_HDR_SIZE as usize || &data[..8] != HP_MAGIC {
@@ -180,7 +183,13 @@ impl Meta {
         }
         let strtab_off = r.u32(HP_HDR_STRTAB_OFF)?;
         let strtab_size = r.u32(HP_HDR_STRTAB_SIZE)?;
-        let strtab = r.slice(strtab_off as u64, strtab_size as u64)?;
+        // Non-empty and NUL-terminated: then every offset below its size
+        // reads a terminated string.
+        let strtab = r
+            .slice(strtab_off as u64, strtab_size as u64)
+            .ok()
+            .filter(|t| t.last() == Some(&0))
+            .ok_or_else(|| bad("metadata string table is out of bounds or unterminated"))?;
         let s = |at: u32| read_str(strtab, at);
         let nfuncs = r.u32(HP_HDR_NFUNCS)? as u64;
         let funcs_off = r.u32(HP_HDR_FUNCS_OFF)? as u64;
@@ -188,10 +197,18 @@ impl Meta {
         let masks_off = r.u32(HP_HDR_MASKS_OFF)? as u64;
         r.slice(funcs_off, nfuncs * HP_FUNC_SIZE as u64)?;
         r.slice(masks_off, nmasks * HP_MASK_SIZE as u64)?;
+        if nfuncs == 0 {
+            return Err(bad("patch replaces no functions"));
+        }
+        let patch_id = s(r.u32(HP_HDR_PATCH_ID)?)?;
+        let base_id = s(r.u32(HP_HDR_BASE_ID)?)?;
 
         let mut funcs = Vec::new();
         for i in 0..nfuncs {
             let rec = (funcs_off + i * HP_FUNC_SIZE as u64) as u32;
+            let name = s(r.u32(rec + HP_FUNC_NAME)?)?;
+            let file = s(r.u32(rec + HP_FUNC_FILE)?)?;
+            let new_symbol = s(r.u32(rec + HP_FUNC_NEW)?)?;
             let first = r.u32(rec + HP_FUNC_MASK_FIRST)? as u64;
             let count = r.u32(rec + HP_FUNC_MASK_COUNT)? as u64;
             if first + count > nmasks {
@@ -199,15 +216,18 @@ impl Meta {
                     "function record {i} points past the mask table"
                 )));
             }
+            if name.is_empty() || new_symbol.is_empty() {
+                return Err(bad(format!("function record {i} has an empty name")));
+            }
             let mut masks = Vec::new();
             for m in first..first + count {
                 let at = (masks_off + m * HP_MASK_SIZE as u64) as u32;
                 masks.push((r.u32(at + HP_MASK_OFFSET)?, r.u32(at + HP_MASK_LEN)?));
             }
             funcs.push(FuncRecord {
-                name: s(r.u32(rec + HP_FUNC_NAME)?)?,
-                file: s(r.u32(rec + HP_FUNC_FILE)?)?,
-                new_symbol: s(r.u32(rec + HP_FUNC_NEW)?)?,
+                name,
+                file,
+                new_symbol,
                 redirect: r.u32(rec + HP_FUNC_REDIRECT)?,
                 old_size: r.u64(rec + HP_FUNC_OLD_SIZE)?,
                 fingerprint: r.u64(rec + HP_FUNC_FINGERPRINT)?,
@@ -215,8 +235,8 @@ impl Meta {
             });
         }
         Ok(Meta {
-            patch_id: s(r.u32(HP_HDR_PATCH_ID)?)?,
-            base_id: s(r.u32(HP_HDR_BASE_ID)?)?,
+            patch_id,
+            base_id,
             funcs,
         })
     }
@@ -254,7 +274,8 @@ impl<'a> Reader<'a> {
 fn read_str(strtab: &[u8], at: u32) -> Result<String, FormatError> {
     let tail = strtab
         .get(at as usize..)
-        .ok_or_else(|| bad("metadata string offset out of range"))?;
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| bad(format!("metadata string offset {at} out of range")))?;
     let end = tail
         .iter()
         .position(|&b| b == 0)
@@ -263,8 +284,9 @@ fn read_str(strtab: &[u8], at: u32) -> Result<String, FormatError> {
 }
 
 /// Checks that `bytes` is an x86-64 ELF relocatable object with a valid
-/// metadata section, and returns the metadata. Used by hpctl before anything
-/// is sent to a process.
+/// metadata section whose replacement symbols are defined in executable
+/// sections, and returns the metadata. Used by hpctl before anything is sent
+/// to a process.
 pub fn read_patch(bytes: &[u8]) -> Result<Meta, FormatError> {
     let file = object::File::parse(bytes).map_err(|e| bad(format!("not an ELF object: {e}")))?;
     if file.format() != object::BinaryFormat::Elf
@@ -273,20 +295,48 @@ pub fn read_patch(bytes: &[u8]) -> Result<Meta, FormatError> {
     {
         return Err(bad("not an x86-64 ELF relocatable object"));
     }
-    let section = file.section_by_name(HP_META_SECTION).ok_or_else(|| {
+    let mut metas = file.sections().filter(|s| s.name() == Ok(HP_META_SECTION));
+    let section = metas.next().ok_or_else(|| {
         bad(format!(
             "no {HP_META_SECTION} section: not a hotpatch object"
         ))
     })?;
+    if metas.next().is_some() {
+        return Err(bad(format!(
+            "patch has more than one {HP_META_SECTION} section"
+        )));
+    }
     let data = section
         .data()
         .map_err(|e| bad(format!("{HP_META_SECTION} is unreadable: {e}")))?;
     let meta = Meta::decode(data)?;
     for f in &meta.funcs {
-        if file.symbol_by_name(&f.new_symbol).is_none() {
+        // The first defined symbol of that name, as the loader finds it.
+        let defined = file.symbols().find(|s| {
+            s.section_index().is_some()
+                && s.kind() != object::SymbolKind::Section
+                && s.name_bytes() == Ok(f.new_symbol.as_bytes())
+        });
+        let Some(sym) = defined else {
             return Err(bad(format!(
                 "function {} names replacement symbol {} that the object does not define",
                 f.name, f.new_symbol
+            )));
+        };
+        let code = sym
+            .section_index()
+            .and_then(|i| file.section_by_index(i).ok())
+            .is_some_and(|sec| match sec.flags() {
+                object::SectionFlags::Elf { sh_flags } => {
+                    let want = (object::elf::SHF_ALLOC | object::elf::SHF_EXECINSTR) as u64;
+                    sh_flags & want == want
+                }
+                _ => false,
+            });
+        if !code {
+            return Err(bad(format!(
+                "replacement symbol {} is not in an executable section",
+                f.new_symbol
             )));
         }
     }
@@ -339,6 +389,19 @@ mod tests {
                 "length {len} accepted"
             );
         }
+    }
+
+    #[test]
+    fn no_functions_and_empty_names_are_refused() {
+        let refused = |edit: fn(&mut Meta)| {
+            let mut m = sample();
+            edit(&mut m);
+            Meta::decode(&m.encode()).unwrap_err().0
+        };
+        assert_eq!(refused(|m| m.funcs.clear()), "patch replaces no functions");
+        let empty = "function record 1 has an empty name";
+        assert_eq!(refused(|m| m.funcs[1].name.clear()), empty);
+        assert_eq!(refused(|m| m.funcs[1].new_symbol.clear()), empty);
     }
 
     #[test]

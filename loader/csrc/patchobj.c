@@ -40,6 +40,34 @@ static int strtab_ok(const char *tab, size_t size)
     return size > 0 && tab[size - 1] == '\0';
 }
 
+/* The rule of Rust's str::from_utf8, which the Rust reader applies to the
+ * same strings: no overlong forms, no surrogates, nothing above U+10FFFF.
+ * Never reads past the terminating NUL (it fails every continuation test). */
+static int utf8_ok(const char *str)
+{
+    const unsigned char *p = (const unsigned char *)str;
+    while (*p) {
+        unsigned char c = *p++, lo = 0x80, hi = 0xbf;
+        int more;
+        if (c < 0x80)
+            continue;
+        if (c >= 0xc2 && c <= 0xdf)
+            more = 1;
+        else if (c >= 0xe0 && c <= 0xef)
+            more = 2, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+        else if (c >= 0xf0 && c <= 0xf4)
+            more = 3, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+        else
+            return 0;
+        if (*p < lo || *p > hi)
+            return 0;
+        for (p++; --more > 0; p++)
+            if ((*p & 0xc0) != 0x80)
+                return 0;
+    }
+    return 1;
+}
+
 const char *hp_po_secname(const struct hp_patchobj *po, size_t shndx)
 {
     if (shndx >= po->nsh || po->sh[shndx].sh_name >= po->shstr_size)
@@ -92,7 +120,9 @@ void hp_patchobj_free(struct hp_patchobj *po)
     memset(po, 0, sizeof *po);
 }
 
-/* Parses .hotpatch.meta (same checks as format.rs Meta::decode). */
+/* Parses .hotpatch.meta: the same checks, in the same order and words, as
+ * Meta::decode in format/src/patch.rs (loader/tests/malformed.rs runs one
+ * table of malformed sections through both). */
 static int parse_meta(struct hp_patchobj *po, const uint8_t *m, uint64_t msize, char *err,
                       size_t errlen)
 {
@@ -118,6 +148,8 @@ static int parse_meta(struct hp_patchobj *po, const uint8_t *m, uint64_t msize, 
         uint32_t o_ = (off);                                                               \
         if (o_ >= strsize)                                                                 \
             return hp_fail(err, errlen, "metadata string offset %u out of range", o_);    \
+        if (!utf8_ok(strs + o_))                                                           \
+            return hp_fail(err, errlen, "metadata string is not UTF-8");                   \
         (dst) = strs + o_;                                                                 \
     } while (0)
     STR(rd32(m + HP_HDR_PATCH_ID), po->patch_id);
@@ -211,8 +243,12 @@ int hp_patchobj_parse(struct hp_patchobj *po, const uint8_t *data, size_t size, 
                 return hp_fail(err, errlen, "patch has more than one symbol table");
             po->symtab_idx = i;
         }
-        if (strcmp(hp_po_secname(po, i), HP_META_SECTION) == 0)
+        if (strcmp(hp_po_secname(po, i), HP_META_SECTION) == 0) {
+            if (meta_idx)
+                return hp_fail(err, errlen, "patch has more than one %s section",
+                               HP_META_SECTION);
             meta_idx = i;
+        }
     }
     if (!po->symtab_idx)
         return hp_fail(err, errlen, "patch object has no symbol table");

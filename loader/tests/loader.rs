@@ -1,5 +1,5 @@
 //! End-to-end tests of libhotpatch.a and hpctl against real multi-threaded C
-//! programs. Patches are made by the small test-only maker in common/.
+//! programs. Patches are made as hpbuild makes them (differ + emit, common/).
 
 mod common;
 
@@ -103,13 +103,14 @@ fn apply_list_revert_through_hpctl() {
 
     let (ok, out, _) = hpctl(&["list", &pid]);
     assert!(ok);
-    assert_eq!(out, "fix-1 compute prog.c::greet say");
+    // In the patch's record order: the differ's, symbol table order (locals first).
+    assert_eq!(out, "fix-1 prog.c::greet compute say");
     let (ok, out, _) = hpctl(&["list", &pid, "--json"]);
     assert!(ok);
     assert_eq!(
         out,
         format!(
-            "{{\"ok\":true,\"pid\":{pid},\"action\":\"list\",\"patches\":[{{\"id\":\"fix-1\",\"functions\":[\"compute\",\"prog.c::greet\",\"say\"]}}]}}"
+            "{{\"ok\":true,\"pid\":{pid},\"action\":\"list\",\"patches\":[{{\"id\":\"fix-1\",\"functions\":[\"prog.c::greet\",\"compute\",\"say\"]}}]}}"
         )
     );
 
@@ -190,7 +191,7 @@ fn mismatched_patch_is_refused_and_process_unchanged() {
         FILE,
         &other_base,
         &v2(),
-        &["compute"],
+        &["compute", "greet", "say"],
         &[],
     );
     let file = s.work.path("wrong.hpo");
@@ -210,7 +211,15 @@ fn mismatched_patch_is_refused_and_process_unchanged() {
 
     // A static function of a different size.
     let other_base = version(&[("GREETING", "g_value > 1 ? \"x\" : \"y\"")]);
-    make_patch(&s.work, "wrong2", FILE, &other_base, &v2(), &["greet"], &[]);
+    make_patch(
+        &s.work,
+        "wrong2",
+        FILE,
+        &other_base,
+        &v2(),
+        &["compute", "greet", "say"],
+        &[],
+    );
     let file = s.work.path("wrong2.hpo");
     let (ok, _, err) = hpctl(&["apply", &pid, file.to_str().unwrap()]);
     assert!(!ok);
@@ -228,7 +237,15 @@ fn mismatched_patch_is_refused_and_process_unchanged() {
 fn garbage_over_the_socket_gives_err_and_process_survives() {
     let mut s = start("garbage", &[]);
     let pid = s.proc_.pid();
-    let good = make_patch(&s.work, "g", FILE, &v1(), &v2(), &["compute"], &[]);
+    let good = make_patch(
+        &s.work,
+        "g",
+        FILE,
+        &v1(),
+        &v2(),
+        &["compute", "greet", "say"],
+        &[],
+    );
     let t = Duration::from_secs(10);
 
     let r = protocol::send(pid, &Request::Apply(vec![0x41; 1000]), t).unwrap();
@@ -355,7 +372,7 @@ fn endbr64_functions_keep_their_landing_pad() {
         FILE,
         &v1(),
         &v2(),
-        &["compute", "greet"],
+        &["compute", "greet", "say"],
         &flags,
     );
     let file = work.path("cet.hpo");
@@ -493,9 +510,9 @@ fn tls_local_exec_in_a_non_pie_program() {
 }
 
 /// -fPIC code uses local-dynamic TLS (__tls_get_addr): refused with a reason.
-/// (The patch replaces compute(), which had no TLS access: the linker
-/// rewrites -fPIC TLS sequences in the executable, which the test's patch
-/// maker does not mask, so a TLS-using original would fail its fingerprint.)
+/// (The patch replaces compute(), which had no TLS access, so what refuses
+/// it is the loader's relocation check, not the fingerprint of code the
+/// linker rewrote.)
 #[test]
 fn tls_dynamic_models_are_refused_with_a_reason() {
     let mut s = start("tls-ld", &["-fPIC"]);
@@ -579,7 +596,7 @@ fn non_pie_program_takes_absolute_32_bit_relocations() {
     let mut s = start("nopie", &flags);
     let pid = s.proc_.pid().to_string();
     assert_v1(&mut s.proc_);
-    let file = patch_file(&s, "nopie", &v2(), &["compute", "greet"], &flags);
+    let file = patch_file(&s, "nopie", &v2(), &["compute", "greet", "say"], &flags);
     let relocs = common::reloc_types(&std::fs::read(&file).unwrap());
     assert!(
         relocs

@@ -29,7 +29,6 @@ struct Setup {
 
 fn start(tag: &str, cc: &'static str, extra: &[&str]) -> Setup {
     common::set_cc(cc);
-    common::set_eh_frame(true);
     let work = Work::new(tag);
     let exe = common::build_program(&work, FILE, &v1(), extra);
     let p = Proc::start(&exe, &work);
@@ -308,7 +307,10 @@ fn unwinding_through_patch_code() {
     assert_eq!(s.p.ask("feed 1"), "10");
     assert_eq!(s.p.ask("go"), "ok"); // now blocked in the patch's serve()
     assert!(s.p.log_text().contains("with unwind information"));
-    let file2 = patch(&s, "loop2", &version(10, 1, 2), &["serve_loop"], &[]);
+    // serve_loop() with one more instruction: the differ ships only code
+    // that changed.
+    let loop2 = format!("#define LOOP_EXTRA __asm__ volatile(\"nop\");\n{}", v1());
+    let file2 = patch(&s, "loop2", &loop2, &["serve_loop"], &[]);
     let (ok, _, err) = hpctl(&[
         "apply",
         "--consistent",

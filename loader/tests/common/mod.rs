@@ -1,15 +1,10 @@
-//! Test-only helpers: build C programs linked with libhotpatch.a, make patch
-//! objects (a tiny stand-in for hpbuild), and drive the programs line by line.
+//! Test-only helpers: build C programs linked with libhotpatch.a, make
+//! patch objects exactly as hpbuild does (crates `differ` and `emit`), and
+//! drive the programs line by line.
 #![allow(dead_code)]
 
-use format::{FuncRecord, Meta, HP_META_SECTION, HP_REDIRECT_ENTRY_JUMP};
 use object::elf;
-use object::write::{self, Object as WObject, Relocation as WReloc, SymbolId, SymbolSection};
-use object::{
-    Object, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget, SectionFlags,
-    SectionIndex, SectionKind, SymbolKind, SymbolScope,
-};
-use std::collections::HashMap;
+use object::{Object, ObjectSection, RelocationFlags};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -60,18 +55,11 @@ impl Drop for Work {
 thread_local! {
     /// The C compiler of this test (each test runs on its own thread).
     static CC: std::cell::Cell<&'static str> = const { std::cell::Cell::new("gcc") };
-    /// Whether make_patch copies the new object's .eh_frame into the patch.
-    static EH_FRAME: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Compiles programs and patches of the calling test with `cc` (gcc, clang).
 pub fn set_cc(cc: &'static str) {
     CC.with(|c| c.set(cc));
-}
-
-/// Makes make_patch carry the new code's unwind information (.eh_frame).
-pub fn set_eh_frame(on: bool) {
-    EH_FRAME.with(|c| c.set(on));
 }
 
 fn gcc(args: &[&str], cwd: &Path) {
@@ -127,44 +115,12 @@ pub fn build_program(work: &Work, file: &str, src: &str, extra: &[&str]) -> Path
     exe
 }
 
-/// Masks for the original function: every relocated field, widened over the
-/// opcode bytes the linker may rewrite when it relaxes GOTPCRELX loads/calls.
-fn masks_for(relocs: &[(u64, u32)], start: u64, size: u64) -> Vec<(u32, u32)> {
-    let mut masks = Vec::new();
-    for &(off, r_type) in relocs {
-        if off < start || off >= start + size {
-            continue;
-        }
-        let rel = off - start;
-        let field: u64 = match r_type {
-            elf::R_X86_64_64 | elf::R_X86_64_PC64 => 8,
-            _ => 4,
-        };
-        let back: u64 = match r_type {
-            elf::R_X86_64_GOTPCRELX => 2,
-            // The linker relaxes initial-exec TLS loads in an executable
-            // (`mov x@gottpoff(%rip),%reg` → `mov $tpoff,%reg`): REX, opcode, ModRM.
-            elf::R_X86_64_REX_GOTPCRELX | elf::R_X86_64_GOTTPOFF => 3,
-            _ => 0,
-        };
-        let begin = rel.saturating_sub(back);
-        masks.push((begin as u32, (rel + field - begin) as u32));
-    }
-    masks
-}
-
-fn reloc_type(flags: RelocationFlags) -> u32 {
-    match flags {
-        RelocationFlags::Elf { r_type } => r_type,
-        other => panic!("not an ELF relocation: {other:?}"),
-    }
-}
-
-/// Makes a patch object replacing `funcs` of a program built from `orig_src`
-/// with the versions in `new_src` (both compiled as `file`). Everything the new
-/// functions reference outside themselves and read-only data (other
-/// functions, globals, statics) becomes an undefined symbol resolved in the
-/// running program; statics are named `file::name`.
+/// Makes the patch hpbuild makes for `orig_src` → `new_src` (both compiled
+/// as `file` with [`CFLAGS`] and `extra`): the differ compares the two
+/// objects and the `emit` crate writes what it ships, unwind information
+/// included. `funcs` are the functions the test means to replace; the differ
+/// must replace exactly those (a test never gets a patch hpbuild would not
+/// make, or would refuse). Also written to `<work>/<id>.hpo`.
 pub fn make_patch(
     work: &Work,
     id: &str,
@@ -176,215 +132,28 @@ pub fn make_patch(
 ) -> Vec<u8> {
     let sub_o = format!("patch-{id}/orig");
     let sub_n = format!("patch-{id}/new");
-    let orig_obj = std::fs::read(compile(work, &sub_o, file, orig_src, extra)).unwrap();
-    let new_obj = std::fs::read(compile(work, &sub_n, file, new_src, extra)).unwrap();
-    let orig = object::File::parse(&*orig_obj).unwrap();
-    let new = object::File::parse(&*new_obj).unwrap();
-
-    // Records from the original.
-    let mut records = Vec::new();
-    for &name in funcs {
-        let sym = orig
-            .symbols()
-            .find(|s| s.name() == Ok(name) && s.kind() == SymbolKind::Text)
-            .unwrap_or_else(|| panic!("{name} not in the original object"));
-        let sec = orig.section_by_index(sym.section_index().unwrap()).unwrap();
-        let data = sec.data().unwrap();
-        let start = sym.address() - sec.address();
-        let code = &data[start as usize..(start + sym.size()) as usize];
-        let relocs: Vec<(u64, u32)> = sec
-            .relocations()
-            .map(|(off, r)| (off, reloc_type(r.flags())))
-            .collect();
-        let masks = masks_for(&relocs, start, sym.size());
-        records.push(FuncRecord {
-            name: name.to_string(),
-            file: if sym.is_local() {
-                file.to_string()
-            } else {
-                String::new()
-            },
-            new_symbol: name.to_string(),
-            redirect: HP_REDIRECT_ENTRY_JUMP,
-            old_size: sym.size(),
-            fingerprint: format::fingerprint(code, &masks),
-            masks,
-        });
-    }
-
-    // Sections to copy: the new functions' sections, plus read-only data they
-    // reference (transitively).
-    let mut include: Vec<SectionIndex> = Vec::new();
-    for &name in funcs {
-        let sym = new
-            .symbols()
-            .find(|s| s.name() == Ok(name) && s.kind() == SymbolKind::Text)
-            .unwrap_or_else(|| panic!("{name} not in the new object"));
-        include.push(sym.section_index().unwrap());
-    }
-    // Unwind information: FDEs of functions not in the patch end up pointing
-    // at the running program's copies and are ignored by the loader.
-    if EH_FRAME.with(|c| c.get()) {
-        if let Some(eh) = new.section_by_name(".eh_frame") {
-            include.push(eh.index());
-        }
-    }
-    let mut i = 0;
-    while i < include.len() {
-        let sec = new.section_by_index(include[i]).unwrap();
-        for (_, r) in sec.relocations() {
-            if let RelocationTarget::Symbol(si) = r.target() {
-                let s = new.symbol_by_index(si).unwrap();
-                if let Some(ti) = s.section_index() {
-                    let t = new.section_by_index(ti).unwrap();
-                    let ro = matches!(
-                        t.kind(),
-                        SectionKind::ReadOnlyData | SectionKind::ReadOnlyString
-                    );
-                    if ro && !include.contains(&ti) {
-                        include.push(ti);
-                    }
-                }
-            }
-        }
-        i += 1;
-    }
-
-    let mut out = WObject::new(
-        object::BinaryFormat::Elf,
-        object::Architecture::X86_64,
-        object::Endianness::Little,
-    );
-    let mut sec_map = HashMap::new();
-    for &si in &include {
-        let s = new.section_by_index(si).unwrap();
-        let id = out.add_section(Vec::new(), s.name().unwrap().as_bytes().to_vec(), s.kind());
-        out.set_section_data(id, s.data().unwrap().to_vec(), s.align());
-        if let SectionFlags::Elf { sh_flags } = s.flags() {
-            out.section_mut(id).flags = SectionFlags::Elf { sh_flags };
-        }
-        sec_map.insert(si, id);
-    }
-    // Symbols defined in the copied sections.
-    let mut sym_map: HashMap<object::SymbolIndex, SymbolId> = HashMap::new();
-    for s in new.symbols() {
-        let Some(si) = s.section_index() else {
-            continue;
-        };
-        let Some(&sid) = sec_map.get(&si) else {
-            continue;
-        };
-        if s.kind() == SymbolKind::Section || s.name().unwrap_or("").is_empty() {
-            continue;
-        }
-        let id = out.add_symbol(write::Symbol {
-            name: s.name().unwrap().as_bytes().to_vec(),
-            value: s.address(),
-            size: s.size(),
-            kind: if s.kind() == SymbolKind::Unknown {
-                SymbolKind::Data
-            } else {
-                s.kind()
-            },
-            scope: if s.is_local() {
-                SymbolScope::Compilation
-            } else {
-                SymbolScope::Linkage
-            },
-            weak: false,
-            section: SymbolSection::Section(sid),
-            flags: object::SymbolFlags::None,
-        });
-        sym_map.insert(s.index(), id);
-    }
-    let mut undef: HashMap<String, SymbolId> = HashMap::new();
-    let mut undefined = |out: &mut WObject, name: String| -> SymbolId {
-        *undef.entry(name.clone()).or_insert_with(|| {
-            out.add_symbol(write::Symbol {
-                name: name.into_bytes(),
-                value: 0,
-                size: 0,
-                kind: SymbolKind::Unknown,
-                scope: SymbolScope::Linkage,
-                weak: false,
-                section: SymbolSection::Undefined,
-                flags: object::SymbolFlags::None,
-            })
-        })
+    let orig = std::fs::read(compile(work, &sub_o, file, orig_src, extra)).unwrap();
+    let new = std::fs::read(compile(work, &sub_n, file, new_src, extra)).unwrap();
+    let diff = differ::compare(&orig, &new).unwrap_or_else(|e| panic!("{id}: {e}"));
+    let refusals: Vec<&str> = diff.refusals.iter().map(|r| r.message.as_str()).collect();
+    assert!(refusals.is_empty(), "{id}: hpbuild refuses: {refusals:?}");
+    let mut replaced: Vec<&str> = diff.replacements.iter().map(|r| r.name.as_str()).collect();
+    let mut wanted = funcs.to_vec();
+    replaced.sort_unstable();
+    wanted.sort_unstable();
+    assert_eq!(replaced, wanted, "{id}: the functions the differ replaces");
+    let unit = emit::Unit {
+        patched: &new,
+        diff: &diff,
+        rel: file,
     };
-    let external_name = |s: &object::Symbol| -> String {
-        let n = s.name().unwrap().to_string();
-        if s.is_local() {
-            format::local_symbol_name(file, &n)
-        } else {
-            n
-        }
-    };
-    for &si in &include {
-        let sec = new.section_by_index(si).unwrap();
-        let out_sec = sec_map[&si];
-        for (off, r) in sec.relocations() {
-            let RelocationTarget::Symbol(ti) = r.target() else {
-                panic!("odd relocation")
-            };
-            let t = new.symbol_by_index(ti).unwrap();
-            let (symbol, addend) = if let Some(&id) = sym_map.get(&ti) {
-                (id, r.addend())
-            } else if t.kind() == SymbolKind::Section {
-                let tsec = t.section_index().unwrap();
-                if let Some(&sid) = sec_map.get(&tsec) {
-                    (out.section_symbol(sid), r.addend())
-                } else {
-                    // A section of its own (-ffunction/-fdata-sections): name
-                    // the object at offset 0 of it.
-                    let named = new
-                        .symbols()
-                        .find(|s| {
-                            s.section_index() == Some(tsec)
-                                && s.kind() != SymbolKind::Section
-                                && s.address() == 0
-                                && !s.name().unwrap_or("").is_empty()
-                        })
-                        .unwrap_or_else(|| panic!("no symbol for section {tsec:?}"));
-                    (undefined(&mut out, external_name(&named)), r.addend())
-                }
-            } else if t.is_undefined() {
-                (
-                    undefined(&mut out, t.name().unwrap().to_string()),
-                    r.addend(),
-                )
-            } else {
-                (undefined(&mut out, external_name(&t)), r.addend())
-            };
-            out.add_relocation(
-                out_sec,
-                WReloc {
-                    offset: off,
-                    symbol,
-                    addend,
-                    flags: r.flags(),
-                },
-            )
-            .unwrap();
-        }
+    let patch = emit::emit(&[unit], id, "test").unwrap_or_else(|e| panic!("{id}: {e}"));
+    for note in &patch.notes {
+        eprintln!("{id}: note: {note}");
     }
-    let meta = Meta {
-        patch_id: id.to_string(),
-        base_id: "test".into(),
-        funcs: records,
-    };
-    let msec = out.add_section(
-        Vec::new(),
-        HP_META_SECTION.as_bytes().to_vec(),
-        SectionKind::Other,
-    );
-    out.set_section_data(msec, meta.encode(), 8);
-    out.section_mut(msec).flags = SectionFlags::Elf { sh_flags: 0 };
-    let bytes = out.write().unwrap();
-    format::read_patch(&bytes).expect("made an invalid patch");
-    let path = work.path(&format!("{id}.hpo"));
-    std::fs::write(&path, &bytes).unwrap();
-    bytes
+    format::read_patch(&patch.object).expect("made an invalid patch");
+    std::fs::write(work.path(&format!("{id}.hpo")), &patch.object).unwrap();
+    patch.object
 }
 
 /// A running test program, driven by lines on stdin/stdout.
@@ -472,6 +241,13 @@ pub fn hpctl(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).trim().to_string(),
         String::from_utf8_lossy(&out.stderr).trim().to_string(),
     )
+}
+
+fn reloc_type(flags: RelocationFlags) -> u32 {
+    match flags {
+        RelocationFlags::Elf { r_type } => r_type,
+        other => panic!("not an ELF relocation: {other:?}"),
+    }
 }
 
 /// The names of the relocation types in a patch object (x86-64 TLS and the

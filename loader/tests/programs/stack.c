@@ -2,7 +2,8 @@
  * functions a patch replaces — blocked in read() (through libc), in
  * nanosleep(), at the bottom of a deep recursion — while the test drives
  * the main thread with one command per stdin line, one reply per line.
- * The test prepends #defines for SERVE_FACTOR and NAP_FACTOR, DEEP_FACTOR. */
+ * The test prepends #defines for SERVE_FACTOR and NAP_FACTOR, DEEP_FACTOR,
+ * and may for LOOP_EXTRA (a statement in serve_loop). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -13,6 +14,10 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifndef LOOP_EXTRA
+#define LOOP_EXTRA
+#endif
 
 /* Functions the tests patch must stay real calls (clang has no noipa). */
 #ifdef __clang__
@@ -48,6 +53,7 @@ KEEP void serve_loop(void)
     for (;;) {
         atomic_store(&last_result, serve());
         atomic_fetch_add(&served, 1);
+        LOOP_EXTRA
         read_byte(go_pipe[0]);
     }
 }

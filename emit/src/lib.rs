@@ -1,20 +1,68 @@
-//! Writes the patch object (format v1, defined in `hotpatch::format`): the
-//! sections the differ chose, copied from the patched objects, their symbols
-//! and relocations re-pointed as the differ routed them, and the metadata
-//! section describing each replaced function, and the shipped code's unwind
-//! information (`ehframe.rs`).
+//! The patch writer: one patch object (format v1, defined in crate
+//! `format`) out of what the differ decided to ship. It is used by hpbuild
+//! and by the loader's tests, so the loader is tested on the objects hpbuild
+//! really produces.
+//!
+//! Its one design choice: **copy, never regenerate**. Every byte of code,
+//! data and unwind information comes from the patched object as the compiler
+//! wrote it; what the writer changes is only where things point — the
+//! sections the differ chose are copied with their symbols, each relocation
+//! is re-pointed as the differ routed it (inside the patch, or to a named
+//! symbol of the running program), the kept `.eh_frame` records get new CIE
+//! pointers and `pc_begin` relocations (`ehframe.rs`), and `.hotpatch.meta`
+//! describes each replaced function.
+//!
+//! It never decides what ships or how a symbol resolves (the differ does),
+//! never looks at the running program (the loader does), and never panics
+//! on a malformed object: that is an [`Error`].
 
-use crate::bail;
-use crate::ehframe::EhFrame;
-use crate::error::{Error, Result};
+mod ehframe;
+
 use differ::{Route, UnitDiff};
-use format::{self, FuncRecord, Meta};
+use ehframe::EhFrame;
+use format::{FuncRecord, Meta};
 use object::write::{self, SectionId, SymbolId, SymbolSection};
 use object::{
     Object, ObjectSection, ObjectSymbol, RelocationTarget, SectionIndex, SectionKind, SymbolIndex,
     SymbolKind, SymbolScope,
 };
 use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+/// Why no patch object could be written: one line naming the object,
+/// section or symbol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(String);
+
+impl Error {
+    fn new(msg: impl Into<String>) -> Self {
+        Error(msg.into())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// `bail!("...")` returns an [`Error`].
+macro_rules! bail {
+    ($($arg:tt)*) => { return Err(Error::new(format!($($arg)*))) };
+}
+
+/// The written patch.
+#[derive(Debug, Clone)]
+pub struct Patch {
+    /// The ELF relocatable object (`OUT.hpo`).
+    pub object: Vec<u8>,
+    /// Facts for the manifest: unwind information the patch lacks.
+    pub notes: Vec<String>,
+}
 
 /// One translation unit's contribution.
 pub struct Unit<'a> {
@@ -25,9 +73,8 @@ pub struct Unit<'a> {
     pub rel: &'a str,
 }
 
-/// Builds the patch object; also returns notes for the manifest (unwind
-/// information the patch lacks).
-pub fn emit(units: &[Unit], patch_id: &str, base_id: &str) -> Result<(Vec<u8>, Vec<String>)> {
+/// Writes the patch object for `units` (one per compared translation unit).
+pub fn emit(units: &[Unit], patch_id: &str, base_id: &str) -> Result<Patch> {
     let mut out = write::Object::new(
         object::BinaryFormat::Elf,
         object::Architecture::X86_64,
@@ -57,7 +104,7 @@ pub fn emit(units: &[Unit], patch_id: &str, base_id: &str) -> Result<(Vec<u8>, V
     let object = out
         .write()
         .map_err(|e| Error::new(format!("cannot write the patch object: {e}")))?;
-    Ok((object, notes))
+    Ok(Patch { object, notes })
 }
 
 /// Defined-symbol names must be unique in the patch (the metadata and the
@@ -234,7 +281,9 @@ fn copy_relocations(
     sections: &HashMap<SectionIndex, SectionId>,
     symbols: &HashMap<SymbolIndex, SymbolId>,
 ) -> Result<()> {
-    for (&index, &id) in sections {
+    // In the differ's order, so the same inputs give the same bytes.
+    for &index in &diff.ship_sections {
+        let (index, id) = (SectionIndex(index), sections[&SectionIndex(index)]);
         let sec = file.section_by_index(index).expect("copied above");
         for (offset, reloc) in sec.relocations() {
             let RelocationTarget::Symbol(target) = reloc.target() else {

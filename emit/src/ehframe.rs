@@ -12,9 +12,10 @@
 //! re-pointed at the copied section. The loader links the section like any
 //! other allocated one and builds its own lookup table (there is no
 //! `.eh_frame_hdr` in a relocatable object), stopping at a zero-length
-//! terminator, which we append.
+//! terminator, which we append. (Why this is not gimli's
+//! `write::FrameTable`: see the crate README.)
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 use object::write::{self, SectionId};
 use object::{
     Object, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget, SectionIndex,
@@ -387,6 +388,84 @@ mod tests {
             2,
             "a's CIE and FDE"
         );
+    }
+
+    /// Each FDE of `obj`'s .eh_frame as gimli reads it, keyed by the name
+    /// of the section its `pc_begin` relocation targets: the CIE's factors,
+    /// return register and initial program, the FDE's length and program.
+    fn programs(obj: &[u8]) -> BTreeMap<String, String> {
+        use gimli::UnwindSection;
+        let file = object::File::parse(obj).unwrap();
+        let sec = file.section_by_name(".eh_frame").unwrap();
+        let target: HashMap<u64, String> = sec
+            .relocations()
+            .map(|(off, r)| {
+                let RelocationTarget::Symbol(si) = r.target() else {
+                    panic!()
+                };
+                let s = file.symbol_by_index(si).unwrap().section_index().unwrap();
+                (
+                    off,
+                    file.section_by_index(s).unwrap().name().unwrap().into(),
+                )
+            })
+            .collect();
+        let data = sec.data().unwrap();
+        let mut eh = gimli::EhFrame::new(data, gimli::LittleEndian);
+        eh.set_address_size(8);
+        // pc_begin is pc-relative and 0 before relocation: with the section
+        // at 0 it reads as the offset of its own field.
+        let bases = gimli::BaseAddresses::default().set_eh_frame(0);
+        let mut out = BTreeMap::new();
+        let mut entries = eh.entries(&bases);
+        while let Some(entry) = entries.next().unwrap() {
+            let gimli::CieOrFde::Fde(partial) = entry else {
+                continue;
+            };
+            let fde = partial.parse(gimli::EhFrame::cie_from_offset).unwrap();
+            let cie = fde.cie();
+            let mut text = format!(
+                "caf {} daf {} ra {:?} len {}:",
+                cie.code_alignment_factor(),
+                cie.data_alignment_factor(),
+                cie.return_address_register(),
+                fde.len()
+            );
+            let mut ins = cie.instructions(&eh, &bases);
+            while let Some(i) = ins.next().unwrap() {
+                text += &format!(" {i:?}");
+            }
+            text += " |";
+            let mut ins = fde.instructions(&eh, &bases);
+            while let Some(i) = ins.next().unwrap() {
+                text += &format!(" {i:?}");
+            }
+            out.insert(target[&fde.initial_address()].clone(), text);
+        }
+        out
+    }
+
+    #[test]
+    fn kept_records_read_back_the_same_through_gimli() {
+        // Different CFA programs: calls, a big frame, a leaf.
+        let obj = compile(
+            "long g(long);\n\
+             long one(long x) { return g(x) + g(x + 1); }\n\
+             long two(long x) { return x * 7; }\n\
+             long three(long x) { volatile long a[300]; for (int i = 0; i < 300; i++) \
+             a[i] = g(i + x); return a[x & 255]; }\n",
+            &[],
+        );
+        let (patch, notes) = ship(&obj, &["one", "three"]);
+        assert!(notes.is_empty(), "{notes:?}");
+        let mut want = programs(&obj);
+        want.remove(".text.two");
+        assert_eq!(want.len(), 2, "{want:?}");
+        assert!(
+            want.values().all(|p| p.contains("DefCfaOffset")),
+            "{want:?}"
+        );
+        assert_eq!(programs(&patch), want);
     }
 
     #[test]

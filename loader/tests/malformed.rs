@@ -1,0 +1,471 @@
+//! One table of malformed `.hotpatch.meta` sections, run through both
+//! readers of patch format v1: the Rust one (`format::read_patch`, which
+//! hpctl applies before anything is sent) and the loader's C one
+//! (`csrc/patchobj.c`, reached through the public `hotpatch_apply_mem` from
+//! `programs/apply_mem.c`, linked with libhotpatch.a). Both must refuse every
+//! case, in the same words, and both must accept the good ones.
+//!
+//! Every case is an edit of a real patch (differ + emit, as hpbuild makes
+//! it) that replaces `target()` of the running test program.
+
+mod common;
+
+use common::{make_patch, Work};
+use format::*;
+use object::{Object, ObjectSection};
+use std::process::Command;
+
+const PROG: &str = include_str!("programs/apply_mem.c");
+const FILE: &str = "apply_mem.c";
+
+/// An edit of the good patch.
+type Edit = fn(&[u8]) -> Vec<u8>;
+
+/// One malformed patch: an edit of the good one, and a fragment both
+/// readers' refusals contain.
+struct Case {
+    name: &'static str,
+    says: &'static str,
+    edit: Edit,
+}
+
+/// Patches both readers must refuse.
+const MALFORMED: &[Case] = &[
+    // The header.
+    Case {
+        name: "empty metadata section",
+        says: "no HOTPATCH header",
+        edit: |p| with_meta(p, |m| m.clear()),
+    },
+    Case {
+        name: "shorter than the header",
+        says: "no HOTPATCH header",
+        edit: |p| with_meta(p, |m| m.truncate(HP_HDR_SIZE as usize - 1)),
+    },
+    Case {
+        name: "wrong magic",
+        says: "no HOTPATCH header",
+        edit: |p| with_meta(p, |m| m[0] = b'X'),
+    },
+    Case {
+        name: "format version 2",
+        says: "patch format version 2,",
+        edit: |p| with_meta(p, |m| m.write32(HP_HDR_VERSION, 2)),
+    },
+    Case {
+        name: "format version 0",
+        says: "patch format version 0,",
+        edit: |p| with_meta(p, |m| m.write32(HP_HDR_VERSION, 0)),
+    },
+    // The string table.
+    Case {
+        name: "string table starts past the end",
+        says: "metadata string table is out of bounds or unterminated",
+        edit: |p| with_meta(p, |m| m.write32(HP_HDR_STRTAB_OFF, m.len() as u32 + 1)),
+    },
+    Case {
+        name: "string table one byte longer than the section",
+        says: "metadata string table is out of bounds or unterminated",
+        edit: |p| {
+            with_meta(p, |m| {
+                m.write32(HP_HDR_STRTAB_SIZE, m.read32(HP_HDR_STRTAB_SIZE) + 1)
+            })
+        },
+    },
+    Case {
+        name: "string table offset + size wraps around 32 bits",
+        says: "metadata string table is out of bounds or unterminated",
+        edit: |p| {
+            with_meta(p, |m| {
+                m.write32(HP_HDR_STRTAB_OFF, 0xffff_fff0);
+                m.write32(HP_HDR_STRTAB_SIZE, 0x20);
+            })
+        },
+    },
+    Case {
+        name: "empty string table",
+        says: "metadata string table is out of bounds or unterminated",
+        edit: |p| with_meta(p, |m| m.write32(HP_HDR_STRTAB_SIZE, 0)),
+    },
+    Case {
+        // Every string used is terminated; the table itself is not. The
+        // Rust reader accepted this before.
+        name: "string table does not end with NUL",
+        says: "metadata string table is out of bounds or unterminated",
+        edit: |p| {
+            with_meta(p, |m| {
+                m.push(b'x');
+                m.write32(HP_HDR_STRTAB_SIZE, m.read32(HP_HDR_STRTAB_SIZE) + 1);
+            })
+        },
+    },
+    // The function and mask tables.
+    Case {
+        name: "function table starts past the end",
+        says: "metadata is truncated",
+        edit: |p| with_meta(p, |m| m.write32(HP_HDR_FUNCS_OFF, m.len() as u32)),
+    },
+    Case {
+        name: "function count past the end",
+        says: "metadata is truncated",
+        edit: |p| with_meta(p, |m| m.write32(HP_HDR_NFUNCS, u32::MAX)),
+    },
+    Case {
+        name: "mask table starts past the end",
+        says: "metadata is truncated",
+        edit: |p| with_meta(p, |m| m.write32(HP_HDR_MASKS_OFF, m.len() as u32 + 1)),
+    },
+    Case {
+        name: "mask count past the end",
+        says: "metadata is truncated",
+        edit: |p| with_meta(p, |m| m.write32(HP_HDR_NMASKS, 0x2000_0000)),
+    },
+    Case {
+        // The Rust reader accepted this before.
+        name: "no function records",
+        says: "patch replaces no functions",
+        edit: |p| with_meta(p, |m| m.write32(HP_HDR_NFUNCS, 0)),
+    },
+    // Strings.
+    Case {
+        name: "patch id past the string table",
+        says: "metadata string offset",
+        edit: |p| {
+            with_meta(p, |m| {
+                m.write32(HP_HDR_PATCH_ID, m.read32(HP_HDR_STRTAB_SIZE))
+            })
+        },
+    },
+    Case {
+        name: "base id at offset 0xffffffff",
+        says: "metadata string offset 4294967295 out of range",
+        edit: |p| with_meta(p, |m| m.write32(HP_HDR_BASE_ID, u32::MAX)),
+    },
+    Case {
+        name: "function name past the string table",
+        says: "metadata string offset",
+        edit: |p| {
+            with_meta(p, |m| {
+                m.write32(m.func(HP_FUNC_NAME), m.read32(HP_HDR_STRTAB_SIZE))
+            })
+        },
+    },
+    Case {
+        name: "function file past the string table",
+        says: "metadata string offset",
+        edit: |p| {
+            with_meta(p, |m| {
+                m.write32(m.func(HP_FUNC_FILE), m.read32(HP_HDR_STRTAB_SIZE))
+            })
+        },
+    },
+    Case {
+        name: "replacement symbol past the string table",
+        says: "metadata string offset",
+        edit: |p| {
+            with_meta(p, |m| {
+                m.write32(m.func(HP_FUNC_NEW), m.read32(HP_HDR_STRTAB_SIZE))
+            })
+        },
+    },
+    Case {
+        // The C reader accepted these three before.
+        name: "patch id is not UTF-8 (a lone 0xff)",
+        says: "metadata string is not UTF-8",
+        edit: |p| with_meta(p, |m| m.overwrite(HP_HDR_PATCH_ID, &[0xff])),
+    },
+    Case {
+        name: "function name is overlong UTF-8 (C0 AF for '/')",
+        says: "metadata string is not UTF-8",
+        edit: |p| with_meta(p, |m| m.overwrite(m.func(HP_FUNC_NAME), &[0xc0, 0xaf])),
+    },
+    Case {
+        name: "function name holds a UTF-16 surrogate (ED A0 80)",
+        says: "metadata string is not UTF-8",
+        edit: |p| {
+            with_meta(p, |m| {
+                m.overwrite(m.func(HP_FUNC_NAME), &[0xed, 0xa0, 0x80])
+            })
+        },
+    },
+    Case {
+        // F0 9D 84, then the NUL: the C reader must stop there.
+        name: "base id ends inside a 4-byte sequence",
+        says: "metadata string is not UTF-8",
+        edit: |p| with_decoded(p, |m| m.base_id.push_str(" \u{1d11e}"), &[0]),
+    },
+    // Function records.
+    Case {
+        name: "masks run past the mask table",
+        says: "function record 0 points past the mask table",
+        edit: |p| {
+            with_meta(p, |m| {
+                m.write32(m.func(HP_FUNC_MASK_FIRST), m.read32(HP_HDR_NMASKS))
+            })
+        },
+    },
+    Case {
+        name: "mask index + count wraps around 32 bits",
+        says: "function record 0 points past the mask table",
+        edit: |p| {
+            with_meta(p, |m| {
+                m.write32(m.func(HP_FUNC_MASK_FIRST), u32::MAX);
+                m.write32(m.func(HP_FUNC_MASK_COUNT), 1);
+            })
+        },
+    },
+    Case {
+        // The Rust reader accepted this and the next before.
+        name: "empty function name",
+        says: "function record 0 has an empty name",
+        edit: |p| with_decoded(p, |m| m.funcs[0].name.clear(), &[]),
+    },
+    Case {
+        name: "empty replacement symbol",
+        says: "function record 0 has an empty name",
+        edit: |p| with_decoded(p, |m| m.funcs[0].new_symbol.clear(), &[]),
+    },
+    // The metadata against the object.
+    Case {
+        name: "replacement symbol not in the object",
+        says: "function target names replacement symbol nowhere that the object does not define",
+        edit: |p| with_decoded(p, |m| m.funcs[0].new_symbol = "nowhere".into(), &[]),
+    },
+    Case {
+        // The Rust reader accepted this and the next before.
+        name: "replacement symbol only referenced (undefined) in the object",
+        says: "function target names replacement symbol g_bias that the object does not define",
+        edit: |p| with_decoded(p, |m| m.funcs[0].new_symbol = "g_bias".into(), &[]),
+    },
+    Case {
+        name: "replacement symbol is data",
+        says: "replacement symbol extra is not in an executable section",
+        edit: |p| with_decoded(p, |m| m.funcs[0].new_symbol = "extra".into(), &[]),
+    },
+    Case {
+        name: "no metadata section",
+        says: "no .hotpatch.meta section",
+        edit: rename_meta,
+    },
+    Case {
+        // Before, the Rust reader read the first and the C reader the last.
+        name: "a second metadata section",
+        says: "patch has more than one .hotpatch.meta section",
+        edit: |p| {
+            let bad = with_meta(p, |m| m.write32(HP_HDR_NFUNCS, 0));
+            add_meta_section(p, meta_of(&bad))
+        },
+    },
+];
+
+/// Patches both readers must accept.
+const GOOD: &[(&str, Edit)] = &[
+    ("as emitted", |p| p.to_vec()),
+    ("UTF-8 beyond ASCII in the ids", |p| {
+        with_decoded(
+            p,
+            |m| {
+                m.patch_id.push_str("-\u{e9}");
+                m.base_id = "v1 \u{2014} na\u{ef}ve \u{1d11e}".into();
+            },
+            &[],
+        )
+    }),
+    ("bytes after the string table", |p| {
+        with_meta(p, |m| m.extend_from_slice(&[0xff; 8]))
+    }),
+];
+
+/// Little-endian fields of a metadata section (methods, so an edit can
+/// read and write one in the same call).
+trait Fields {
+    fn read32(&self, at: u32) -> u32;
+    fn write32(&mut self, at: u32, v: u32);
+    /// Where `field` of the first function record is.
+    fn func(&self, field: u32) -> u32;
+    /// Overwrites the start of the string whose offset is at `field`.
+    fn overwrite(&mut self, field: u32, bytes: &[u8]);
+}
+
+impl Fields for Vec<u8> {
+    fn read32(&self, at: u32) -> u32 {
+        u32::from_le_bytes(self[at as usize..at as usize + 4].try_into().unwrap())
+    }
+
+    fn write32(&mut self, at: u32, v: u32) {
+        self[at as usize..at as usize + 4].copy_from_slice(&v.to_le_bytes());
+    }
+
+    fn func(&self, field: u32) -> u32 {
+        self.read32(HP_HDR_FUNCS_OFF) + field
+    }
+
+    fn overwrite(&mut self, field: u32, bytes: &[u8]) {
+        let at = (self.read32(HP_HDR_STRTAB_OFF) + self.read32(field)) as usize;
+        self[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+}
+
+/// The file offset of the metadata section's header (ELF64: `e_shoff` at
+/// 0x28, 64-byte headers).
+fn meta_header(patch: &[u8]) -> usize {
+    let file = object::File::parse(patch).unwrap();
+    let index = file.section_by_name(HP_META_SECTION).unwrap().index().0;
+    let shoff = u64::from_le_bytes(patch[0x28..0x30].try_into().unwrap()) as usize;
+    shoff + index * 64
+}
+
+fn meta_of(patch: &[u8]) -> Vec<u8> {
+    let file = object::File::parse(patch).unwrap();
+    let data = file.section_by_name(HP_META_SECTION).unwrap().data();
+    data.unwrap().to_vec()
+}
+
+/// Appends `data` to the file, 8-aligned; returns its offset.
+fn append(patch: &mut Vec<u8>, data: &[u8]) -> u64 {
+    patch.resize(patch.len().next_multiple_of(8), 0);
+    let at = patch.len() as u64;
+    patch.extend_from_slice(data);
+    at
+}
+
+/// `patch` with its metadata section's contents edited by `f` (the new
+/// contents are appended and the section header re-pointed at them).
+fn with_meta(patch: &[u8], f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut meta = meta_of(patch);
+    f(&mut meta);
+    let hdr = meta_header(patch);
+    let mut out = patch.to_vec();
+    let at = append(&mut out, &meta);
+    out[hdr + 24..hdr + 32].copy_from_slice(&at.to_le_bytes());
+    out[hdr + 32..hdr + 40].copy_from_slice(&(meta.len() as u64).to_le_bytes());
+    out
+}
+
+/// `patch` with its metadata decoded, edited by `f` and re-encoded; then
+/// the bytes of `tail` replace the end of the base id (before its NUL).
+fn with_decoded(patch: &[u8], f: impl FnOnce(&mut Meta), tail: &[u8]) -> Vec<u8> {
+    let mut meta = Meta::decode(&meta_of(patch)).unwrap();
+    f(&mut meta);
+    with_meta(patch, |m| {
+        *m = meta.encode();
+        let end =
+            (m.read32(HP_HDR_STRTAB_OFF) + m.read32(HP_HDR_BASE_ID)) as usize + meta.base_id.len();
+        m[end - tail.len()..end].copy_from_slice(tail);
+    })
+}
+
+/// `.hotpatch.meta` renamed `.hotpatch.mota`.
+fn rename_meta(patch: &[u8]) -> Vec<u8> {
+    let hdr = meta_header(patch);
+    let shoff = u64::from_le_bytes(patch[0x28..0x30].try_into().unwrap()) as usize;
+    let shstrndx = u16::from_le_bytes(patch[0x3e..0x40].try_into().unwrap()) as usize;
+    let shstr = shoff + shstrndx * 64;
+    let strtab = u64::from_le_bytes(patch[shstr + 24..shstr + 32].try_into().unwrap()) as usize;
+    let mut out = patch.to_vec();
+    let name = strtab + out.read32(hdr as u32) as usize;
+    assert_eq!(
+        &out[name..name + HP_META_SECTION.len()],
+        HP_META_SECTION.as_bytes()
+    );
+    out[name + ".hotpatch.m".len()] = b'o';
+    out
+}
+
+/// `patch` with one more section header: a copy of the metadata section's,
+/// holding `data`. The header table moves to the end of the file.
+fn add_meta_section(patch: &[u8], data: Vec<u8>) -> Vec<u8> {
+    let hdr = meta_header(patch);
+    let shoff = u64::from_le_bytes(patch[0x28..0x30].try_into().unwrap()) as usize;
+    let shnum = u16::from_le_bytes(patch[0x3c..0x3e].try_into().unwrap()) as usize;
+    let mut out = patch.to_vec();
+    let at = append(&mut out, &data);
+    let mut extra = patch[hdr..hdr + 64].to_vec();
+    extra[24..32].copy_from_slice(&at.to_le_bytes());
+    extra[32..40].copy_from_slice(&(data.len() as u64).to_le_bytes());
+    let mut table = patch[shoff..shoff + shnum * 64].to_vec();
+    table.extend_from_slice(&extra);
+    let new_shoff = append(&mut out, &table);
+    out[0x28..0x30].copy_from_slice(&new_shoff.to_le_bytes());
+    out[0x3c..0x3e].copy_from_slice(&(shnum as u16 + 1).to_le_bytes());
+    out
+}
+
+/// Runs every patch through the C reader, in one process: one reply line
+/// each ("ok ..." or "err ...").
+fn c_reader(work: &Work, exe: &std::path::Path, patches: &[Vec<u8>]) -> Vec<String> {
+    let dir = work.path("cases");
+    std::fs::create_dir_all(&dir).unwrap();
+    let paths: Vec<_> = patches
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let path = dir.join(format!("{i:03}.hpo"));
+            std::fs::write(&path, p).unwrap();
+            path
+        })
+        .collect();
+    let out = Command::new(exe)
+        .args(&paths)
+        .env("HOTPATCH_DISABLE", "1")
+        .env("HOTPATCH_LOG", work.path("hotpatch.log"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), patches.len() + 1, "{text}");
+    assert_eq!(
+        lines[patches.len()],
+        "target(1) = 3",
+        "the program's own code again"
+    );
+    lines[..patches.len()].to_vec()
+}
+
+#[test]
+fn both_readers_refuse_the_same_malformed_metadata() {
+    let work = Work::new("malformed");
+    let exe = common::build_program(&work, FILE, PROG, &[]);
+    let new = format!("#define NEW\n{PROG}");
+    let good = make_patch(&work, "good", FILE, PROG, &new, &["target"], &[]);
+
+    // The table, then the metadata cut short at every length.
+    let mut cases: Vec<(String, &str, Vec<u8>)> = MALFORMED
+        .iter()
+        .map(|c| (c.name.to_string(), c.says, (c.edit)(&good)))
+        .collect();
+    let meta = meta_of(&good);
+    for len in 0..meta.len() {
+        let cut = with_meta(&good, |m| m.truncate(len));
+        cases.push((format!("metadata cut to {len} bytes"), "", cut));
+    }
+    let goods: Vec<Vec<u8>> = GOOD.iter().map(|(_, edit)| edit(&good)).collect();
+
+    let mut all: Vec<Vec<u8>> = cases.iter().map(|c| c.2.clone()).collect();
+    all.extend(goods.iter().cloned());
+    let c = c_reader(&work, &exe, &all);
+
+    let mut disagree = Vec::new();
+    for ((name, says, patch), c) in cases.iter().zip(&c) {
+        let rust = match read_patch(patch) {
+            Ok(_) => "ok".to_string(),
+            Err(e) => format!("err {e}"),
+        };
+        let refused = |r: &str| r.starts_with("err ") && r.contains(says);
+        if !refused(&rust) || !refused(c) {
+            disagree.push(format!(
+                "{name}: wanted both to refuse with {says:?}\n  rust: {rust}\n  C:    {c}"
+            ));
+        }
+    }
+    for ((name, _), (patch, c)) in GOOD.iter().zip(goods.iter().zip(&c[cases.len()..])) {
+        let rust = read_patch(patch);
+        if rust.is_err() || !c.starts_with("ok applied") {
+            disagree.push(format!(
+                "{name}: wanted both to accept\n  rust: {rust:?}\n  C:    {c}"
+            ));
+        }
+    }
+    assert!(disagree.is_empty(), "{}", disagree.join("\n"));
+}
