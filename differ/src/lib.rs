@@ -6,12 +6,16 @@
 //! the compiler changes code the diff never mentions (inlining, IPA), so every
 //! function whose bytes or relocations differ ships.
 //!
-//! Inside: `elf` validates and models an object; `correlate` pairs patched
-//! symbols with original ones (clones and static locals are renumbered
-//! between compilations); `normalize` turns code and data into a form where
-//! relocation targets are named by what they mean (string literals by
-//! contents, statics by original name); `compare` gives verdicts and
-//! refusals; `plan` computes what ships, the routes and the replacements.
+//! Inside, in pipeline order ([`compare_with`] runs them): `elf` validates
+//! and models an object, `dwarf` reads its debug info; `correlate` pairs
+//! patched symbols with original ones (clones and static locals are
+//! renumbered between compilations; [`names`] reads such names); `normalize`
+//! turns code and data into a form where relocation targets are named by
+//! what they mean (string literals by contents, statics by original name);
+//! `compare` gives verdicts and refusals (`explain` words the reasons,
+//! `lines` spots `__LINE__`-only changes); `why` adds the reasons that need
+//! DWARF or callees; `refuse` refuses layout, signature and static-local
+//! changes; `plan` computes what ships, the routes and the replacements.
 //!
 //! Entry point: [`compare`]. Its result, [`UnitDiff`], is consumed by
 //! hpbuild's emitter, which copies the planned sections of the *patched*
@@ -21,6 +25,7 @@ mod compare;
 mod correlate;
 mod dwarf;
 mod elf;
+mod explain;
 mod lines;
 pub mod names;
 mod normalize;
