@@ -163,10 +163,54 @@ fn err(what: &str, e: impl std::fmt::Display) -> DiffError {
     DiffError(format!("{what}: {e}"))
 }
 
+type Header = elf::FileHeader64<LE>;
+type SectionTable<'a> = object::read::elf::SectionTable<'a, Header>;
+type SymbolTable<'a> = object::read::elf::SymbolTable<'a, Header>;
+
 /// Parses and validates `data`. `which` ("original"/"patched") prefixes
 /// error messages.
+///
+/// The steps, each checking what it reads: [`header`] (ELF64, x86-64,
+/// relocatable), the section and symbol tables, [`read_sections`],
+/// [`read_symbols`], then [`name_section_symbols`] and [`index_named`],
+/// and last [`read_relocations`], which needs both the sections (bounds)
+/// and the symbols (indices).
 pub fn parse<'a>(data: &'a [u8], which: &str) -> Result<Object<'a>, DiffError> {
-    let header = elf::FileHeader64::<LE>::parse(data)
+    let head = header(data, which)?;
+    let table = head
+        .sections(LE, data)
+        .map_err(|e| err(&format!("{which} object: bad section headers"), e))?;
+    let symtab = table
+        .symbols(LE, data, elf::SHT_SYMTAB)
+        .map_err(|e| err(&format!("{which} object: bad symbol table"), e))?;
+    if symtab.is_empty() {
+        return Err(DiffError(format!("{which} object has no symbol table")));
+    }
+    let mut sections = read_sections(&table, data, which)?;
+    let mut symbols = read_symbols(&symtab, sections.len(), which)?;
+    name_section_symbols(&mut symbols, &sections);
+    index_named(&symbols, &mut sections);
+    for (target, relocs) in read_relocations(&table, &symtab, data, &symbols, &sections, which)? {
+        sections[target].relocs.extend(relocs);
+    }
+    for s in &mut sections {
+        s.relocs.sort_by_key(|r| (r.offset, r.r_type));
+    }
+    let file = symbols
+        .iter()
+        .find(|s| s.kind == SymKind::File && !s.name.is_empty())
+        .map(|s| s.name.clone());
+    Ok(Object {
+        file,
+        sections,
+        symbols,
+    })
+}
+
+/// The file header, once the file is known to be an ELF64 little-endian
+/// x86-64 relocatable object: from here on everything is read as [`LE`].
+fn header<'a>(data: &'a [u8], which: &str) -> Result<&'a Header, DiffError> {
+    let header = Header::parse(data)
         .map_err(|e| err(&format!("{which} object is not ELF64 little-endian"), e))?;
     let endian = header
         .endian()
@@ -183,26 +227,26 @@ pub fn parse<'a>(data: &'a [u8], which: &str) -> Result<Object<'a>, DiffError> {
             header.e_type(endian)
         )));
     }
-    let table = header
-        .sections(endian, data)
-        .map_err(|e| err(&format!("{which} object: bad section headers"), e))?;
-    let symtab = table
-        .symbols(endian, data, elf::SHT_SYMTAB)
-        .map_err(|e| err(&format!("{which} object: bad symbol table"), e))?;
-    if symtab.is_empty() {
-        return Err(DiffError(format!("{which} object has no symbol table")));
-    }
+    Ok(header)
+}
 
+/// Every section, by ELF index, with its name and file bytes; relocations
+/// and named symbols are attached later.
+fn read_sections<'a>(
+    table: &SectionTable<'a>,
+    data: &'a [u8],
+    which: &str,
+) -> Result<Vec<Section<'a>>, DiffError> {
     let mut sections = Vec::with_capacity(table.len());
     for (index, sh) in table.enumerate() {
         let name = table
-            .section_name(endian, sh)
+            .section_name(LE, sh)
             .map_err(|e| err(&format!("{which} object: section {} name", index.0), e))?;
-        let sh_type = sh.sh_type(endian);
+        let sh_type = sh.sh_type(LE);
         let data_bytes: &[u8] = if sh_type == elf::SHT_NOBITS {
             &[]
         } else {
-            sh.data(endian, data).map_err(|e| {
+            sh.data(LE, data).map_err(|e| {
                 err(
                     &format!("{which} object: section {} data truncated", index.0),
                     e,
@@ -212,56 +256,41 @@ pub fn parse<'a>(data: &'a [u8], which: &str) -> Result<Object<'a>, DiffError> {
         sections.push(Section {
             name: String::from_utf8_lossy(name).into_owned(),
             sh_type,
-            flags: sh.sh_flags(endian),
-            entsize: sh.sh_entsize(endian),
-            size: sh.sh_size(endian),
+            flags: sh.sh_flags(LE),
+            entsize: sh.sh_entsize(LE),
+            size: sh.sh_size(LE),
             data: data_bytes,
             relocs: Vec::new(),
             named: Vec::new(),
         });
     }
+    Ok(sections)
+}
 
+/// Every symbol, by ELF index; its section index is checked against the
+/// `section_count` sections.
+fn read_symbols(
+    symtab: &SymbolTable,
+    section_count: usize,
+    which: &str,
+) -> Result<Vec<Symbol>, DiffError> {
     let mut symbols = Vec::with_capacity(symtab.len());
-    let mut file = None;
     for (index, sym) in symtab.enumerate() {
         let name = symtab
-            .symbol_name(endian, sym)
+            .symbol_name(LE, sym)
             .map_err(|e| err(&format!("{which} object: symbol {} name", index.0), e))?;
         let name = String::from_utf8_lossy(name).into_owned();
         let section = symtab
-            .symbol_section(endian, sym, index)
+            .symbol_section(LE, sym, index)
             .map_err(|e| err(&format!("{which} object: symbol {}", index.0), e))?
             .map(|s| s.0);
-        if let Some(s) = section {
-            if s >= sections.len() {
-                return Err(DiffError(format!(
-                    "{which} object: symbol `{name}` refers to missing section {s}"
-                )));
-            }
+        if let Some(s) = section.filter(|&s| s >= section_count) {
+            return Err(DiffError(format!(
+                "{which} object: symbol `{name}` refers to missing section {s}"
+            )));
         }
-        let kind = match sym.st_type() {
-            elf::STT_FUNC | elf::STT_GNU_IFUNC => SymKind::Func,
-            elf::STT_OBJECT | elf::STT_COMMON => SymKind::Object,
-            elf::STT_TLS => SymKind::Tls,
-            elf::STT_SECTION => SymKind::Section,
-            elf::STT_FILE => SymKind::File,
-            elf::STT_NOTYPE => SymKind::NoType,
-            _ => SymKind::Other,
-        };
-        // Assembler-local names (clang's `.L.str`, `.L__const.f.t`) are
-        // labels for a place in a section, like GCC's `.LC0`, even when the
-        // compiler typed them as objects: compare them by contents.
-        let kind =
-            if kind == SymKind::Object && sym.st_bind() == elf::STB_LOCAL && name.starts_with(".L")
-            {
-                SymKind::NoType
-            } else {
-                kind
-            };
-        if kind == SymKind::File && file.is_none() && !name.is_empty() {
-            file = Some(name.clone());
-        }
-        let shndx = sym.st_shndx(endian);
+        let kind = sym_kind(sym.st_type(), sym.st_bind(), &name);
+        let shndx = sym.st_shndx(LE);
         symbols.push(Symbol {
             name,
             kind,
@@ -271,34 +300,75 @@ pub fn parse<'a>(data: &'a [u8], which: &str) -> Result<Object<'a>, DiffError> {
             ),
             section,
             external: index.0 != 0 && (shndx == elf::SHN_UNDEF || shndx == elf::SHN_COMMON),
-            value: sym.st_value(endian),
-            size: sym.st_size(endian),
+            value: sym.st_value(LE),
+            size: sym.st_size(LE),
         });
     }
-    // Section symbols carry no name of their own; give them their section's
-    // name so messages can mention them.
-    for sym in &mut symbols {
+    Ok(symbols)
+}
+
+/// What the differ makes of a symbol's ELF type.
+fn sym_kind(st_type: u8, st_bind: u8, name: &str) -> SymKind {
+    match st_type {
+        elf::STT_FUNC | elf::STT_GNU_IFUNC => SymKind::Func,
+        // Assembler-local names (clang's `.L.str`, `.L__const.f.t`) are
+        // labels for a place in a section, like GCC's `.LC0`, even when the
+        // compiler typed them as objects: compare them by contents.
+        elf::STT_OBJECT | elf::STT_COMMON
+            if st_bind == elf::STB_LOCAL && name.starts_with(".L") =>
+        {
+            SymKind::NoType
+        }
+        elf::STT_OBJECT | elf::STT_COMMON => SymKind::Object,
+        elf::STT_TLS => SymKind::Tls,
+        elf::STT_SECTION => SymKind::Section,
+        elf::STT_FILE => SymKind::File,
+        elf::STT_NOTYPE => SymKind::NoType,
+        _ => SymKind::Other,
+    }
+}
+
+/// Section symbols carry no name of their own; give them their section's
+/// name so messages can mention them.
+fn name_section_symbols(symbols: &mut [Symbol], sections: &[Section]) {
+    for sym in symbols {
         if sym.kind == SymKind::Section && sym.name.is_empty() {
             if let Some(s) = sym.section {
                 sym.name = sections[s].name.clone();
             }
         }
     }
+}
+
+/// Fills each section's `named` list.
+fn index_named(symbols: &[Symbol], sections: &mut [Section]) {
     for (i, sym) in symbols.iter().enumerate() {
         if let (Some(s), true) = (sym.section, sym.is_named()) {
             sections[s].named.push(i);
         }
     }
+}
 
-    let symtab_index = symtab.section().0;
+/// The RELA relocations of every relocation section, as (index of the
+/// section they apply to, relocations in file order); every symbol index
+/// and every relocated field checked.
+fn read_relocations(
+    table: &SectionTable,
+    symtab: &SymbolTable,
+    data: &[u8],
+    symbols: &[Symbol],
+    sections: &[Section],
+    which: &str,
+) -> Result<Vec<(usize, Vec<Reloc>)>, DiffError> {
+    let mut out = Vec::new();
     for (index, sh) in table.enumerate() {
-        if sh.sh_type(endian) == elf::SHT_REL {
+        if sh.sh_type(LE) == elf::SHT_REL {
             return Err(DiffError(format!(
                 "{which} object: section {} uses REL relocations; x86-64 objects use RELA",
                 index.0
             )));
         }
-        let Some((relas, link)) = sh.rela(endian, data).map_err(|e| {
+        let Some((relas, link)) = sh.rela(LE, data).map_err(|e| {
             err(
                 &format!("{which} object: relocation section {}", index.0),
                 e,
@@ -307,7 +377,7 @@ pub fn parse<'a>(data: &'a [u8], which: &str) -> Result<Object<'a>, DiffError> {
         else {
             continue;
         };
-        if link.0 != symtab_index {
+        if link != symtab.section() {
             // Relocations against another symbol table (dynamic objects):
             // nothing a relocatable object should have.
             return Err(DiffError(format!(
@@ -315,46 +385,49 @@ pub fn parse<'a>(data: &'a [u8], which: &str) -> Result<Object<'a>, DiffError> {
                 index.0
             )));
         }
-        let target = sh.sh_info(endian) as usize;
+        let target = sh.sh_info(LE) as usize;
         if target == 0 || target >= sections.len() {
             return Err(DiffError(format!(
                 "{which} object: relocation section {} applies to missing section {target}",
                 index.0
             )));
         }
-        let mut relocs = Vec::with_capacity(relas.len());
-        for rela in relas {
-            let r = Reloc {
-                offset: rela.r_offset(endian),
-                r_type: rela.r_type(endian, false),
-                sym: rela.r_sym(endian, false) as usize,
-                addend: rela.r_addend(endian),
-            };
-            if r.sym >= symbols.len() {
-                return Err(DiffError(format!(
-                    "{which} object: relocation in {} names missing symbol {}",
-                    sections[target].name, r.sym
-                )));
-            }
-            let end = r.offset.checked_add(reloc_width(r.r_type));
-            if end.is_none_or(|end| end > sections[target].size) {
-                return Err(DiffError(format!(
-                    "{which} object: relocation at {:#x} lies outside section {}",
-                    r.offset, sections[target].name
-                )));
-            }
-            relocs.push(r);
-        }
-        sections[target].relocs.extend(relocs);
+        let relocs = relas
+            .iter()
+            .map(|rela| checked_reloc(rela, symbols, &sections[target], which))
+            .collect::<Result<_, _>>()?;
+        out.push((target, relocs));
     }
-    for s in &mut sections {
-        s.relocs.sort_by_key(|r| (r.offset, r.r_type));
+    Ok(out)
+}
+
+/// One relocation of `section`, its symbol index and field checked.
+fn checked_reloc(
+    rela: &elf::Rela64<LE>,
+    symbols: &[Symbol],
+    section: &Section,
+    which: &str,
+) -> Result<Reloc, DiffError> {
+    let r = Reloc {
+        offset: rela.r_offset(LE),
+        r_type: rela.r_type(LE, false),
+        sym: rela.r_sym(LE, false) as usize,
+        addend: rela.r_addend(LE),
+    };
+    if r.sym >= symbols.len() {
+        return Err(DiffError(format!(
+            "{which} object: relocation in {} names missing symbol {}",
+            section.name, r.sym
+        )));
     }
-    Ok(Object {
-        file,
-        sections,
-        symbols,
-    })
+    let end = r.offset.checked_add(reloc_width(r.r_type));
+    if end.is_none_or(|end| end > section.size) {
+        return Err(DiffError(format!(
+            "{which} object: relocation at {:#x} lies outside section {}",
+            r.offset, section.name
+        )));
+    }
+    Ok(r)
 }
 
 impl<'a> Object<'a> {
