@@ -5,7 +5,12 @@
 //! emit: the file's includes, macros and type definitions (verbatim, inside
 //! the `#if` groups they were written in), `extern` declarations for the
 //! symbols outside the patch that the shipped code uses (derived from their
-//! declarations in the patched file), then the shipped functions verbatim.
+//! declarations in the patched file), copies of the static helpers and
+//! constants it uses without a symbol reference, forward declarations, then
+//! the shipped functions verbatim. `unit_section` lists the steps; the
+//! crate README describes each part.
+//!
+//! Only the file's own text is read: no preprocessor, no compiler.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -102,6 +107,8 @@ fn header(patch_id: &str, units: &[UnitSource]) -> String {
     h
 }
 
+/// One unit's section of the output: the parts listed in the README, each
+/// the text of one step below, in order.
 fn unit_section(unit: &UnitSource, out: &mut String) {
     let path = c(&unit.path);
     let _ = writeln!(out, "\n/* ==== translation unit {path} ==== */\n");
@@ -118,14 +125,32 @@ fn unit_section(unit: &UnitSource, out: &mut String) {
     };
     let text = unit.text.as_str();
     let shipped: HashSet<&str> = unit.functions.iter().map(String::as_str).collect();
-
     let _ = writeln!(
         out,
         "/* Context from {path}: includes, macros and types. */"
     );
     out.push_str(&context(&file, text));
+    let (decls, declared) = outside_declarations(unit, &file, &shipped, &path);
+    out.push_str(&decls);
+    let shipped_items = shipped_items(unit, &file);
+    let (copied, decls) = unlisted_uses(&file, text, &shipped_items, &shipped, declared, &path);
+    out.push_str(&decls);
+    let functions = functions_in_order(&shipped_items, &copied);
+    out.push_str(&forward_declarations(&functions));
+    out.push_str(&copied_constants(&file, text, &copied, &path));
+    out.push_str(&function_texts(&file, text, &functions, &shipped, &path));
+    out.push_str(&missing_definitions(unit, &file, &path));
+}
 
-    // Declarations of what the shipped code uses.
+/// Declarations of the outside symbols the shipped code uses, and the names
+/// declared (or deliberately not: static locals, shipped functions excepted).
+fn outside_declarations(
+    unit: &UnitSource,
+    file: &CFile,
+    shipped: &HashSet<&str>,
+    path: &str,
+) -> (String, HashSet<String>) {
+    let mut out = String::new();
     let _ = writeln!(out, "\n/* Symbols outside the patch. */");
     let mut declared: HashSet<String> = HashSet::new();
     for sym in &unit.outside {
@@ -140,7 +165,7 @@ fn unit_section(unit: &UnitSource, out: &mut String) {
             );
             continue;
         }
-        match find_declaration(&file, &sym.name, sym.kind) {
+        match find_declaration(file, &sym.name, sym.kind) {
             None => {
                 let _ = writeln!(
                     out,
@@ -148,81 +173,112 @@ fn unit_section(unit: &UnitSource, out: &mut String) {
                     c(&sym.name)
                 );
             }
-            Some(item) => emit_extern(out, item, sym.local || item.is_static, &path, None),
+            Some(item) => emit_extern(&mut out, item, sym.local || item.is_static, path, None),
         }
     }
+    (out, declared)
+}
 
-    // Names the shipped code uses that the outside list does not mention: the
-    // compiled patch referenced no symbol for them (inlined helper, folded
-    // constant), or the list is incomplete.  Static functions and static
-    // const objects are copied, so the patch compiles to the same code;
-    // anything else gets a declaration so this file type-checks.
-    let mut copied: Vec<&Item> = Vec::new();
-    let mut copied_ranges: HashSet<Range<usize>> = HashSet::new();
-    let shipped_items: Vec<&Item> = unit
-        .functions
+/// The definition of each shipped function found in the file (a certain
+/// parse preferred), in the order of `unit.functions`.
+fn shipped_items<'f>(unit: &UnitSource, file: &'f CFile) -> Vec<&'f Item> {
+    unit.functions
         .iter()
         .filter_map(|n| {
             let defs = file.find(ItemKind::Function, n);
             defs.iter().find(|i| !i.uncertain).or(defs.first()).copied()
         })
-        .collect();
-    let mut work: Vec<&Item> = shipped_items.clone();
-    let mut extra_decls = String::new();
+        .collect()
+}
+
+/// Names the shipped code uses that the outside list does not mention: the
+/// compiled patch referenced no symbol for them (inlined helper, folded
+/// constant), or the list is incomplete.  Static functions and static
+/// const objects are copied (in file order; a copied function's own uses
+/// are followed), so the patch compiles to the same code; anything else
+/// gets a declaration, returned as text, so this file type-checks.
+fn unlisted_uses<'f>(
+    file: &'f CFile,
+    text: &str,
+    shipped_items: &[&'f Item],
+    shipped: &HashSet<&str>,
+    mut declared: HashSet<String>,
+    path: &str,
+) -> (Vec<&'f Item>, String) {
+    let mut copied: Vec<&Item> = Vec::new();
+    let mut copied_ranges: HashSet<Range<usize>> = HashSet::new();
+    let mut work: Vec<&Item> = shipped_items.to_vec();
+    let mut decls = String::new();
     while let Some(f) = work.pop() {
         for r in &f.references {
             if shipped.contains(r.as_str()) || declared.contains(r) {
                 continue;
             }
-            let Some(item) = find_declaration(&file, r, SymbolKind::Unknown) else {
+            let Some(item) = find_declaration(file, r, SymbolKind::Unknown) else {
                 continue;
             };
             declared.insert(r.clone());
-            let copy = item.is_static
-                && match item.kind {
-                    // A copy of a function with static locals would have its
-                    // own state: declare it instead, the loader resolves it.
-                    ItemKind::Function => !has_static_local(file.item_text(text, item)),
-                    ItemKind::Variable => {
-                        is_const_object(item)
-                            && file
-                                .items
-                                .iter()
-                                .filter(|i| i.byte_range == item.byte_range)
-                                .count()
-                                == 1
-                    }
-                    _ => false,
-                };
-            if copy {
-                if copied_ranges.insert(item.byte_range.clone()) {
-                    copied.push(item);
-                    if item.kind == ItemKind::Function {
-                        work.push(item);
-                    }
-                }
-            } else {
+            if !is_copied(file, text, item) {
                 let note = "used by the shipped code but not in the patch's outside-symbol list";
-                emit_extern(&mut extra_decls, item, item.is_static, &path, Some(note));
+                emit_extern(&mut decls, item, item.is_static, path, Some(note));
+            } else if copied_ranges.insert(item.byte_range.clone()) {
+                copied.push(item);
+                if item.kind == ItemKind::Function {
+                    work.push(item);
+                }
             }
         }
     }
-    out.push_str(&extra_decls);
-
-    // Forward declarations, so the functions below may call each other in any
-    // order (the file's own prototypes are not copied).
     copied.sort_by_key(|i| i.byte_range.start);
-    let mut functions: Vec<&Item> = shipped_items.clone();
+    (copied, decls)
+}
+
+/// Whether a used, unlisted item is copied rather than declared: a static
+/// function without static locals (a copy would have its own state; declared
+/// instead, the loader resolves it), or a static const object declared
+/// alone.
+fn is_copied(file: &CFile, text: &str, item: &Item) -> bool {
+    item.is_static
+        && match item.kind {
+            ItemKind::Function => !has_static_local(file.item_text(text, item)),
+            ItemKind::Variable => {
+                is_const_object(item)
+                    && file
+                        .items
+                        .iter()
+                        .filter(|i| i.byte_range == item.byte_range)
+                        .count()
+                        == 1
+            }
+            _ => false,
+        }
+}
+
+/// The shipped and the copied functions, in file order, each once.
+fn functions_in_order<'f>(shipped_items: &[&'f Item], copied: &[&'f Item]) -> Vec<&'f Item> {
+    let mut functions: Vec<&Item> = shipped_items.to_vec();
     functions.extend(copied.iter().filter(|i| i.kind == ItemKind::Function));
     functions.sort_by_key(|i| i.byte_range.start);
     functions.dedup_by_key(|i| i.byte_range.start);
+    functions
+}
+
+/// Forward declarations, so the functions below may call each other in any
+/// order (the file's own prototypes are not copied).
+fn forward_declarations(functions: &[&Item]) -> String {
+    let mut out = String::new();
     let _ = writeln!(out, "\n/* Forward declarations of the functions below. */");
-    for f in &functions {
+    for f in functions {
         if let Some(p) = f.prototype() {
             let _ = writeln!(out, "{p}");
         }
     }
+    out
+}
 
+/// The copied static constants, verbatim.
+fn copied_constants(file: &CFile, text: &str, copied: &[&Item], path: &str) -> String {
+    let mut out = String::new();
     let consts: Vec<&&Item> = copied
         .iter()
         .filter(|i| i.kind == ItemKind::Variable)
@@ -233,8 +289,19 @@ fn unit_section(unit: &UnitSource, out: &mut String) {
             let _ = writeln!(out, "{}", file.item_text(text, v));
         }
     }
+    out
+}
 
-    for f in &functions {
+/// Each function verbatim after a comment naming its role and lines.
+fn function_texts(
+    file: &CFile,
+    text: &str,
+    functions: &[&Item],
+    shipped: &HashSet<&str>,
+    path: &str,
+) -> String {
+    let mut out = String::new();
+    for f in functions {
         let is_shipped = f.name.as_deref().is_some_and(|n| shipped.contains(n));
         let role = if is_shipped {
             "shipped"
@@ -255,6 +322,12 @@ fn unit_section(unit: &UnitSource, out: &mut String) {
         );
         let _ = writeln!(out, "{}", file.item_text(text, f));
     }
+    out
+}
+
+/// A note for each shipped function the file has no definition of.
+fn missing_definitions(unit: &UnitSource, file: &CFile, path: &str) -> String {
+    let mut out = String::new();
     for name in &unit.functions {
         if file.find(ItemKind::Function, name).is_empty() {
             let _ = writeln!(
@@ -264,6 +337,7 @@ fn unit_section(unit: &UnitSource, out: &mut String) {
             );
         }
     }
+    out
 }
 
 /// The item declaring `name` that a re-declaration is best derived from:
@@ -327,10 +401,37 @@ fn emit_extern(out: &mut String, item: &Item, local: bool, path: &str, note: Opt
 /// Includes, macros, type definitions and the conditional groups around them,
 /// in file order; groups left empty are dropped.
 fn context(file: &CFile, text: &str) -> String {
-    enum Entry {
-        Cond(Conditional, String),
-        Text(String),
+    let entries = context_entries(file, text);
+    let (keep, balanced) = kept_entries(&entries);
+    let mut s = String::new();
+    if !balanced {
+        s.push_str("/* conditional groups of this file could not be matched up; left out */\n");
     }
+    for (e, k) in entries.iter().zip(keep) {
+        match e {
+            Entry::Cond(_, t) if k && balanced => {
+                s.push_str(t);
+                s.push('\n');
+            }
+            Entry::Text(t) if k => {
+                s.push_str(t);
+                s.push('\n');
+            }
+            _ => {}
+        }
+    }
+    s
+}
+
+/// A line of the context: a conditional-group directive, or other text.
+enum Entry {
+    Cond(Conditional, String),
+    Text(String),
+}
+
+/// The context's candidates in file order, each declaration once: group
+/// directives, includes, macros (not `#line`, `#pragma once`), types.
+fn context_entries(file: &CFile, text: &str) -> Vec<Entry> {
     let mut entries = Vec::new();
     let mut seen: HashSet<Range<usize>> = HashSet::new();
     for it in &file.items {
@@ -363,9 +464,13 @@ fn context(file: &CFile, text: &str) -> String {
             _ => {}
         }
     }
+    entries
+}
 
-    // Drop groups without content; if the directives do not nest (a parse
-    // that went wrong), drop all of them rather than emit broken structure.
+/// Which entries to keep: not the groups without content. Also whether the
+/// directives nest; if not (a parse that went wrong), no directive is kept
+/// rather than broken structure.
+fn kept_entries(entries: &[Entry]) -> (Vec<bool>, bool) {
     let mut keep = vec![true; entries.len()];
     let mut stack: Vec<(usize, bool)> = Vec::new();
     let mut balanced = true;
@@ -382,23 +487,5 @@ fn context(file: &CFile, text: &str) -> String {
         }
     }
     balanced &= stack.is_empty();
-
-    let mut s = String::new();
-    if !balanced {
-        s.push_str("/* conditional groups of this file could not be matched up; left out */\n");
-    }
-    for (e, k) in entries.iter().zip(keep) {
-        match e {
-            Entry::Cond(_, t) if k && balanced => {
-                s.push_str(t);
-                s.push('\n');
-            }
-            Entry::Text(t) if k => {
-                s.push_str(t);
-                s.push('\n');
-            }
-            _ => {}
-        }
-    }
-    s
+    (keep, balanced)
 }
