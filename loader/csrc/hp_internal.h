@@ -105,6 +105,7 @@ struct hp_exe {
     size_t strtab_size;
     uintptr_t bias;      /* load bias of the main program */
     uintptr_t lo, hi;    /* page-aligned runtime range of its PT_LOAD segments */
+    struct hp_exe_index *index; /* hash tables and sorted addresses (exesyms.c) */
 };
 
 struct hp_symref {
@@ -125,6 +126,15 @@ int hp_exe_lookup(const struct hp_exe *exe, const char *file, const char *name, 
  * image): how far a redirect may extend past a tiny function into the
  * alignment padding that follows it. */
 uint64_t hp_exe_room(const struct hp_exe *exe, uintptr_t addr);
+/* What one apply's preparation cost, for its log line: apply calls
+ * hp_exe_get once, after parsing the patch, which starts the clock. */
+struct hp_exe_stats {
+    long long start_us;    /* hp_exe_now_us() at the hp_exe_get call */
+    long long load_us;     /* loading the symbols, if that call did it; else 0 */
+    unsigned long lookups; /* hp_exe_lookup calls since */
+};
+const struct hp_exe_stats *hp_exe_stats(void);
+long long hp_exe_now_us(void); /* CLOCK_MONOTONIC */
 
 /* ---- region.c ----------------------------------------------------------- */
 struct hp_region {

@@ -4,7 +4,9 @@
  * default /tmp/hotpatch.<pid>.log, HOTPATCH_LOG=stderr, or HOTPATCH_LOG=path.
  *
  * Messages are formatted into a stack buffer and written with one write(2),
- * without stdio (no FILE locks shared with the program).
+ * without stdio (no FILE locks shared with the program). Each line starts
+ * with "[hotpatch PID SECONDS.MICROSECONDS]" (wall clock; `cargo xtask
+ * bench` measures the loader's time between two lines).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -48,8 +50,8 @@ void hp_log(const char *fmt, ...)
         return;
     }
     clock_gettime(CLOCK_REALTIME, &ts);
-    int n = snprintf(buf, sizeof buf, "[hotpatch %d %lld.%03ld] ", (int)getpid(),
-                     (long long)ts.tv_sec, ts.tv_nsec / 1000000);
+    int n = snprintf(buf, sizeof buf, "[hotpatch %d %lld.%06ld] ", (int)getpid(),
+                     (long long)ts.tv_sec, ts.tv_nsec / 1000);
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(buf + n, sizeof buf - n - 1, fmt, ap);

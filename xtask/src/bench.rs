@@ -8,7 +8,12 @@
 //! * pause — the longest stall a busy thread sees while a patch is applied
 //!   vs. its longest stall in a quiet window of the same length;
 //! * memory — resident memory of the program with the loader linked in vs.
-//!   without it.
+//!   without it;
+//! * apply — `hpctl apply` wall time vs. `hpctl list`, and the loader's time
+//!   per function vs. its 1 µs target, for patches of 1 to 1000 functions
+//!   (`bench/apply.rs`; `cargo xtask bench apply` runs only these).
+
+mod apply;
 
 use crate::tools::{self, workspace};
 use std::io::{BufRead, BufReader, Write};
@@ -17,6 +22,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn run() -> Result<(), String> {
+    let only_apply = std::env::args().nth(2).as_deref() == Some("apply");
     tools::ensure()?;
     tools::cargo(&[
         "build",
@@ -30,8 +36,18 @@ pub fn run() -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("hpbuild-bench.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let mut rows = build_ratio(&dir)?;
-    rows.extend(runtime_rows(&dir)?);
+    let loader = dir.join("loader");
+    tools::run(
+        Command::new(bin("hpbuild"))
+            .args(["loader", "--out"])
+            .arg(&loader),
+    )?;
+    let mut rows = Vec::new();
+    if !only_apply {
+        rows.extend(build_ratio(&dir)?);
+        rows.extend(runtime_rows(&dir)?);
+    }
+    rows.extend(apply::rows(&dir, &loader)?);
     println!("| metric | baseline | with hpbuild | ratio |\n|---|---|---|---|");
     for r in &rows {
         println!(
@@ -39,12 +55,16 @@ pub fn run() -> Result<(), String> {
             r.metric, r.baseline, r.measured, r.ratio
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("HPBUILD_BENCH_KEEP").is_some() {
+        eprintln!("bench files kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(())
 }
 
 struct Row {
-    metric: &'static str,
+    metric: String,
     baseline: String,
     measured: String,
     ratio: f64,
@@ -126,7 +146,7 @@ fn build_ratio(dir: &Path) -> Result<Vec<Row>, String> {
     }
     let (p, o) = (median(plain), median(ours));
     Ok(vec![Row {
-        metric: "build: 3000-function unit, one edited (s)",
+        metric: "build: 3000-function unit, one edited (s)".into(),
         baseline: format!("{p:.2} (two plain compiles)"),
         measured: format!("{o:.2} (hpbuild)"),
         ratio: o / p,
@@ -142,8 +162,12 @@ struct Program {
 
 impl Program {
     fn start(exe: &Path) -> Result<Program, String> {
+        Program::start_logged(exe, &exe.with_extension("log"))
+    }
+
+    fn start_logged(exe: &Path, log: &Path) -> Result<Program, String> {
         let mut child = Command::new(exe)
-            .env("HOTPATCH_LOG", exe.with_extension("log"))
+            .env("HOTPATCH_LOG", log)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -212,11 +236,6 @@ fn build_program(dir: &Path, with_loader: bool) -> Result<PathBuf, String> {
 }
 
 fn runtime_rows(dir: &Path) -> Result<Vec<Row>, String> {
-    tools::run(
-        Command::new(bin("hpbuild"))
-            .args(["loader", "--out"])
-            .arg(dir.join("loader")),
-    )?;
     let base = dir.join("prog");
     std::fs::create_dir_all(&base).map_err(|e| e.to_string())?;
     std::fs::copy(
@@ -252,6 +271,7 @@ fn runtime_rows(dir: &Path) -> Result<Vec<Row>, String> {
     tools::run(
         Command::new(bin("hpctl"))
             .arg("apply")
+            .args(apply::lazy_flag()) // the stall of one switch, not of a consistent wait
             .arg(prog.child.id().to_string())
             .arg(&patch)
             .stdout(Stdio::null()),
@@ -261,19 +281,19 @@ fn runtime_rows(dir: &Path) -> Result<Vec<Row>, String> {
     let after = prog.ns_per_call()?;
     Ok(vec![
         Row {
-            metric: "call through the patched function (ns)",
+            metric: "call through the patched function (ns)".into(),
             baseline: format!("{before:.2} (before)"),
             measured: format!("{after:.2} (after, via entry jump)"),
             ratio: after / before,
         },
         Row {
-            metric: "longest stall of a busy thread in 300 ms (µs)",
+            metric: "longest stall of a busy thread in 300 ms (µs)".into(),
             baseline: format!("{quiet:.0} (quiet)"),
             measured: format!("{during:.0} (during apply)"),
             ratio: during / quiet.max(1.0),
         },
         Row {
-            metric: "resident memory at start (KiB)",
+            metric: "resident memory at start (KiB)".into(),
             baseline: format!("{plain_rss:.0} (no loader)"),
             measured: format!("{loader_rss:.0} (loader linked)"),
             ratio: loader_rss / plain_rss,
