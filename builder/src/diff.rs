@@ -1,8 +1,19 @@
-//! Reading the fix: which files a unified diff touches and which lines.
-//! Parsing is done by the `patch` crate; this module only strips the
-//! preamble real patches carry (mail headers, DEP-3 fields) and the `a/`,
-//! `b/` style prefixes. The hunks are kept: `edits.rs` locates them in the
-//! two trees to name the functions the diff edits.
+//! Reading the fix: which files a unified diff touches, and its hunks.
+//! `edits.rs` locates the hunks in the two trees to name the functions the
+//! diff edits; `tree.rs` hands [`Diff::text`] to GNU patch with
+//! `-p`[`Diff::strip`].
+//!
+//! Parsing is done by the `patch` crate, on a copy of the text read the way
+//! GNU patch reads it (`normalize`): the preamble real patches carry (mail
+//! headers, DEP-3 fields) and the text between files or after the last hunk
+//! (`Index:` lines, git's signature) are dropped, a hunk ends when its
+//! header's line counts are used up, and an empty line inside a hunk is a
+//! context line whose leading space was lost. The crate panics on some
+//! input: the panic is caught, so a malformed diff, like a truncated hunk,
+//! is a one-line error. The strip level (`patch -pN`) is the smallest at
+//! which every file the diff modifies or deletes is found in the base tree
+//! (a diff that only adds files: 1 when its paths have a directory, else 0);
+//! paths are kept without the stripped `a/`, `b/` style prefixes.
 
 use crate::bail;
 use crate::error::Result;
@@ -355,7 +366,8 @@ mod tests {
 
     #[test]
     fn no_newline_marker_after_a_blank_last_line_stays_with_its_hunk() {
-        let text = "--- a/main.c\n+++ b/main.c\n@@ -1,2 +1,2 @@\n-a\n+b\n\n\\ No newline at end of file\n";
+        let text =
+            "--- a/main.c\n+++ b/main.c\n@@ -1,2 +1,2 @@\n-a\n+b\n\n\\ No newline at end of file\n";
         assert_eq!(
             normalize(text),
             "--- a/main.c\n+++ b/main.c\n@@ -1,2 +1,2 @@\n-a\n+b\n \n\\ No newline at end of file\n"
