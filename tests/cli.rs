@@ -326,3 +326,41 @@ fn hpctl_rejects_bad_arguments() {
         must(check_refusal(&out, &[], &format!("hpctl {args:?}")));
     }
 }
+
+/// `hpbuild --redirect call-site` records the choice in the patch and in the
+/// manifest: a plain `hpctl apply` then rewrites the direct calls (the list
+/// shows them), and `--redirect entry` overrides it.
+#[test]
+fn redirect_chosen_at_build_time() {
+    let f = must(Fixture::load("call-site"));
+    let mut s = must(start_fixture(&f, &must(f.build(DEFAULT_CONFIG))));
+    let diff = s.tmp.path().join("fix.patch");
+    fs::copy(f.dir.join("fix.patch"), &diff).unwrap();
+    let hpo = s.tmp.path().join("cs.hpo");
+    let build = must(run_timeout(
+        Command::new(must(hpbuild_bin()))
+            .args(["--redirect", "call-site", "--base"])
+            .arg(&s.base_dir)
+            .arg("--diff")
+            .arg(&diff)
+            .arg("-o")
+            .arg(&hpo),
+        HPBUILD_TIMEOUT,
+    ));
+    assert!(build.status.success(), "{}", build.report());
+    let manifest = fs::read_to_string(hpo.with_extension("json")).unwrap();
+    assert!(manifest.contains("\"redirect\": \"call-site\""), "{manifest}");
+    let pid = s.prog.pid().to_string();
+    let hpo_s = hpo.to_str().unwrap();
+    for (args, sites) in [(vec!["apply", &pid, hpo_s], true), (vec!["apply", "--redirect=entry", &pid, hpo_s], false)] {
+        let out = hpctl(&args);
+        assert!(out.status.success(), "{}\n{}", out.report(), s.prog.report());
+        if let Err(e) = s.prog.expect("direct 3", "direct 3 = 61", None) {
+            panic!("{e}\n{}", s.prog.report());
+        }
+        let list = hpctl(&["list", &pid]);
+        assert_eq!(list.stdout.contains("call sites)"), sites, "{}", list.report());
+        let out = hpctl(&["revert", &pid]);
+        assert!(out.status.success(), "{}", out.report());
+    }
+}

@@ -131,6 +131,8 @@ fixture_tests! {
     signature_change => "signature-change",
     removed_static_local => "removed-static-local",
     blocked_below_patch => "blocked-below-patch",
+    busy_function => "busy-function",
+    call_site => "call-site",
 }
 
 /// Each fixture's expectations hold for the original and the patched program

@@ -168,6 +168,7 @@ fn build(deployed: &str, head: &str, dir: &Path) -> Result<PathBuf> {
         diff: Some(diff_path),
         output: Some(output.clone()),
         compile_db,
+        redirect: "entry".into(),
         explain: false,
         json: false,
         verbose: false,

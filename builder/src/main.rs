@@ -106,6 +106,13 @@ pub struct BuildArgs {
     /// compile_commands.json to use instead of the one in the base directory.
     #[arg(long, value_name = "FILE")]
     pub compile_db: Option<PathBuf>,
+    /// How the patch redirects calls by default when applied: `entry` (a
+    /// jump at each replaced function's entry) or `call-site` (also every
+    /// direct call rewritten to the new code); `hpctl apply --redirect`
+    /// overrides it. Recorded in the patch and its manifest.
+    #[arg(long, value_name = "KIND", default_value = "entry",
+          value_parser = ["entry", "call-site"])]
+    pub redirect: String,
     /// Print each shipped function and why it ships.
     #[arg(long)]
     pub explain: bool,

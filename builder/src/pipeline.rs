@@ -65,7 +65,11 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             rel: &u.rel,
         })
         .collect();
-    let patch = emit::emit(&emit_units, &patch_id, &trees.base_label)
+    let flags = match args.redirect.as_str() {
+        "call-site" => format::HP_HDR_F_CALL_SITES,
+        _ => 0,
+    };
+    let patch = emit::emit(&emit_units, &patch_id, &trees.base_label, flags)
         .map_err(|e| Error::new(e.to_string()))?;
     notes.extend(patch.notes);
     write(output, &patch.object)?;
@@ -92,7 +96,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             .iter()
             .flat_map(|u| u.diff.notes.iter().map(move |n| format!("{}: {n}", u.rel))),
     );
-    let manifest = build_manifest(
+    let mut manifest = build_manifest(
         &units,
         &trees.base_label,
         diff_path,
@@ -103,6 +107,11 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         patch_id,
         notes,
     );
+    if flags & format::HP_HDR_F_CALL_SITES != 0 {
+        for r in &mut manifest.replaced {
+            r.redirect = "call-site";
+        }
+    }
     let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
     write(&output.with_extension("json"), json.as_bytes())?;
     report(args, &manifest, &json);

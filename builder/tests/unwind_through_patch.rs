@@ -9,7 +9,19 @@
 //! on a revert the patch's own frame is already the busy one, so this needs
 //! two patches.) Talks to the loader as hpctl does (`format::protocol`).
 
-use format::protocol::{send, Reply, Request};
+use format::protocol::{send, Mode, Options, Reply, Request};
+
+/// Lazy (None) or consistent with a timeout; the loader stops the threads
+/// with its own signal (this test is not hpctl).
+fn switch(consistent_ms: Option<u32>) -> Options {
+    Options {
+        mode: match consistent_ms {
+            Some(timeout_ms) => Mode::Consistent { timeout_ms },
+            None => Mode::Lazy,
+        },
+        ..Options::default()
+    }
+}
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -217,7 +229,7 @@ fn consistent_apply_walks_through_an_earlier_patchs_code() {
     assert_eq!(prog.ask("call 1"), "20"); // the loader is up once main runs
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
 
-    let r = request(pid, &Request::Apply(p1));
+    let r = request(pid, &Request::Apply { patch: p1, opts: switch(None) });
     assert!(r.ok, "{r:?}");
     assert!(
         log_text().contains("with unwind information"),
@@ -228,7 +240,7 @@ fn consistent_apply_walks_through_an_earlier_patchs_code() {
     assert_eq!(prog.ask("start"), "blocked");
 
     // gate() <- p1's inner() <- old outer(): outer() is busy for p2.
-    let r = request(pid, &Request::ApplyConsistent(p2.clone(), 300));
+    let r = request(pid, &Request::Apply { patch: p2.clone(), opts: switch(Some(300)) });
     assert!(!r.ok, "{r:?}");
     assert!(
         r.message
@@ -239,7 +251,7 @@ fn consistent_apply_walks_through_an_earlier_patchs_code() {
     );
 
     assert_eq!(prog.ask("release"), "30"); // old outer, p1's inner
-    let r = request(pid, &Request::ApplyConsistent(p2, 5000));
+    let r = request(pid, &Request::Apply { patch: p2, opts: switch(Some(5000)) });
     assert!(r.ok, "{r:?}\n{}", log_text());
     assert_eq!(prog.ask("call 1"), "300");
 }

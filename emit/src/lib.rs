@@ -74,7 +74,7 @@ pub struct Unit<'a> {
 }
 
 /// Writes the patch object for `units` (one per compared translation unit).
-pub fn emit(units: &[Unit], patch_id: &str, base_id: &str) -> Result<Patch> {
+pub fn emit(units: &[Unit], patch_id: &str, base_id: &str, flags: u32) -> Result<Patch> {
     let mut out = write::Object::new(
         object::BinaryFormat::Elf,
         object::Architecture::X86_64,
@@ -92,6 +92,7 @@ pub fn emit(units: &[Unit], patch_id: &str, base_id: &str) -> Result<Patch> {
     eh.finish(&mut out)?;
     let meta = Meta {
         patch_id: patch_id.into(),
+        flags,
         base_id: base_id.into(),
         funcs,
     };

@@ -24,7 +24,7 @@ pub const HP_LOCAL_SEP: &str = "::";
 pub const HP_HDR_SIZE: u32 = 48;
 pub const HP_HDR_MAGIC: u32 = 0; // [u8; 8]
 pub const HP_HDR_VERSION: u32 = 8; // u32
-pub const HP_HDR_FLAGS: u32 = 12; // u32, reserved, 0
+pub const HP_HDR_FLAGS: u32 = 12; // u32, HP_HDR_F_*
 pub const HP_HDR_PATCH_ID: u32 = 16; // str
 pub const HP_HDR_NFUNCS: u32 = 20; // u32, number of function records
 pub const HP_HDR_FUNCS_OFF: u32 = 24; // u32, section offset of the first record
@@ -33,6 +33,10 @@ pub const HP_HDR_MASKS_OFF: u32 = 32; // u32, section offset of the first mask
 pub const HP_HDR_STRTAB_OFF: u32 = 36; // u32, section offset of the string table
 pub const HP_HDR_STRTAB_SIZE: u32 = 40; // u32, its size in bytes
 pub const HP_HDR_BASE_ID: u32 = 44; // str, human-readable base description
+
+/// The builder asks for call-site redirects by default (`hpbuild --redirect
+/// call-site`); `hpctl apply --redirect` overrides it.
+pub const HP_HDR_F_CALL_SITES: u32 = 1;
 
 // Function record: one per function of the running program that the patch
 // replaces.

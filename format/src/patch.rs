@@ -47,6 +47,8 @@ impl FuncRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Meta {
     pub patch_id: String,
+    /// `HP_HDR_F_*` bits.
+    pub flags: u32,
     /// Free text describing what the patch was built against.
     pub base_id: String,
     pub funcs: Vec<FuncRecord>,
@@ -122,6 +124,11 @@ fn put_u64(buf: &mut [u8], at: u32, v: u64) {
 }
 
 impl Meta {
+    /// Was the patch built to be applied with call-site redirects?
+    pub fn prefers_call_sites(&self) -> bool {
+        self.flags & HP_HDR_F_CALL_SITES != 0
+    }
+
     /// Serialises the metadata section.
     pub fn encode(&self) -> Vec<u8> {
         let mut strs = StrTab::new();
@@ -133,6 +140,7 @@ impl Meta {
 
         out[..8].copy_from_slice(HP_MAGIC);
         put_u32(&mut out, HP_HDR_VERSION, HP_FORMAT_VERSION);
+        put_u32(&mut out, HP_HDR_FLAGS, self.flags);
         put_u32(&mut out, HP_HDR_PATCH_ID, strs.add(&self.patch_id));
         put_u32(&mut out, HP_HDR_BASE_ID, strs.add(&self.base_id));
         put_u32(&mut out, HP_HDR_NFUNCS, self.funcs.len() as u32);
@@ -236,6 +244,7 @@ impl Meta {
         }
         Ok(Meta {
             patch_id,
+            flags: r.u32(HP_HDR_FLAGS)?,
             base_id,
             funcs,
         })
@@ -349,6 +358,7 @@ mod tests {
 
     fn sample() -> Meta {
         Meta {
+            flags: HP_HDR_F_CALL_SITES,
             patch_id: "fix-1".into(),
             base_id: "v1".into(),
             funcs: vec![

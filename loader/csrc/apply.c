@@ -2,7 +2,8 @@
  * Apply: find every replaced function in the running executable and check
  * it is the code the patch was built against (size + masked fingerprint,
  * always over the *original* bytes: an older patch's jump is looked through),
- * link the new code, switch (rewrite.c), and push the patch on the stack.
+ * link the new code, collect call sites (sites.c) when asked, switch
+ * (switch.c), and push the patch on the stack.
  * Overview in patch.c.
  */
 #include <stdio.h>
@@ -12,17 +13,6 @@
 #include "patch_internal.h"
 
 static const uint8_t ENDBR64[4] = {0xf3, 0x0f, 0x1e, 0xfa};
-
-/* The byte the running program had at `addr` before any patch touched it. */
-static uint8_t original_byte(uintptr_t addr)
-{
-    uint8_t b = *(const volatile uint8_t *)addr;
-    for (const struct applied *p = hp_patch_top; p; p = p->prev) /* newest → oldest */
-        for (size_t i = 0; i < p->n; i++)
-            if (addr >= p->r[i].at && addr < p->r[i].at + JUMP_LEN)
-                b = p->r[i].saved[addr - p->r[i].at]; /* the oldest save wins */
-    return b;
-}
 
 /* A function shorter than the jump may still be redirected when the bytes
  * after it, up to the next symbol, are alignment padding: no code lives
@@ -36,7 +26,7 @@ static int padding_fits(const struct hp_exe *exe, uintptr_t func, uint64_t size,
     if (hp_exe_room(exe, func) < need)
         return 0;
     for (uint64_t k = size; k < need; k++)
-        if (!memchr(pad, original_byte(func + k), sizeof pad))
+        if (!memchr(pad, hp_original_byte(func + k), sizeof pad))
             return 0;
     return 1;
 }
@@ -48,7 +38,7 @@ static uint64_t fingerprint_running(uintptr_t func, uint64_t size, const struct 
         int masked = 0;
         for (uint32_t m = 0; m < f->nmasks && !masked; m++)
             masked = i >= f->masks[m].off && i - f->masks[m].off < f->masks[m].len;
-        h ^= masked ? 0 : original_byte(func + i);
+        h ^= masked ? 0 : hp_original_byte(func + i);
         h *= HP_FNV_PRIME;
     }
     return h;
@@ -101,6 +91,130 @@ static int find_target(const struct hp_exe *exe, const struct hp_func_rec *f, ui
     return 0;
 }
 
+/* The redirect and entry-jump span of record f (the jump after endbr64). */
+static int prepare_entry(const struct hp_exe *exe, const struct hp_func_rec *f,
+                         struct redirect *all, struct span *s, size_t i, char *err, size_t errlen)
+{
+    struct redirect *r = &all[i];
+    char label[600];
+    hp_fn_label(f->name, f->file, label, sizeof label);
+    if (f->redirect != HP_REDIRECT_ENTRY_JUMP)
+        return hp_fail(err, errlen,
+                       "function %s: redirect kind %u is not supported by this loader (only "
+                       "entry jumps)",
+                       label, f->redirect);
+    uintptr_t func = 0;
+    if (find_target(exe, f, &func, err, errlen))
+        return -1;
+    uint8_t head[4];
+    for (int k = 0; k < 4 && (uint64_t)k < f->old_size; k++)
+        head[k] = hp_original_byte(func + k);
+    size_t skip = f->old_size >= 4 && memcmp(head, ENDBR64, 4) == 0 ? 4 : 0;
+    if (f->old_size < skip + JUMP_LEN && !padding_fits(exe, func, f->old_size, skip))
+        return hp_fail(err, errlen,
+                       "function %s is too small (%llu bytes) for a %d-byte jump%s and no "
+                       "alignment padding follows it; patch its callers instead",
+                       label, (unsigned long long)f->old_size, JUMP_LEN,
+                       skip ? " after endbr64" : "");
+    for (size_t k = 0; k < i; k++)
+        if (all[k].func == func)
+            return hp_fail(err, errlen, "function %s is replaced twice by this patch", label);
+    r->name = strdup(f->name);
+    r->file = strdup(f->file);
+    r->func = func;
+    r->size = f->old_size;
+    *s = (struct span){.at = func + skip, .len = JUMP_LEN, .func = (uint32_t)i};
+    memcpy(s->old, (const void *)s->at, JUMP_LEN); /* may be an older patch's jump */
+    return r->name && r->file ? 0 : hp_fail(err, errlen, "out of memory");
+}
+
+/* After linking: where each function's new code is, and its entry jump. */
+static int aim_entries(const struct hp_patchobj *po, const struct hp_linked *l, struct redirect *r,
+                       struct span *s, char *err, size_t errlen)
+{
+    for (uint32_t i = 0; i < po->nfuncs; i++) {
+        long si = hp_po_find_defined(po, po->funcs[i].new_sym);
+        r[i].target = l->sym_addr[si];
+        r[i].target_size = po->syms[si].st_size ? po->syms[si].st_size : 1;
+        int64_t rel = (int64_t)(r[i].target - (s[i].at + JUMP_LEN));
+        if (rel < INT32_MIN || rel > INT32_MAX)
+            return hp_fail(err, errlen, "internal error: new code for %s is out of jump range",
+                           r[i].name);
+        int32_t rel32 = (int32_t)rel;
+        s[i].new[0] = 0xe9;
+        memcpy(s[i].new + 1, &rel32, 4);
+    }
+    return 0;
+}
+
+/* With --redirect call-site: the client's sites, checked, as spans after
+ * the entry jumps. Returns the new span count (n on any problem: the entry
+ * jumps alone still switch every call). */
+static size_t add_call_sites(const struct hp_opts *o, struct redirect *r, size_t n,
+                             struct span **spans, size_t *skipped)
+{
+    struct hp_site_line *lines = NULL;
+    size_t nlines = 0;
+    char err[256];
+    *skipped = 0;
+    if (!o->call_sites || !o->client)
+        return n;
+    if (hp_client_sites(o->client, r, n, &lines, &nlines, err, sizeof err)) {
+        hp_log("call sites: %s; redirecting by entry jumps only", err);
+        return n;
+    }
+    struct span *grown = realloc(*spans, (n + nlines + 1) * sizeof *grown);
+    if (!grown) {
+        free(lines);
+        return n;
+    }
+    *spans = grown;
+    size_t total = hp_sites_to_spans(lines, nlines, r, n, grown, n, skipped);
+    free(lines);
+    return total;
+}
+
+/* Records the switched patch on the stack. */
+static struct applied *record(const struct hp_patchobj *po, const struct hp_linked *l,
+                              struct redirect *r, struct span *spans, size_t nspans, int sites)
+{
+    struct applied *a = calloc(1, sizeof *a);
+    char *id = strdup(po->patch_id);
+    if (!a || !id) {
+        free(a);
+        free(id);
+        return NULL;
+    }
+    *a = (struct applied){.id = id, .r = r, .n = po->nfuncs, .spans = spans, .nspans = nspans,
+                          .call_sites = sites, .region = l->region.base,
+                          .region_size = l->region.size, .prev = hp_patch_top};
+    for (size_t i = 1; i < po->nsh; i++) /* its CFI lets threads in it be unwound */
+        if (l->sec_addr[i] && strcmp(hp_po_secname(po, i), ".eh_frame") == 0) {
+            a->eh_frame = l->sec_addr[i];
+            a->eh_size = po->sh[i].sh_size;
+        }
+    hp_patch_top = a;
+    return a;
+}
+
+static void log_applied(const struct applied *a, const char *msg, const char *base_id)
+{
+    for (size_t i = 0; i < a->n; i++)
+        hp_log("  %s%s%s: %#lx -> %#lx%s", a->r[i].file, *a->r[i].file ? "::" : "",
+               a->r[i].name, (unsigned long)a->r[i].func, (unsigned long)a->r[i].target,
+               a->call_sites ? " (+call sites)" : "");
+    hp_log("%s (base %s, region %p%s)", msg, base_id, a->region,
+           a->eh_frame ? ", with unwind information" : "");
+}
+
+static size_t count_sites(const struct redirect *r, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += r[i].nsites;
+    return k;
+}
+
 int hp_apply_mem_locked(const void *data, size_t size, const struct hp_opts *o, char *msg,
                         size_t msglen, char *details, size_t detlen)
 {
@@ -108,6 +222,9 @@ int hp_apply_mem_locked(const void *data, size_t size, const struct hp_opts *o, 
     struct hp_linked l;
     const struct hp_exe *exe;
     struct redirect *r = NULL;
+    struct span *spans = NULL;
+    struct busy_range *ranges = NULL;
+    size_t nspans = 0, nranges = 0, skipped = 0;
     int linked = 0;
 
     if (hp_patchobj_parse(&po, data, size, msg, msglen))
@@ -120,101 +237,51 @@ int hp_apply_mem_locked(const void *data, size_t size, const struct hp_opts *o, 
     if (hp_exe_get(&exe, msg, msglen))
         goto fail;
     r = calloc(po.nfuncs, sizeof *r);
-    if (!r) {
+    spans = calloc(po.nfuncs, sizeof *spans);
+    if (!r || !spans) {
         hp_fail(msg, msglen, "out of memory");
         goto fail;
     }
-    for (uint32_t i = 0; i < po.nfuncs; i++) {
-        const struct hp_func_rec *f = &po.funcs[i];
-        char label[600];
-        hp_fn_label(f->name, f->file, label, sizeof label);
-        if (f->redirect != HP_REDIRECT_ENTRY_JUMP) {
-            hp_fail(msg, msglen,
-                    "function %s: redirect kind %u is not supported by this loader (only entry "
-                    "jumps)",
-                    label, f->redirect);
+    for (uint32_t i = 0; i < po.nfuncs; i++)
+        if (prepare_entry(exe, &po.funcs[i], r, &spans[i], i, msg, msglen))
             goto fail;
-        }
-        uintptr_t func = 0;
-        if (find_target(exe, f, &func, msg, msglen))
-            goto fail;
-        uint8_t head[4];
-        for (int k = 0; k < 4 && (uint64_t)k < f->old_size; k++)
-            head[k] = original_byte(func + k);
-        size_t skip = f->old_size >= 4 && memcmp(head, ENDBR64, 4) == 0 ? 4 : 0;
-        if (f->old_size < skip + JUMP_LEN && !padding_fits(exe, func, f->old_size, skip)) {
-            hp_fail(msg, msglen,
-                    "function %s is too small (%llu bytes) for a %d-byte jump%s and no "
-                    "alignment padding follows it; patch its callers instead",
-                    label, (unsigned long long)f->old_size, JUMP_LEN,
-                    skip ? " after endbr64" : "");
-            goto fail;
-        }
-        for (uint32_t k = 0; k < i; k++)
-            if (r[k].func == func) {
-                hp_fail(msg, msglen, "function %s is replaced twice by this patch", label);
-                goto fail;
-            }
-        r[i].name = strdup(f->name);
-        r[i].file = strdup(f->file);
-        r[i].func = func;
-        r[i].size = f->old_size;
-        r[i].at = func + skip;
-        memcpy(r[i].saved, (const void *)r[i].at, JUMP_LEN); /* may be an older patch's jump */
-    }
     if (hp_link(&po, exe, &l, msg, msglen))
         goto fail;
     linked = 1;
-    for (uint32_t i = 0; i < po.nfuncs; i++) {
-        long si = hp_po_find_defined(&po, po.funcs[i].new_sym);
-        r[i].target = l.sym_addr[si];
-        r[i].target_size = po.syms[si].st_size ? po.syms[si].st_size : 1;
-        int64_t rel = (int64_t)(r[i].target - (r[i].at + JUMP_LEN));
-        if (rel < INT32_MIN || rel > INT32_MAX) {
-            hp_fail(msg, msglen, "internal error: new code for %s is out of jump range",
-                    r[i].name);
-            goto fail;
-        }
-        int32_t rel32 = (int32_t)rel;
-        r[i].written[0] = 0xe9;
-        memcpy(r[i].written + 1, &rel32, 4);
-    }
-    if (hp_rewrite(r, po.nfuncs, NULL, o, msg, msglen, details, detlen))
+    if (aim_entries(&po, &l, r, spans, msg, msglen))
         goto fail;
-
-    struct applied *a = calloc(1, sizeof *a);
-    char *id = strdup(po.patch_id);
-    if (!a || !id) {
-        /* Cannot record it: undo, so the stack always matches the code. */
-        char e2[128];
-        struct hp_opts plain = {0, 0};
-        struct applied tmp = {.id = (char *)po.patch_id, .region = l.region.base,
-                              .region_size = l.region.size};
-        hp_rewrite(r, po.nfuncs, &tmp, &plain, e2, sizeof e2, NULL, 0);
-        free(a);
-        free(id);
+    nspans = add_call_sites(o, r, po.nfuncs, &spans, &skipped);
+    ranges = hp_busy_ranges(r, po.nfuncs, NULL, &nranges);
+    if (!ranges) {
         hp_fail(msg, msglen, "out of memory");
         goto fail;
     }
-    a->id = id;
-    a->r = r;
-    a->n = po.nfuncs;
-    a->region = l.region.base;
-    a->region_size = l.region.size;
-    for (size_t i = 1; i < po.nsh; i++) /* its CFI lets threads in it be unwound */
-        if (l.sec_addr[i] && strcmp(hp_po_secname(&po, i), ".eh_frame") == 0) {
-            a->eh_frame = l.sec_addr[i];
-            a->eh_size = po.sh[i].sh_size;
-        }
-    a->prev = hp_patch_top;
-    hp_patch_top = a;
-    for (size_t i = 0; i < a->n; i++)
-        hp_log("  %s%s%s: %#lx -> %#lx", a->r[i].file, *a->r[i].file ? "::" : "", a->r[i].name,
-               (unsigned long)a->r[i].func, (unsigned long)a->r[i].target);
-    snprintf(msg, msglen, "applied %s: %zu functions%s", a->id, a->n,
-             o->consistent ? " (consistent: no thread was running them)" : "");
-    hp_log("%s (base %s, region %p%s)", msg, po.base_id, a->region,
-           a->eh_frame ? ", with unwind information" : "");
+    struct hp_switch sw = {.r = r, .nr = po.nfuncs, .spans = spans, .nspans = nspans,
+                           .ranges = ranges, .nranges = nranges, .opts = o};
+    if (hp_switch(&sw, msg, msglen, details, detlen))
+        goto fail;
+    struct applied *a = record(&po, &l, r, spans, nspans, o->call_sites && o->client);
+    if (!a) {
+        /* Cannot record it: undo, so the stack always matches the code. */
+        char e2[128];
+        struct hp_opts lazy = {0};
+        sw.restoring = 1;
+        sw.opts = &lazy;
+        hp_switch(&sw, e2, sizeof e2, NULL, 0);
+        hp_fail(msg, msglen, "out of memory");
+        goto fail;
+    }
+    size_t nsites = count_sites(r, po.nfuncs);
+    char extra[96] = "";
+    if (a->call_sites)
+        snprintf(extra, sizeof extra, " (%zu call sites%s)", nsites,
+                 skipped ? ", some could not be rewritten: their calls take the entry jump" : "");
+    snprintf(msg, msglen, "applied %s: %zu functions%s%s", a->id, a->n,
+             o->consistent ? " (consistent: no thread was running them)" : "", extra);
+    if (skipped)
+        hp_log("call sites: %zu skipped (bytes, reach or overlap)", skipped);
+    log_applied(a, msg, po.base_id);
+    free(ranges);
     hp_link_free_tables(&l);
     hp_patchobj_free(&po);
     return 0;
@@ -224,6 +291,8 @@ fail:
         hp_link_unmap(&l); /* no jump points into it */
         hp_link_free_tables(&l);
     }
+    free(ranges);
+    free(spans);
     hp_free_redirects(r, po.nfuncs);
     hp_patchobj_free(&po);
     return -1;

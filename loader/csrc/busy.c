@@ -1,18 +1,12 @@
 /*
- * When is it safe to switch: the policy checks run with every other thread
- * stopped.
+ * The stack check policy (step 4 of the switch protocol in switch.c) and
+ * its messages: which frames count as busy, who is still running what, and
+ * why a consistent wait gave up.
  *
- * The first-bytes check: no thread may be executing inside the bytes to be
- * rewritten (a thread exactly at the entry is fine).
- *
- * The stack check (consistency): each thread's stack is walked (unwind.c)
- * and every frame — the interrupted pc and each return address — is compared
- * with the code being replaced: the whole original function, and the code of
- * older patches for it, or, on revert, the reverted patch's region. Plain
- * operations switch anyway and report who still runs which version;
- * --consistent ones resume, wait and stop again until no frame is there (or
- * the walk cannot be completed), up to a timeout, and then fail naming the
- * function and the thread (rewrite.c runs that loop; the messages are here).
+ * A frame — the interrupted pc or a return address minus one — is busy when
+ * it lies in a replaced function's whole original code, or in the code an
+ * older patch runs for it; on revert, anywhere in the reverted patch's
+ * region.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -20,21 +14,6 @@
 #include <string.h>
 
 #include "patch_internal.h"
-
-int hp_check_threads(const struct hp_thread *t, size_t nt, const struct hp_site *s, size_t ns,
-                     char *err, size_t errlen)
-{
-    for (size_t i = 0; i < nt; i++)
-        for (size_t k = 0; k < ns; k++)
-            if (t[i].rip > s[k].lo && t[i].rip < s[k].hi) {
-                char label[600];
-                return hp_fail(err, errlen,
-                               "function %s is busy: thread %d is executing its first bytes",
-                               hp_fn_label(s[k].name, s[k].file, label, sizeof label),
-                               (int)t[i].tid);
-            }
-    return 0;
-}
 
 /* ---- the stack check ---------------------------------------------------- */
 
@@ -150,22 +129,21 @@ int hp_consistent_failure(const struct check *c, const char *reverting, unsigned
         if (!reverting)
             return hp_fail(err, errlen,
                            "function %s is on the stack of thread %d (it never returned within "
-                           "%s): it cannot switch consistently; apply without --consistent to "
-                           "switch future calls only",
+                           "%s): it cannot switch consistently; apply with --lazy to switch "
+                           "future calls only",
                            hp_fn_label(b->name, b->file, label, sizeof label),
                            (int)c->hits[0].tid, t);
         return hp_fail(err, errlen,
                        "patch %s's %s%s is on the stack of thread %d (it never returned within "
-                       "%s): it cannot be removed consistently; revert without --consistent to "
-                       "restore the old code for future calls (the patch's code then stays "
-                       "mapped)",
+                       "%s): it cannot be removed consistently; revert with --lazy to restore "
+                       "the old code for future calls (the patch's code then stays mapped)",
                        reverting,
                        b->name ? hp_fn_label(b->name, b->file, label, sizeof label) : "code",
                        b->name ? "()" : "", (int)c->hits[0].tid, t);
     }
     return hp_fail(err, errlen,
                    "the stack of thread %d could not be walked within %s (%s): consistency "
-                   "cannot be proven; %s without --consistent to switch future calls only",
+                   "cannot be proven; %s with --lazy to switch future calls only",
                    (int)c->bad_tid, t, c->bad_why, reverting ? "revert" : "apply");
 }
 

@@ -20,8 +20,10 @@
  *               patch_internal.h)
  *   apply.c     finding and verifying the replaced functions, apply
  *   revert.c    revert
- *   rewrite.c   stop, check, write the jumps, resume; text writes
- *   busy.c      the first-bytes check and the stack check policy
+ *   switch.c    THE SWITCH PROTOCOL: stop, check, write, undo, resume
+ *   client.c    the conversation with hpctl: its stop, its call sites
+ *   sites.c     checking call sites and turning them into spans
+ *   busy.c      the stack check policy and its messages
  *   listener.c  constructor, control socket, protocol
  */
 #ifndef HP_INTERNAL_H
@@ -200,6 +202,7 @@ struct hp_stopset {
 };
 void hp_stop_init(void);
 void hp_stop_set_listener(pid_t tid);
+pid_t hp_stop_listener(void);
 void hp_stop_after_fork(void);
 int hp_stop_all(struct hp_stopset *set, char *err, size_t errlen);
 void hp_resume_all(struct hp_stopset *set);
@@ -234,23 +237,15 @@ enum {
 int hp_unwind_walk(struct hp_unwind *u, const uint64_t *regs, hp_frame_cb cb, void *arg,
                    char *why, size_t whylen);
 
-/* ---- patch.c, apply.c, revert.c, rewrite.c, busy.c -------------------- */
-/* Bytes of one function that a patch operation rewrites. */
-struct hp_site {
-    const char *name, *file;
-    uintptr_t func_lo, func_hi; /* the whole function */
-    uintptr_t lo, hi;           /* the bytes to be rewritten */
-};
-/* The first-bytes check run with all other threads stopped: no thread may
- * be inside [lo+1, hi) of any site (a thread exactly at lo is fine: it will
- * execute the new instruction). Returns 0 if safe, else -1 and a reason.
- * The stack check (busy.c, hp_stack_check) comes on top of it. */
-int hp_check_threads(const struct hp_thread *t, size_t nt, const struct hp_site *s, size_t ns,
-                     char *err, size_t errlen);
-/* How an apply or revert switches (protocol: APPLY <n> CONSISTENT <ms>). */
+/* ---- patch.c, apply.c, revert.c, switch.c, client.c, busy.c ------------ */
+struct hp_client; /* the connected hpctl, when it can help (patch_internal.h) */
+/* How an apply or revert switches (protocol.rs: CONSISTENT <ms> | LAZY,
+ * CALLSITES, CLIENTSTOP). */
 struct hp_opts {
-    int consistent;       /* wait until no thread runs the affected code */
-    unsigned timeout_ms;  /* for that wait */
+    int consistent;           /* wait until no thread runs the affected code */
+    unsigned timeout_ms;      /* for that wait */
+    int call_sites;           /* also rewrite direct calls (apply) */
+    struct hp_client *client; /* NULL (the C API): no questions, signal stop */
 };
 /* msg: the one-line result; details (may be NULL): extra lines for the reply
  * ("thread N is running old f(); ..."), NUL-terminated. */

@@ -18,13 +18,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "hp_internal.h"
+#include "patch_internal.h"
 
 static long long now_ms(void)
 {
@@ -87,28 +88,35 @@ static ssize_t read_full(int fd, uint8_t *buf, size_t len, long long deadline)
     return (ssize_t)got;
 }
 
-/* Parses the optional " CONSISTENT [<ms>]" after a request word; -1 if
+/* Parses the options after a request word (protocol.rs): CONSISTENT <ms>
+ * (the default) or LAZY, CALLSITES, CLIENTSTOP, in any order. -1 if
  * malformed. */
-static int parse_opts(const char *p, struct hp_opts *o)
+static int parse_opts(const char *p, struct hp_opts *o, struct hp_client *c)
 {
-    o->consistent = 0;
-    o->timeout_ms = HP_DEFAULT_CONSISTENT_TIMEOUT_MS;
-    if (*p == 0)
-        return 0;
-    size_t n = strlen(HP_OPT_CONSISTENT);
-    if (*p != ' ' || strncmp(p + 1, HP_OPT_CONSISTENT, n) != 0)
-        return -1;
-    p += 1 + n;
-    o->consistent = 1;
-    if (*p == 0)
-        return 0;
-    char *end;
-    errno = 0;
-    unsigned long ms = strtoul(p + 1, &end, 10);
-    if (*p != ' ' || p[1] < '0' || p[1] > '9' || *end || errno || ms == 0 ||
-        ms > HP_MAX_CONSISTENT_TIMEOUT_MS)
-        return -1;
-    o->timeout_ms = (unsigned)ms;
+    char words[HP_MAX_REQUEST_LINE + 1];
+    int seen_mode = 0;
+    *o = (struct hp_opts){.consistent = 1, .timeout_ms = HP_DEFAULT_CONSISTENT_TIMEOUT_MS};
+    snprintf(words, sizeof words, "%s", p);
+    for (char *save = NULL, *w = strtok_r(words, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
+        if (strcmp(w, HP_OPT_CONSISTENT) == 0 && !seen_mode++) {
+            char *ms_text = strtok_r(NULL, " ", &save), *end;
+            errno = 0;
+            unsigned long ms = ms_text ? strtoul(ms_text, &end, 10) : 0;
+            if (!ms_text || *ms_text < '0' || *ms_text > '9' || *end || errno || ms == 0 ||
+                ms > HP_MAX_CONSISTENT_TIMEOUT_MS)
+                return -1;
+            o->timeout_ms = (unsigned)ms;
+        } else if (strcmp(w, HP_OPT_LAZY) == 0 && !seen_mode++) {
+            o->consistent = 0;
+        } else if (strcmp(w, HP_OPT_CALLSITES) == 0 && !o->call_sites) {
+            o->call_sites = 1;
+        } else if (strcmp(w, HP_OPT_CLIENTSTOP) == 0 && !c->can_stop) {
+            c->can_stop = 1;
+        } else {
+            return -1;
+        }
+    }
+    o->client = c;
     return 0;
 }
 
@@ -120,7 +128,7 @@ static void printable(char *s)
             *s = '?';
 }
 
-static void serve(int fd)
+static void serve(int fd, struct hp_client *client)
 {
     struct ucred cred;
     socklen_t clen = sizeof cred;
@@ -138,6 +146,9 @@ static void serve(int fd)
         reply(fd, 0, msg, NULL);
         return;
     }
+    /* Let this client ptrace us (it stops the threads during a switch),
+     * also under Yama's ptrace_scope=1; EINVAL without Yama is fine. */
+    prctl(PR_SET_PTRACER, (unsigned long)cred.pid, 0, 0, 0);
     struct timeval tv = {HP_IO_TIMEOUT_MS / 1000, (HP_IO_TIMEOUT_MS % 1000) * 1000};
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     long long deadline = now_ms() + HP_REQUEST_DEADLINE_MS;
@@ -173,9 +184,10 @@ static void serve(int fd)
         struct hp_opts opts;
         errno = 0;
         unsigned long long size = strtoull(num, &end, 10);
-        if (*num < '0' || *num > '9' || errno || parse_opts(end, &opts)) {
+        if (*num < '0' || *num > '9' || errno || parse_opts(end, &opts, client)) {
             reply(fd, 0,
-                  "malformed APPLY request: expected APPLY <nbytes> [CONSISTENT [<timeout_ms>]]",
+                  "malformed APPLY request: expected APPLY <nbytes> [CONSISTENT <ms> | LAZY] "
+                  "[CALLSITES] [CLIENTSTOP]",
                   NULL);
             return;
         }
@@ -213,8 +225,10 @@ static void serve(int fd)
                (line[strlen(HP_CMD_REVERT)] == 0 || line[strlen(HP_CMD_REVERT)] == ' ')) {
         struct hp_opts opts;
         char details[8192];
-        if (parse_opts(line + strlen(HP_CMD_REVERT), &opts)) {
-            reply(fd, 0, "malformed REVERT request: expected REVERT [CONSISTENT [<timeout_ms>]]",
+        if (parse_opts(line + strlen(HP_CMD_REVERT), &opts, client) || opts.call_sites) {
+            reply(fd, 0,
+                  "malformed REVERT request: expected REVERT [CONSISTENT <ms> | LAZY] "
+                  "[CLIENTSTOP]",
                   NULL);
             return;
         }
@@ -285,7 +299,12 @@ static void *listener_main(void *arg)
             hp_log("listener: accept: %m; stopping");
             break;
         }
-        serve(c);
+        /* The line buffer of the conversation; static: one connection at a
+         * time, and too big for the listener's stack to carry twice. */
+        static struct hp_client client;
+        memset(&client, 0, sizeof client);
+        client.fd = c;
+        serve(c, &client);
         close(c);
     }
     close(fd);

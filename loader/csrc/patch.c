@@ -3,33 +3,24 @@
  *
  * APPLY: parse → find the replaced functions and verify they are the code
  * the patch was built against (size + masked fingerprint) → link the new
- * code into a fresh region → stop all other threads → safety check → write
- * `jmp rel32` at each old entry (after endbr64 if present) → resume.
+ * code into a fresh region → (call-site mode) ask the client for the direct
+ * calls to them and check each → switch (switch.c: the one protocol that
+ * stops the threads, checks, writes and resumes) → push on the stack.
  *
- * Text is written through /proc/self/mem (pwrite), which the kernel allows
- * for read-only private mappings (FOLL_FORCE) — so text pages are never made
- * writable, let alone writable+executable.
- *
- * Stacking: a function may be redirected by several patches. Each redirect
- * saves the bytes it overwrote (the previous patch's jump, or the original
- * code); revert pops the newest patch and restores exactly those bytes. The
- * fingerprint check always looks at the *original* bytes (the oldest save).
- *
- * The stack check (consistency): with every other thread stopped, each
- * thread's stack is walked (unwind.c) and every frame — the interrupted pc
- * and each return address — is compared with the code being replaced: the
- * whole original function, and the code of older patches for it, or, on
- * revert, the reverted patch's region. Plain operations switch anyway and
- * report who still runs which version; --consistent ones resume, wait and
- * stop again until no frame is there (or the walk cannot be completed), up
- * to a timeout, and then fail naming the function and the thread.
+ * Stacking: a function may be redirected by several patches. Each span
+ * (entry jump or call site) saves the bytes it overwrote (the previous
+ * patch's, or the original code); revert pops the newest patch and restores
+ * exactly those bytes. The fingerprint check always looks at the *original*
+ * bytes (hp_original_byte looks through every patch's spans).
  *
  * Files (shared declarations in patch_internal.h):
  *   patch.c    the stack of applied patches, locking, list, the C API
  *   apply.c    finding and verifying the replaced functions, apply
  *   revert.c   revert
- *   rewrite.c  the switch: stop, check, write the jumps, resume; text writes
- *   busy.c     the first-bytes check and the stack check policy
+ *   sites.c    checking the client's call sites, making them spans
+ *   client.c   the conversation with hpctl (its stop, its call sites)
+ *   switch.c   the switch protocol (numbered steps above hp_switch)
+ *   busy.c     the stack check policy and its messages
  *
  * All entry points take g_lock: the socket listener and the C API may race.
  */
@@ -74,6 +65,42 @@ const char *hp_fn_label(const char *name, const char *file, char *buf, size_t le
     return buf;
 }
 
+uint8_t hp_original_byte(uintptr_t addr)
+{
+    uint8_t b = *(const volatile uint8_t *)addr;
+    for (const struct applied *p = hp_patch_top; p; p = p->prev) /* newest → oldest */
+        for (size_t i = 0; i < p->nspans; i++)
+            if (addr >= p->spans[i].at && addr < p->spans[i].at + p->spans[i].len)
+                b = p->spans[i].old[addr - p->spans[i].at]; /* the oldest save wins */
+    return b;
+}
+
+uintptr_t hp_active_code(uintptr_t func)
+{
+    for (const struct applied *p = hp_patch_top; p; p = p->prev)
+        for (size_t i = 0; i < p->n; i++)
+            if (p->r[i].func == func)
+                return p->r[i].target;
+    return func;
+}
+
+int hp_patch_code_info(struct hp_code_info **out, size_t *n)
+{
+    size_t k = 0;
+    for (const struct applied *p = hp_patch_top; p; p = p->prev)
+        k++;
+    struct hp_code_info *ci = calloc(k ? k : 1, sizeof *ci);
+    if (!ci)
+        return -1;
+    k = 0;
+    for (const struct applied *p = hp_patch_top; p; p = p->prev, k++)
+        ci[k] = (struct hp_code_info){(uintptr_t)p->region, (uintptr_t)p->region + p->region_size,
+                                      p->eh_frame, p->eh_size, p->id};
+    *out = ci;
+    *n = k;
+    return 0;
+}
+
 void hp_free_redirects(struct redirect *r, size_t n)
 {
     for (size_t i = 0; r && i < n; i++) {
@@ -99,6 +126,10 @@ int hp_list_locked(char *buf, size_t len)
             w = snprintf(buf + used, used < len ? len - used : 0, " %s%s%s", p->r[i].file,
                          *p->r[i].file ? HP_LOCAL_SEP : "", p->r[i].name);
             used += w > 0 ? (size_t)w : 0;
+            w = p->call_sites ? snprintf(buf + used, used < len ? len - used : 0,
+                                         HP_LIST_SITES_SEP "%zu", p->r[i].nsites)
+                              : 0;
+            used += w > 0 ? (size_t)w : 0;
         }
         w = snprintf(buf + used, used < len ? len - used : 0, "\n");
         used += w > 0 ? (size_t)w : 0;
@@ -117,9 +148,9 @@ HP_API int hotpatch_apply_mem(const void *data, size_t size, char *err, size_t e
     if (!copy)
         return hp_fail(err, errlen, "out of memory");
     memcpy(copy, data, size);
-    struct hp_opts plain = {0, 0};
+    struct hp_opts lazy = {0};
     hp_lock();
-    int rc = hp_apply_mem_locked(copy, size, &plain, msg, sizeof msg, NULL, 0);
+    int rc = hp_apply_mem_locked(copy, size, &lazy, msg, sizeof msg, NULL, 0);
     hp_unlock();
     free(copy);
     if (err && errlen)
@@ -158,9 +189,9 @@ HP_API int hotpatch_apply_file(const char *path, char *err, size_t errlen)
     if (got != size) {
         rc = hp_fail(msg, sizeof msg, "cannot read %s", path);
     } else {
-        struct hp_opts plain = {0, 0};
+        struct hp_opts lazy = {0};
         hp_lock();
-        rc = hp_apply_mem_locked(buf, size, &plain, msg, sizeof msg, NULL, 0);
+        rc = hp_apply_mem_locked(buf, size, &lazy, msg, sizeof msg, NULL, 0);
         hp_unlock();
     }
     free(buf);
@@ -172,9 +203,9 @@ HP_API int hotpatch_apply_file(const char *path, char *err, size_t errlen)
 HP_API int hotpatch_revert(char *err, size_t errlen)
 {
     char msg[1024];
-    struct hp_opts plain = {0, 0};
+    struct hp_opts lazy = {0};
     hp_lock();
-    int rc = hp_revert_locked(&plain, msg, sizeof msg, NULL, 0);
+    int rc = hp_revert_locked(&lazy, msg, sizeof msg, NULL, 0);
     hp_unlock();
     if (err && errlen)
         snprintf(err, errlen, "%s", msg);

@@ -1,7 +1,8 @@
 /*
- * Internal interfaces shared by patch.c, apply.c, revert.c, rewrite.c and
- * busy.c (the overview and the file map are in patch.c). The rest of the
- * loader sees only hp_internal.h's patch section.
+ * Internal interfaces shared by patch.c, apply.c, revert.c, sites.c,
+ * switch.c, client.c and busy.c (the overview is in patch.c; the switch
+ * protocol is written out once, above hp_switch in switch.c). The rest of
+ * the loader sees only hp_internal.h's patch section.
  */
 #ifndef HP_PATCH_INTERNAL_H
 #define HP_PATCH_INTERNAL_H
@@ -9,23 +10,37 @@
 #include "hp_internal.h"
 
 #define JUMP_LEN 5
+#define SPAN_MAX 8       /* longest span: a 6-byte jcc rel32 */
 #define MAX_HITS 64      /* busy (thread, function) pairs reported */
 
+/* Bytes of the running code one patch rewrites: the entry jump of a
+ * replaced function, or the rel32 of one direct call/jmp/jcc to it. */
+struct span {
+    uintptr_t at;
+    uint8_t len;
+    uint8_t is_site;     /* 0: entry jump, 1: call site */
+    uint32_t func;       /* index of the redirect it serves */
+    uint8_t old[SPAN_MAX]; /* what was there (restored on revert) */
+    uint8_t new[SPAN_MAX]; /* what the patch puts there */
+};
+
+/* One replaced function. */
 struct redirect {
     char *name, *file;
     uintptr_t func;      /* function entry */
     uint64_t size;       /* function size */
-    uintptr_t at;        /* where the jump is written (entry or entry+4) */
     uintptr_t target;    /* new code */
     uint64_t target_size;
-    uint8_t saved[JUMP_LEN];
-    uint8_t written[JUMP_LEN];
+    size_t nsites;       /* call sites redirected straight to target */
 };
 
 struct applied {
     char *id;
     struct redirect *r;
     size_t n;
+    struct span *spans;  /* entry jumps (span i for r[i]), then call sites */
+    size_t nspans;
+    int call_sites;      /* applied with --redirect call-site */
     void *region;
     size_t region_size;
     uintptr_t eh_frame;   /* the patch's .eh_frame in the region, 0 if none */
@@ -40,28 +55,81 @@ extern struct applied *hp_patch_top;
 void hp_free_redirects(struct redirect *r, size_t n);
 /* "name (file)" for a static, "name" for a global. */
 const char *hp_fn_label(const char *name, const char *file, char *buf, size_t len);
+/* The byte at addr before any applied patch rewrote it. */
+uint8_t hp_original_byte(uintptr_t addr);
+/* The code that runs today when `func` (an executable entry) is called:
+ * the newest applied patch's target for it, or func itself. */
+uintptr_t hp_active_code(uintptr_t func);
+/* The code of every applied patch, for the unwinder (malloc'ed array). */
+int hp_patch_code_info(struct hp_code_info **out, size_t *n);
 
-/* ---- rewrite.c ------------------------------------------------------------ */
-/* Stops the world, checks, writes each r[i].written (or r[i].saved when
- * reverting `rev`), resumes; details in rewrite.c. */
-int hp_rewrite(struct redirect *r, size_t n, const struct applied *rev, const struct hp_opts *o,
-               char *err, size_t errlen, char *details, size_t detlen);
-/* After fork: forgets the parent's /proc/self/mem descriptor. */
-void hp_text_after_fork(void);
+/* ---- client.c: the conversation with hpctl (protocol.rs) ------------------ */
+struct hp_client {
+    int fd;
+    int can_stop;        /* the request said CLIENTSTOP and no NOSTOP came */
+    char buf[8192];      /* line buffer: no malloc while threads are stopped */
+    size_t have, pos;
+    char nostop[160];    /* why the client could not stop (for the log) */
+};
+/* Asks the client to stop every thread but the caller; fills set->threads
+ * from buf (cap entries). Returns 0 stopped, 1 the client cannot (NOSTOP:
+ * use the signal), -1 the conversation failed (threads may run: write
+ * nothing). No malloc, no stdio: callable from the switch. */
+int hp_client_stop(struct hp_client *c, struct hp_stopset *set, struct hp_thread *buf, size_t cap);
+/* RESUME / RESUMED. */
+int hp_client_resume(struct hp_client *c);
+/* TARGETS / SITES (before the stop): the call sites of the replaced
+ * functions, as spans checked against the running bytes (sites.c). */
+struct hp_site_line {
+    uintptr_t addr;
+    uint32_t func;
+    uint8_t len;
+    uint8_t bytes[SPAN_MAX];
+};
+int hp_client_sites(struct hp_client *c, const struct redirect *r, size_t n,
+                    struct hp_site_line **out, size_t *nout, char *err, size_t errlen);
 
-/* ---- busy.c --------------------------------------------------------------- */
-/* Code no frame may be in for a consistent switch. */
+/* ---- sites.c -------------------------------------------------------------- */
+/* Turns the client's site lines into spans that redirect each call straight
+ * to its function's new code; a line whose bytes do not match the running
+ * code, that overlaps another span, or that is out of reach is skipped
+ * (counted in *skipped). Appends to spans (capacity checked by caller). */
+size_t hp_sites_to_spans(const struct hp_site_line *lines, size_t nlines, struct redirect *r,
+                         size_t nr, struct span *spans, size_t nspans, size_t *skipped);
+
+/* ---- switch.c ------------------------------------------------------------- */
+/* Where no frame may be for a consistent switch. */
 struct busy_range {
     uintptr_t lo, hi;
     const char *name, *file; /* name NULL: "the patch's code" (stubs etc.) */
 };
 
+/* One switch: the spans to write (new bytes, or old ones when restoring),
+ * the ranges no frame may be in, and how to go about it. */
+struct hp_switch {
+    const struct redirect *r;   /* the functions (span.func indexes them) */
+    size_t nr;
+    struct span *spans;
+    size_t nspans;
+    int restoring;              /* write span.old (revert) instead of span.new */
+    const struct busy_range *ranges;
+    size_t nranges;
+    const char *reverting;      /* the patch id when reverting, else NULL */
+    const struct hp_opts *opts;
+};
+/* Carries out the switch protocol (switch.c). msg: the one-line error;
+ * details (may be NULL): extra reply lines. */
+int hp_switch(const struct hp_switch *sw, char *err, size_t errlen, char *details, size_t detlen);
+/* After fork: forgets the parent's /proc/self/mem descriptor. */
+void hp_text_after_fork(void);
+
+/* ---- busy.c --------------------------------------------------------------- */
 struct hit {
     pid_t tid;
     const struct busy_range *range;
 };
 
-/* State of one check, allocated before the stop. */
+/* State of one stack check, allocated before the stop. */
 struct check {
     const struct busy_range *ranges;
     size_t nr;

@@ -1,5 +1,7 @@
 /*
- * Stopping every other thread of the process while code is rewritten.
+ * Stopping every other thread of the process with a signal: the fallback of
+ * step 2 of the switch protocol (switch.c) when no client can stop them
+ * with ptrace (the C API; a process already traced by a debugger).
  *
  * x86 cross-modifying code is only safe if no other thread executes the
  * bytes being written, so the writer stops them all: it lists
@@ -9,15 +11,17 @@
  * interrupted registers (all of them: unwind.c walks the stack from them)
  * from its ucontext. The writer re-scans the task list
  * until no new thread shows up (a thread being created by a not-yet-stopped
- * thread appears in a later scan), with a 2 s deadline; a thread that does
- * not stop (signal blocked, stuck in uninterruptible sleep) aborts the
- * operation by name.
+ * thread appears in a later scan), with a 500 ms deadline; a thread that does
+ * not stop aborts the operation by name: one that blocks the signal is
+ * found in /proc before anything is stopped (refused at once, never a
+ * frozen program), one stuck in uninterruptible sleep after the deadline.
  *
  * Resuming: the writer bumps the futex word and wakes everybody; each
  * handler returns via rt_sigreturn, which is a serialising instruction (IRET
  * to user mode), so a resumed thread cannot execute stale prefetched bytes.
  * The writer also issues membarrier(PRIVATE_EXPEDITED_SYNC_CORE) when the
- * kernel supports it (rewrite.c) for the threads that were not stopped by us.
+ * kernel supports it (switch.c, step 8) for the threads that were not
+ * stopped by us.
  *
  * The critical section (between stop and resume) must not call malloc or
  * take any lock a stopped thread might hold: the slot table is mmap'ed
@@ -45,7 +49,7 @@
 
 #include "hp_internal.h"
 
-#define STOP_TIMEOUT_NS (2000000000LL)
+#define STOP_TIMEOUT_NS (500000000LL) /* the others are frozen meanwhile */
 #define RESUME_TIMEOUT_NS (1000000000LL)
 
 enum { SLOT_SIGNALLED = 1, SLOT_STOPPED, SLOT_LEFT, SLOT_GONE };
@@ -78,6 +82,11 @@ int hp_stop_signal(void)
 void hp_stop_set_listener(pid_t tid)
 {
     g_listener_tid = tid;
+}
+
+pid_t hp_stop_listener(void)
+{
+    return g_listener_tid;
 }
 
 static long futex(_Atomic uint32_t *addr, int op, uint32_t val)
@@ -297,11 +306,60 @@ static size_t count_tasks(void)
     return count;
 }
 
+/* Does thread tid block our signal? (SigBlk in its status; before any
+ * stop, so a thread that can never take the signal fails the operation at
+ * once instead of freezing the others until the timeout.) */
+static int blocks_signal(pid_t tid)
+{
+    char path[64], buf[2048];
+    snprintf(path, sizeof path, "/proc/self/task/%d/status", (int)tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    const char *blk = strstr(buf, "\nSigBlk:");
+    if (!blk)
+        return 0;
+    unsigned long long mask = strtoull(blk + 8, NULL, 16);
+    return (mask >> (g_signal - 1)) & 1;
+}
+
+static int refuse_blocked(pid_t self, char *err, size_t errlen)
+{
+    char buf[4096];
+    int fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    long n;
+    pid_t blocked = 0;
+    while (fd >= 0 && !blocked && (n = syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0)
+        for (long off = 0; off < n && !blocked;) {
+            struct dirent64 *d = (struct dirent64 *)(buf + off);
+            off += d->d_reclen;
+            pid_t tid = (pid_t)atoi(d->d_name);
+            if (tid > 0 && tid != self && tid != g_listener_tid && blocks_signal(tid))
+                blocked = tid;
+        }
+    if (fd >= 0)
+        close(fd);
+    if (!blocked)
+        return 0;
+    char name[32];
+    thread_name(blocked, name, sizeof name);
+    return hp_fail(err, errlen,
+                   "thread %d (%s) blocks signal %d, so the loader cannot stop it itself; apply "
+                   "with hpctl, which stops threads with ptrace (nothing was stopped or changed)",
+                   (int)blocked, name, g_signal);
+}
+
 int hp_stop_all(struct hp_stopset *set, char *err, size_t errlen)
 {
     pid_t self = gettid_();
     struct table *t = &g_table;
     install_handler();
+    if (refuse_blocked(self, err, errlen))
+        return -1;
     if (ensure_table(count_tasks(), err, errlen))
         return -1;
     atomic_store(&g_nslots, 0);
@@ -330,9 +388,9 @@ int hp_stop_all(struct hp_stopset *set, char *err, size_t errlen)
                     release_all(t);
                     thread_name(tid, name, sizeof name);
                     return hp_fail(err, errlen,
-                                   "thread %d (%s) did not stop within 2 s (does it block signal "
-                                   "%d? set HOTPATCH_SIGNAL to one it does not block)",
-                                   tid, name, g_signal);
+                                   "thread %d (%s) did not stop within 500 ms (uninterruptible "
+                                   "sleep?); every thread was let go and nothing was changed",
+                                   tid, name);
                 }
                 nap_us(50);
             }

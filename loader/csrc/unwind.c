@@ -83,12 +83,8 @@ int hp_unwind_read_mem(struct hp_unwind *u, uintptr_t addr, void *out, size_t n)
     uint8_t *o = out;
     while (n > 0) {
         uintptr_t base = addr & ~(uintptr_t)(BLOCK - 1);
-        int k;
-        for (k = 0; k < NBLOCKS; k++)
-            if (u->blk_valid[k] && u->blk_addr[k] == base)
-                break;
-        if (k == NBLOCKS) {
-            k = (int)(u->blk_next++ % NBLOCKS);
+        size_t k = (base / BLOCK) % NBLOCKS; /* direct-mapped */
+        if (!u->blk_valid[k] || u->blk_addr[k] != base) {
             u->blk_valid[k] = 0;
             if (fetch_block(u, base, u->blk[k]))
                 return -1;
@@ -169,7 +165,6 @@ int hp_unwind_walk(struct hp_unwind *u, const uint64_t *start, hp_frame_cb cb, v
     unsigned valid = (1u << HP_NREGS) - 1;
     int exact = 1, guessed = 0; /* pc is an interrupted pc, not a return address */
     memcpy(regs, start, sizeof regs);
-    memset(u->blk_valid, 0, sizeof u->blk_valid);
     set_stack(u, regs[SP]);
     for (unsigned depth = 0;; depth++) {
         uintptr_t pc = regs[RA], look = exact ? pc : pc - 1;

@@ -10,6 +10,14 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
 use std::time::Duration;
 
+/// Raw protocol requests below switch at once (no client to stop threads).
+fn lazy() -> protocol::Options {
+    protocol::Options {
+        mode: protocol::Mode::Lazy,
+        ..protocol::Options::default()
+    }
+}
+
 const PROG: &str = include_str!("programs/prog.c");
 const FILE: &str = "prog.c";
 
@@ -89,7 +97,10 @@ fn apply_list_revert_through_hpctl() {
 
     let (ok, out, err) = hpctl(&["apply", &pid, &file]);
     assert!(ok, "apply failed: {err}\nlog:\n{}", s.proc_.log_text());
-    assert_eq!(out, "applied fix-1: 3 functions");
+    assert_eq!(
+        out,
+        "applied fix-1: 3 functions (consistent: no thread was running them)"
+    );
 
     // New code, old state: the global and the static counter are the program's.
     assert_eq!(s.proc_.ask("compute 1"), "45");
@@ -137,8 +148,12 @@ fn apply_list_revert_through_hpctl() {
     std::thread::sleep(Duration::from_millis(20));
     let b: u64 = s.proc_.ask("spins").parse().unwrap();
     assert!(b > a);
-    assert!(s.proc_.log_text().contains("stays mapped"));
-    eprintln!("EINTR after 1 apply + 1 revert: {}", s.proc_.ask("eintr"));
+    // A consistent revert (the default) unmaps the patch's code.
+    assert!(s.proc_.log_text().contains("is unmapped"));
+    // hpctl stops the threads with ptrace: interrupted sleeps restart.
+    let eintr = s.proc_.ask("eintr");
+    assert!(s.proc_.log_text().contains("stopped by the client"));
+    assert!(eintr.starts_with("nanosleep_eintr=0/"), "{eintr}");
 }
 
 #[test]
@@ -248,13 +263,29 @@ fn garbage_over_the_socket_gives_err_and_process_survives() {
     );
     let t = Duration::from_secs(10);
 
-    let r = protocol::send(pid, &Request::Apply(vec![0x41; 1000]), t).unwrap();
+    let r = protocol::send(
+        pid,
+        &Request::Apply {
+            patch: vec![0x41; 1000],
+            opts: lazy(),
+        },
+        t,
+    )
+    .unwrap();
     assert!(!r.ok);
     assert!(r.message.contains("not an ELF"), "{}", r.message);
 
     // Every truncation of a real patch is refused cleanly.
     for len in [1, 16, 63, 64, 200, good.len() / 2, good.len() - 1] {
-        let r = protocol::send(pid, &Request::Apply(good[..len].to_vec()), t).unwrap();
+        let r = protocol::send(
+            pid,
+            &Request::Apply {
+                patch: good[..len].to_vec(),
+                opts: lazy(),
+            },
+            t,
+        )
+        .unwrap();
         assert!(!r.ok, "truncated to {len} accepted");
     }
     // Random byte flips in a valid patch must never crash the process.
@@ -268,10 +299,18 @@ fn garbage_over_the_socket_gives_err_and_process_survives() {
             let at = (seed >> 33) as usize % p.len();
             p[at] ^= (seed >> 8) as u8 | 1;
         }
-        let r = protocol::send(pid, &Request::Apply(p), t).unwrap();
+        let r = protocol::send(
+            pid,
+            &Request::Apply {
+                patch: p,
+                opts: lazy(),
+            },
+            t,
+        )
+        .unwrap();
         if r.ok {
             // A flip in a harmless place (padding, a name we don't use): undo.
-            assert!(protocol::send(pid, &Request::Revert, t).unwrap().ok);
+            assert!(protocol::send(pid, &Request::Revert(lazy()), t).unwrap().ok);
         }
         assert!(s.proc_.alive());
     }
@@ -303,7 +342,15 @@ fn garbage_over_the_socket_gives_err_and_process_survives() {
 
     assert_v1(&mut s.proc_);
     // And a good patch still works afterwards.
-    let r = protocol::send(pid, &Request::Apply(good), t).unwrap();
+    let r = protocol::send(
+        pid,
+        &Request::Apply {
+            patch: good,
+            opts: lazy(),
+        },
+        t,
+    )
+    .unwrap();
     assert!(r.ok, "{}", r.message);
     assert_eq!(s.proc_.ask("compute 1"), "45");
 }
@@ -321,7 +368,15 @@ fn busy_function_is_refused_by_name() {
         &["busy_loop"],
         &[],
     );
-    let (ok, _, err) = hpctl(&["apply", &pid, &file]);
+    // Consistent (the default): busy_loop never leaves the stack.
+    let (ok, _, err) = hpctl(&["apply", "--timeout-ms", "300", &pid, &file]);
+    assert!(!ok);
+    assert!(
+        err.contains("function busy_loop is on the stack of thread"),
+        "{err}"
+    );
+    // Lazy: the thread sits in the bytes the jump would overwrite.
+    let (ok, _, err) = hpctl(&["apply", "--lazy", &pid, &file]);
     assert!(!ok);
     assert!(err.contains("function busy_loop is busy: thread"), "{err}");
     assert!(err.contains("is executing its first bytes"), "{err}");
@@ -354,8 +409,8 @@ fn function_under_heavy_use_is_patched_while_threads_spin() {
     let eintr = s.proc_.ask("eintr");
     eprintln!("EINTR after 20 stops: {eintr}");
     assert!(
-        eintr.ends_with("read_eintr=0"),
-        "read() must be restarted: {eintr}"
+        eintr.ends_with("read_eintr=0") && eintr.starts_with("nanosleep_eintr=0/"),
+        "read() and nanosleep() must be restarted (hpctl stops with ptrace): {eintr}"
     );
 }
 

@@ -74,7 +74,7 @@ fn blocked_call(tag: &str, cc: &'static str, extra: &[&str]) {
         err,
         format!(
             "hpctl: function serve is on the stack of thread {tid} (it never returned within \
-             400 ms): it cannot switch consistently; apply without --consistent to switch \
+             400 ms): it cannot switch consistently; apply with --lazy to switch \
              future calls only"
         ),
         "log:\n{}",
@@ -83,13 +83,13 @@ fn blocked_call(tag: &str, cc: &'static str, extra: &[&str]) {
     assert!(waited >= Duration::from_millis(400), "{waited:?}");
     eprintln!("[{tag}] consistent apply gave up after {waited:?}");
 
-    let (ok, out, err) = hpctl(&["apply", &s.pid, &file]);
+    let (ok, out, err) = hpctl(&["apply", "--lazy", &s.pid, &file]);
     assert!(ok, "{err}\n{}", s.p.log_text());
+    assert_eq!(out, "applied serve2: 1 functions");
     assert_eq!(
-        out,
+        err.trim_end(),
         format!(
-            "applied serve2: 1 functions\n  thread {tid} is running old serve(); it finishes in \
-             the old code"
+            "hpctl: warning: thread {tid} is running old serve(); it finishes in the old code"
         )
     );
     let log = s.p.log_text();
@@ -110,7 +110,7 @@ fn blocked_call(tag: &str, cc: &'static str, extra: &[&str]) {
         err,
         format!(
             "hpctl: patch serve2's serve() is on the stack of thread {tid} (it never returned \
-             within 300 ms): it cannot be removed consistently; revert without --consistent to \
+             within 300 ms): it cannot be removed consistently; revert with --lazy to \
              restore the old code for future calls (the patch's code then stays mapped)"
         )
     );
@@ -215,11 +215,11 @@ fn deep_recursion() {
         "{err}\n{}",
         s.p.log_text()
     );
-    let (ok, out, err) = hpctl(&["apply", &s.pid, &file]);
+    let (ok, _, err) = hpctl(&["apply", "--lazy", &s.pid, &file]);
     assert!(ok, "{err}");
     assert!(
-        out.contains(&format!("thread {tid} is running old deep_entry()")),
-        "{out}"
+        err.contains(&format!("thread {tid} is running old deep_entry()")),
+        "{err}"
     );
     // The running call finishes in the old code: (300 + 1) × 2.
     assert_eq!(s.p.ask("undeep"), "602");
@@ -243,13 +243,13 @@ fn deep_recursion() {
         )),
         "{err}"
     );
-    let (ok, out, _) = hpctl(&["apply", &s.pid, &file]);
+    let (ok, _, err) = hpctl(&["apply", "--lazy", &s.pid, &file]);
     assert!(ok);
     assert!(
-        out.contains(&format!(
+        err.contains(&format!(
             "thread {tid}: stack walk stopped early (deeper than 512 frames)"
         )),
-        "{out}"
+        "{err}"
     );
     assert_eq!(s.p.ask("undeep"), "2002");
 }
@@ -277,7 +277,7 @@ fn thread_in_nanosleep_is_found_through_libc() {
         "{err}\n{}",
         s.p.log_text()
     );
-    let (ok, out, _) = hpctl(&["apply", &s.pid, &file, "--json"]);
+    let (ok, out, _) = hpctl(&["apply", "--lazy", &s.pid, &file, "--json"]);
     assert!(ok);
     assert!(
         out.contains(&format!(
@@ -289,7 +289,7 @@ fn thread_in_nanosleep_is_found_through_libc() {
     let line = log
         .lines()
         .rev()
-        .find(|l| l.contains("stack check:"))
+        .find(|l| l.contains("switch attempt"))
         .unwrap();
     eprintln!("{line}");
 }
@@ -302,7 +302,7 @@ fn unwinding_through_patch_code() {
     let mut s = start("through", "gcc", &[]);
     let tid = s.p.ask("serve");
     let file = serve_patch(&s, &[]);
-    let (ok, _, err) = hpctl(&["apply", &s.pid, &file]);
+    let (ok, _, err) = hpctl(&["apply", "--lazy", &s.pid, &file]);
     assert!(ok, "{err}");
     assert_eq!(s.p.ask("feed 1"), "10");
     assert_eq!(s.p.ask("go"), "ok"); // now blocked in the patch's serve()
@@ -384,14 +384,14 @@ fn junk_frame_pointers_never_crash_the_walker() {
     ]);
     assert!(!ok);
     eprintln!("{err}");
-    let (ok, out, err) = hpctl(&["apply", &s.pid, &file]);
+    let (ok, _, err) = hpctl(&["apply", "--lazy", &s.pid, &file]);
     assert!(ok, "{err}");
     assert!(
-        out.contains(&format!("thread {tid} is running old serve()")),
-        "{out}"
+        err.contains(&format!("thread {tid} is running old serve()")),
+        "{err}"
     );
-    assert!(out.contains("stack walk stopped early"), "{out}");
-    eprintln!("{out}");
+    assert!(err.contains("stack walk stopped early"), "{err}");
+    eprintln!("{err}");
     assert_eq!(s.p.ask("feed 1"), "10");
     assert_eq!(s.p.ask("go"), "ok");
     assert_eq!(s.p.ask("feed 1"), "20");

@@ -20,21 +20,26 @@ pub enum Step {
     /// stderr must contain every one of these strings. `background`: start
     /// it and go on; a later `wait_apply` step collects it. `settle_secs`:
     /// with `background`, wait that long (or until hpctl exits) first.
-    /// `consistent`: `hpctl apply --consistent --timeout-ms MS` (JSON
-    /// `"consistent": true` for the default 5000 ms, or a number of ms).
+    /// `consistent`: `--timeout-ms MS` for the (default) consistent switch
+    /// (JSON `"consistent": true` for the default 5000 ms, or a number of
+    /// ms). `lazy`: `hpctl apply --lazy`. `redirect`: `--redirect KIND`
+    /// (`"entry"` or `"call-site"`).
     Apply {
         expect_fail: Option<Vec<String>>,
         background: bool,
         settle_secs: u64,
         consistent: Option<u64>,
+        lazy: bool,
+        redirect: Option<String>,
     },
     /// Wait for a background apply; it must succeed.
     WaitApply,
     /// `hpctl revert PID`; it must succeed (or fail with `expect_fail`).
-    /// `consistent` as for Apply (`hpctl revert --consistent`).
+    /// `consistent` and `lazy` as for Apply.
     Revert {
         expect_fail: Option<Vec<String>>,
         consistent: Option<u64>,
+        lazy: bool,
     },
 }
 
@@ -188,6 +193,8 @@ pub(crate) fn parse_step(v: &Value, i: usize) -> Res<Step> {
                 "background",
                 "settle_secs",
                 "consistent",
+                "lazy",
+                "redirect",
             ],
             &what,
         )?;
@@ -206,11 +213,22 @@ pub(crate) fn parse_step(v: &Value, i: usize) -> Res<Step> {
             return Err(format!("{what}: a background apply cannot expect_fail"));
         }
         let consistent = consistent_opt(obj.get("consistent"), &what)?;
+        let lazy = flag("lazy")?;
+        if lazy && consistent.is_some() {
+            return Err(format!("{what}: lazy and consistent exclude each other"));
+        }
+        let redirect = match obj.get("redirect") {
+            None => None,
+            Some(Value::String(k)) if k == "entry" || k == "call-site" => Some(k.clone()),
+            Some(_) => return Err(format!("{what}.redirect must be \"entry\" or \"call-site\"")),
+        };
         return Ok(Step::Apply {
             expect_fail,
             background,
             settle_secs,
             consistent,
+            lazy,
+            redirect,
         });
     }
     if obj.contains_key("wait_apply") {
@@ -221,15 +239,20 @@ pub(crate) fn parse_step(v: &Value, i: usize) -> Res<Step> {
         return Ok(Step::WaitApply);
     }
     if obj.contains_key("revert") {
-        check_keys(obj, &["revert", "expect_fail", "consistent"], &what)?;
+        check_keys(obj, &["revert", "expect_fail", "consistent", "lazy"], &what)?;
         if !flag("revert")? {
             return Err(format!("{what}.revert must be true"));
         }
         let expect_fail = opt_needles(obj.get("expect_fail"), &format!("{what}.expect_fail"))?;
         let consistent = consistent_opt(obj.get("consistent"), &what)?;
+        let lazy = flag("lazy")?;
+        if lazy && consistent.is_some() {
+            return Err(format!("{what}: lazy and consistent exclude each other"));
+        }
         return Ok(Step::Revert {
             expect_fail,
             consistent,
+            lazy,
         });
     }
     Err(format!(

@@ -49,11 +49,14 @@ pub fn play_steps(
                 background: bg,
                 settle_secs,
                 consistent,
+                lazy,
+                redirect,
             } => {
                 let mut cmd = Command::new(&hpctl);
                 cmd.arg("apply");
-                if let Some(ms) = consistent {
-                    cmd.arg("--consistent").arg(format!("--timeout-ms={ms}"));
+                switch_args(&mut cmd, *consistent, *lazy);
+                if let Some(kind) = redirect {
+                    cmd.arg(format!("--redirect={kind}"));
                 }
                 cmd.arg(pid.to_string()).arg(hpo);
                 if *bg {
@@ -88,6 +91,9 @@ pub fn play_steps(
                         let l =
                             check_list(&hpctl, pid, hpo, true).map_err(|e| ctx(s, &label, e))?;
                         s.prog.note(&l);
+                        if redirect.as_deref() == Some("call-site") {
+                            check_sites_rewritten(&l.stdout).map_err(|e| ctx(s, &label, e))?;
+                        }
                     }
                 }
             }
@@ -114,12 +120,11 @@ pub fn play_steps(
             Step::Revert {
                 expect_fail,
                 consistent,
+                lazy,
             } => {
                 let mut cmd = Command::new(&hpctl);
                 cmd.arg("revert");
-                if let Some(ms) = consistent {
-                    cmd.arg("--consistent").arg(format!("--timeout-ms={ms}"));
-                }
+                switch_args(&mut cmd, *consistent, *lazy);
                 let out = run_timeout(cmd.arg(pid.to_string()), HPCTL_TIMEOUT)
                     .map_err(|e| ctx(s, &label, e))?;
                 s.prog.note(&out);
@@ -152,6 +157,34 @@ pub fn play_steps(
             "note [{} {:?}]: the program saw EINTR during the run:\n{stderr}",
             f.name, config
         );
+    }
+    Ok(())
+}
+
+/// `--lazy`, or the consistent switch's `--timeout-ms`.
+fn switch_args(cmd: &mut Command, consistent: Option<u64>, lazy: bool) {
+    if lazy {
+        cmd.arg("--lazy");
+    }
+    if let Some(ms) = consistent {
+        cmd.arg(format!("--timeout-ms={ms}"));
+    }
+}
+
+/// After `--redirect call-site`, `hpctl list` must show call sites for the
+/// patch just applied (the newest line): a fixture using it calls its
+/// patched function directly, so a count of zero means nothing was
+/// rewritten and the calls only took the entry jump.
+fn check_sites_rewritten(list: &str) -> Res<()> {
+    let newest = list.lines().last().unwrap_or("");
+    let total: usize = newest
+        .split(" call sites)")
+        .filter_map(|part| part.rsplit('(').next()?.trim().parse::<usize>().ok())
+        .sum();
+    if total == 0 {
+        return Err(format!(
+            "hpctl list shows no rewritten call site after --redirect call-site:\n{list}"
+        ));
     }
     Ok(())
 }

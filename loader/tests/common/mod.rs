@@ -147,7 +147,7 @@ pub fn make_patch(
         diff: &diff,
         rel: file,
     };
-    let patch = emit::emit(&[unit], id, "test").unwrap_or_else(|e| panic!("{id}: {e}"));
+    let patch = emit::emit(&[unit], id, "test", 0).unwrap_or_else(|e| panic!("{id}: {e}"));
     for note in &patch.notes {
         eprintln!("{id}: note: {note}");
     }
