@@ -205,7 +205,9 @@ fn pair_clones(
     }
 }
 
-/// Correlates both objects' named symbols.
+/// Correlates both objects' named symbols: functions first (plain names,
+/// then clones, then whatever is left by name), then static locals through
+/// the functions using them, then the other data by name.
 pub fn correlate(original: &Object, patched: &Object) -> Correlation {
     let mut c = Correlation::default();
     let (of, pf) = (functions(original), functions(patched));
@@ -224,99 +226,134 @@ pub fn correlate(original: &Object, patched: &Object) -> Correlation {
     );
     pair_clones(&mut c, original, patched, &of, &pf);
     c.pair_by_name(original, patched, &of, &pf);
+    let undecided = pair_static_locals(&mut c, original, patched, &of, &pf);
+    pair_other_data(&mut c, original, patched, &undecided);
+    c
+}
 
-    let (od, pd) = (data_symbols(original), data_symbols(patched));
+/// What the functions using a patched static local say about its original.
+enum Evidence {
+    One(usize),
+    Several(Vec<usize>),
+    /// Correlated functions use it but used no such static before: the
+    /// static is new (e.g. `static int calls` added to count()).
+    New,
+    /// Only new functions or data use it.
+    None,
+}
 
-    // Static locals through their users. For each original function, the
-    // numbered locals it references; for each patched numbered local, the
-    // patched functions referencing it.
-    let orig_uses: BTreeMap<usize, BTreeSet<usize>> = of
+/// Pairs the patched numbered locals (`calls.1`) through their users, in
+/// symbol order; records the ambiguous ones. Returns those no correlated
+/// function uses, left for [`pair_other_data`].
+fn pair_static_locals(
+    c: &mut Correlation,
+    original: &Object,
+    patched: &Object,
+    of: &[usize],
+    pf: &[usize],
+) -> Vec<usize> {
+    let orig_uses = numbered_locals_used(original, of);
+    let users = numbered_local_users(patched, pf);
+    let mut undecided = Vec::new();
+    for p in data_symbols(patched) {
+        if !is_numbered_local(patched, p) {
+            continue;
+        }
+        let user_list = users.get(&p).map_or(&[][..], Vec::as_slice);
+        match static_local_evidence(c, original, patched, p, &orig_uses, user_list) {
+            Evidence::One(o) => c.pair(o, p),
+            Evidence::Several(v) => c.ambiguous.push((p, v)),
+            Evidence::New => {}
+            Evidence::None => undecided.push(p),
+        }
+    }
+    undecided
+}
+
+/// For each function of `funcs`, the numbered locals its code references.
+fn numbered_locals_used(obj: &Object, funcs: &[usize]) -> BTreeMap<usize, BTreeSet<usize>> {
+    funcs
         .iter()
         .map(|&f| {
-            let sec = original.symbols[f].section.unwrap_or(0);
-            let refs = named_refs(original, sec)
+            let sec = obj.symbols[f].section.unwrap_or(0);
+            let refs = named_refs(obj, sec)
                 .into_iter()
-                .filter(|&s| is_numbered_local(original, s))
+                .filter(|&s| is_numbered_local(obj, s))
                 .collect();
             (f, refs)
         })
-        .collect();
+        .collect()
+}
+
+/// For each numbered local, the functions of `funcs` referencing it.
+fn numbered_local_users(obj: &Object, funcs: &[usize]) -> BTreeMap<usize, Vec<usize>> {
     let mut users: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for &f in &pf {
-        let sec = patched.symbols[f].section.unwrap_or(0);
-        for s in named_refs(patched, sec) {
-            if is_numbered_local(patched, s) {
+    for &f in funcs {
+        let sec = obj.symbols[f].section.unwrap_or(0);
+        for s in named_refs(obj, sec) {
+            if is_numbered_local(obj, s) {
                 users.entry(s).or_default().push(f);
             }
         }
     }
-    let mut undecided = Vec::new();
-    for &p in pd.iter().filter(|&&p| is_numbered_local(patched, p)) {
-        let base = strip_numeric(&patched.symbols[p].name);
-        let kind = patched.symbols[p].kind;
-        let mut known_user = false;
-        let mut candidates: Option<BTreeSet<usize>> = None;
-        for f in users.get(&p).into_iter().flatten() {
-            let Some(of) = c.p2o.get(f) else { continue };
-            known_user = true;
-            let set: BTreeSet<usize> = orig_uses[of]
-                .iter()
-                .copied()
-                .filter(|&o| {
-                    let s = &original.symbols[o];
-                    s.kind == kind && strip_numeric(&s.name) == base && !c.o2p.contains_key(&o)
-                })
-                .collect();
-            // An inlined copy may use several statics of the same base name
-            // (it inlined two functions): intersect the non-empty sets so the
-            // function that owns the static decides.
-            if !set.is_empty() {
-                candidates = Some(match candidates {
-                    None => set,
-                    Some(prev) => prev.intersection(&set).copied().collect(),
-                });
-            }
-        }
-        match candidates.map(|c| c.into_iter().collect::<Vec<_>>()) {
-            Some(v) if v.len() == 1 => c.pair(v[0], p),
-            Some(v) if v.len() > 1 => c.ambiguous.push((p, v)),
-            // Correlated functions use it but used no such static before:
-            // the static is new (e.g. `static int calls` added to count()).
-            _ if known_user => {}
-            // No evidence from users (only new functions or data use it):
-            // decided by name below.
-            _ => undecided.push(p),
+    users
+}
+
+/// The unpaired original statics of `p`'s kind and base name that the
+/// original partners of `p`'s users referenced.
+fn static_local_evidence(
+    c: &Correlation,
+    original: &Object,
+    patched: &Object,
+    p: usize,
+    orig_uses: &BTreeMap<usize, BTreeSet<usize>>,
+    users: &[usize],
+) -> Evidence {
+    let base = strip_numeric(&patched.symbols[p].name);
+    let kind = patched.symbols[p].kind;
+    let mut known_user = false;
+    let mut candidates: Option<BTreeSet<usize>> = None;
+    for f in users {
+        let Some(of) = c.p2o.get(f) else { continue };
+        known_user = true;
+        let set: BTreeSet<usize> = orig_uses[of]
+            .iter()
+            .copied()
+            .filter(|&o| {
+                let s = &original.symbols[o];
+                s.kind == kind && strip_numeric(&s.name) == base && !c.o2p.contains_key(&o)
+            })
+            .collect();
+        // An inlined copy may use several statics of the same base name
+        // (it inlined two functions): intersect the non-empty sets so the
+        // function that owns the static decides.
+        if !set.is_empty() {
+            candidates = Some(match candidates {
+                None => set,
+                Some(prev) => prev.intersection(&set).copied().collect(),
+            });
         }
     }
-    let rest_pd: Vec<usize> = pd
-        .iter()
-        .copied()
-        .filter(|&p| !is_numbered_local(patched, p) || undecided.contains(&p))
-        .collect();
-    // Exact names are only trusted for unnumbered data; numbered locals fall
-    // back to "unique by base name".
-    let unnumbered_pd: Vec<usize> = rest_pd
-        .iter()
-        .copied()
-        .filter(|&p| !is_numbered_local(patched, p))
-        .collect();
-    let unnumbered_od: Vec<usize> = od
-        .iter()
-        .copied()
-        .filter(|&o| !is_numbered_local(original, o))
-        .collect();
+    match candidates.map(|c| c.into_iter().collect::<Vec<_>>()) {
+        Some(v) if v.len() == 1 => Evidence::One(v[0]),
+        Some(v) if v.len() > 1 => Evidence::Several(v),
+        _ if known_user => Evidence::New,
+        _ => Evidence::None,
+    }
+}
+
+/// Data other than the static locals paired through their users: exact
+/// names are only trusted for unnumbered data; the `undecided` numbered
+/// locals pair when their base name is unique on both sides.
+fn pair_other_data(c: &mut Correlation, original: &Object, patched: &Object, undecided: &[usize]) {
+    let (numbered_od, unnumbered_od): (Vec<usize>, Vec<usize>) = data_symbols(original)
+        .into_iter()
+        .partition(|&o| is_numbered_local(original, o));
+    let (numbered_pd, unnumbered_pd): (Vec<usize>, Vec<usize>) = data_symbols(patched)
+        .into_iter()
+        .partition(|&p| is_numbered_local(patched, p));
     c.pair_by_name(original, patched, &unnumbered_od, &unnumbered_pd);
-    let numbered_od: Vec<usize> = od
-        .iter()
-        .copied()
-        .filter(|&o| is_numbered_local(original, o))
-        .collect();
-    let numbered_pd: Vec<usize> = pd
-        .iter()
-        .copied()
-        .filter(|&p| is_numbered_local(patched, p))
-        .collect();
-    for p in undecided {
+    for &p in undecided {
         let base = strip_numeric(&patched.symbols[p].name);
         let same = |obj: &Object, v: &[usize]| -> Vec<usize> {
             v.iter()
@@ -331,5 +368,4 @@ pub fn correlate(original: &Object, patched: &Object) -> Correlation {
             }
         }
     }
-    c
 }
