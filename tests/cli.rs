@@ -349,17 +349,33 @@ fn redirect_chosen_at_build_time() {
     ));
     assert!(build.status.success(), "{}", build.report());
     let manifest = fs::read_to_string(hpo.with_extension("json")).unwrap();
-    assert!(manifest.contains("\"redirect\": \"call-site\""), "{manifest}");
+    assert!(
+        manifest.contains("\"redirect\": \"call-site\""),
+        "{manifest}"
+    );
     let pid = s.prog.pid().to_string();
     let hpo_s = hpo.to_str().unwrap();
-    for (args, sites) in [(vec!["apply", &pid, hpo_s], true), (vec!["apply", "--redirect=entry", &pid, hpo_s], false)] {
+    for (args, sites) in [
+        (vec!["apply", &pid, hpo_s], true),
+        (vec!["apply", "--redirect=entry", &pid, hpo_s], false),
+    ] {
         let out = hpctl(&args);
-        assert!(out.status.success(), "{}\n{}", out.report(), s.prog.report());
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            out.report(),
+            s.prog.report()
+        );
         if let Err(e) = s.prog.expect("direct 3", "direct 3 = 61", None) {
             panic!("{e}\n{}", s.prog.report());
         }
         let list = hpctl(&["list", &pid]);
-        assert_eq!(list.stdout.contains("call sites)"), sites, "{}", list.report());
+        assert_eq!(
+            list.stdout.contains("call sites)"),
+            sites,
+            "{}",
+            list.report()
+        );
         let out = hpctl(&["revert", &pid]);
         assert!(out.status.success(), "{}", out.report());
     }

@@ -229,7 +229,13 @@ fn consistent_apply_walks_through_an_earlier_patchs_code() {
     assert_eq!(prog.ask("call 1"), "20"); // the loader is up once main runs
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
 
-    let r = request(pid, &Request::Apply { patch: p1, opts: switch(None) });
+    let r = request(
+        pid,
+        &Request::Apply {
+            patch: p1,
+            opts: switch(None),
+        },
+    );
     assert!(r.ok, "{r:?}");
     assert!(
         log_text().contains("with unwind information"),
@@ -240,7 +246,13 @@ fn consistent_apply_walks_through_an_earlier_patchs_code() {
     assert_eq!(prog.ask("start"), "blocked");
 
     // gate() <- p1's inner() <- old outer(): outer() is busy for p2.
-    let r = request(pid, &Request::Apply { patch: p2.clone(), opts: switch(Some(300)) });
+    let r = request(
+        pid,
+        &Request::Apply {
+            patch: p2.clone(),
+            opts: switch(Some(300)),
+        },
+    );
     assert!(!r.ok, "{r:?}");
     assert!(
         r.message
@@ -251,7 +263,13 @@ fn consistent_apply_walks_through_an_earlier_patchs_code() {
     );
 
     assert_eq!(prog.ask("release"), "30"); // old outer, p1's inner
-    let r = request(pid, &Request::Apply { patch: p2, opts: switch(Some(5000)) });
+    let r = request(
+        pid,
+        &Request::Apply {
+            patch: p2,
+            opts: switch(Some(5000)),
+        },
+    );
     assert!(r.ok, "{r:?}\n{}", log_text());
     assert_eq!(prog.ask("call 1"), "300");
 }

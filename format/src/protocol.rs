@@ -194,7 +194,10 @@ impl Options {
 /// One request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    Apply { patch: Vec<u8>, opts: Options },
+    Apply {
+        patch: Vec<u8>,
+        opts: Options,
+    },
     /// Undo the newest patch.
     Revert(Options),
     List,
@@ -480,14 +483,22 @@ impl Conversation {
         };
         for _ in 0..nf {
             let l = self.line()?;
-            let a = l.strip_prefix("F ").and_then(|x| u64::from_str_radix(x, 16).ok());
+            let a = l
+                .strip_prefix("F ")
+                .and_then(|x| u64::from_str_radix(x, 16).ok());
             t.funcs.push(a.ok_or_else(|| bad_line(&l))?);
         }
         for _ in 0..nc {
             let l = self.line()?;
-            let r = l.strip_prefix("C ").and_then(|x| x.split_once(' ')).and_then(|(a, b)| {
-                Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
-            });
+            let r = l
+                .strip_prefix("C ")
+                .and_then(|x| x.split_once(' '))
+                .and_then(|(a, b)| {
+                    Some((
+                        u64::from_str_radix(a, 16).ok()?,
+                        u64::from_str_radix(b, 16).ok()?,
+                    ))
+                });
             t.code.push(r.ok_or_else(|| bad_line(&l))?);
         }
         Ok(t)

@@ -88,9 +88,7 @@ fn blocked_call(tag: &str, cc: &'static str, extra: &[&str]) {
     assert_eq!(out, "applied serve2: 1 functions");
     assert_eq!(
         err.trim_end(),
-        format!(
-            "hpctl: warning: thread {tid} is running old serve(); it finishes in the old code"
-        )
+        format!("hpctl: warning: thread {tid} is running old serve(); it finishes in the old code")
     );
     let log = s.p.log_text();
     assert!(

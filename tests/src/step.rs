@@ -220,7 +220,11 @@ pub(crate) fn parse_step(v: &Value, i: usize) -> Res<Step> {
         let redirect = match obj.get("redirect") {
             None => None,
             Some(Value::String(k)) if k == "entry" || k == "call-site" => Some(k.clone()),
-            Some(_) => return Err(format!("{what}.redirect must be \"entry\" or \"call-site\"")),
+            Some(_) => {
+                return Err(format!(
+                    "{what}.redirect must be \"entry\" or \"call-site\""
+                ))
+            }
         };
         return Ok(Step::Apply {
             expect_fail,

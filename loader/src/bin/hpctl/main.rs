@@ -197,14 +197,25 @@ fn read_patch(file: &PathBuf) -> Result<(Vec<u8>, format::Meta), String> {
     Ok((bytes, meta))
 }
 
-fn apply(pid: u32, file: &PathBuf, sw: &SwitchArgs, redirect: Option<Redirect>) -> Result<Outcome, String> {
+fn apply(
+    pid: u32,
+    file: &PathBuf,
+    sw: &SwitchArgs,
+    redirect: Option<Redirect>,
+) -> Result<Outcome, String> {
     check_process(pid)?;
     let (patch, meta) = read_patch(file)?;
     let call_sites = match redirect {
         Some(r) => r == Redirect::CallSite,
         None => meta.prefers_call_sites(),
     };
-    let (reply, parked) = exchange(pid, &Request::Apply { patch, opts: sw.options(call_sites) })?;
+    let (reply, parked) = exchange(
+        pid,
+        &Request::Apply {
+            patch,
+            opts: sw.options(call_sites),
+        },
+    )?;
     Ok(Outcome::applied(pid, &meta, reply, sw.lazy).parked(&parked))
 }
 
@@ -222,7 +233,12 @@ fn list(pid: u32) -> Result<Outcome, String> {
 
 fn run(cmd: &Cmd) -> Result<Outcome, String> {
     match cmd {
-        Cmd::Apply { pid, file, switch, redirect } => apply(*pid, file, switch, *redirect),
+        Cmd::Apply {
+            pid,
+            file,
+            switch,
+            redirect,
+        } => apply(*pid, file, switch, *redirect),
         Cmd::Revert { pid, switch } => revert(*pid, switch),
         Cmd::List { pid, .. } => list(*pid),
     }

@@ -43,7 +43,12 @@ pub struct Outcome {
 }
 
 fn notes(reply: &Reply) -> Vec<String> {
-    reply.details.iter().filter(|l| !l.is_empty()).cloned().collect()
+    reply
+        .details
+        .iter()
+        .filter(|l| !l.is_empty())
+        .cloned()
+        .collect()
 }
 
 impl Outcome {
@@ -116,7 +121,10 @@ impl Outcome {
 
     pub fn print(&self, json: bool) {
         if json {
-            println!("{}", serde_json::to_string(self).expect("plain data serialises"));
+            println!(
+                "{}",
+                serde_json::to_string(self).expect("plain data serialises")
+            );
             return;
         }
         if let Some(patches) = &self.patches {
@@ -160,8 +168,14 @@ struct Failure<'a> {
 
 pub fn print_error(reason: &str, json: bool) {
     if json {
-        let f = Failure { ok: false, error: reason };
-        println!("{}", serde_json::to_string(&f).expect("plain data serialises"));
+        let f = Failure {
+            ok: false,
+            error: reason,
+        };
+        println!(
+            "{}",
+            serde_json::to_string(&f).expect("plain data serialises")
+        );
     }
     eprintln!("hpctl: {reason}");
 }

@@ -62,7 +62,10 @@ fn arm_alarm(after: Duration) {
         sa.sa_sigaction = on_alarm as *const () as usize;
         libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
         let t = libc::itimerval {
-            it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
+            it_interval: libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            },
             it_value: libc::timeval {
                 tv_sec: after.as_secs() as libc::time_t,
                 tv_usec: after.subsec_micros() as libc::suseconds_t,
@@ -117,7 +120,10 @@ fn regs_of(tid: i32) -> Result<ThreadRegs, String> {
     let r = unsafe {
         let mut r: libc::user_regs_struct = std::mem::zeroed();
         if libc::ptrace(libc::PTRACE_GETREGS, tid, 0usize, &mut r as *mut _ as usize) < 0 {
-            return Err(format!("cannot read the registers of thread {tid}: {}", errno()));
+            return Err(format!(
+                "cannot read the registers of thread {tid}: {}",
+                errno()
+            ));
         }
         r
     };

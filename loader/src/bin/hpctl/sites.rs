@@ -41,7 +41,12 @@ fn in_patches(pid: u32, t: &Targets) -> Result<Vec<SiteLine>, String> {
         mem.read_exact_at(&mut code, lo)
             .map_err(|e| format!("cannot read patch code at {lo:#x}: {e}"))?;
         let found = callsites::in_code(&code, lo, &t.funcs);
-        out.extend(found.sites.into_iter().map(|s| line(s.addr, s.target, s.bytes)));
+        out.extend(
+            found
+                .sites
+                .into_iter()
+                .map(|s| line(s.addr, s.target, s.bytes)),
+        );
     }
     Ok(out)
 }
