@@ -194,6 +194,55 @@ fn stacked_patches_and_c_api() {
     assert_eq!(s.proc_.ask("revert"), "-1 no patch applied");
 }
 
+/// Call-site redirects stack: the second patch rewrites the sites the first
+/// one pointed at its code, and each revert puts back exactly the level
+/// below (a wrong byte would call unmapped code: the consistent revert
+/// unmaps each patch).
+#[test]
+fn stacked_call_site_patches_revert_level_by_level() {
+    let mut s = start("stack-cs", &[]);
+    let pid = s.proc_.pid().to_string();
+    let a = patch_file(
+        &s,
+        "csa",
+        &version(&[("COMPUTE_FACTOR", "3")]),
+        &["compute"],
+        &[],
+    );
+    let b = patch_file(
+        &s,
+        "csb",
+        &version(&[("COMPUTE_FACTOR", "4")]),
+        &["compute"],
+        &[],
+    );
+    for (file, want) in [(&a, "45"), (&b, "46")] {
+        let (ok, out, err) = hpctl(&["apply", "--redirect", "call-site", &pid, file]);
+        assert!(ok, "{err}\n{}", s.proc_.log_text());
+        assert!(out.contains(" call sites)"), "{out}");
+        assert_eq!(s.proc_.ask("compute 1"), want);
+    }
+    let (ok, out, _) = hpctl(&["list", &pid, "--json"]);
+    assert!(ok);
+    assert!(out.contains("\"call_sites\":["), "{out}");
+    let (ok, out, _) = hpctl(&["list", &pid]);
+    assert!(ok);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("compute (") && !l.contains("(0 call sites)")),
+        "{out}"
+    );
+    for want in ["45", "44"] {
+        let (ok, _, err) = hpctl(&["revert", &pid]);
+        assert!(ok, "{err}");
+        assert_eq!(s.proc_.ask("compute 1"), want);
+    }
+    assert_v1(&mut s.proc_);
+}
+
 #[test]
 fn mismatched_patch_is_refused_and_process_unchanged() {
     let mut s = start("mismatch", &[]);
