@@ -2,6 +2,7 @@
 //!
 //! - "compiler clone of X (.constprop)": GCC made it from X; it is replaced
 //!   with X's change because callers were rewritten to call it directly.
+//! - "cold part of X": GCC split it off X; it ships with X.
 //! - "had X inlined": DWARF's `DW_TAG_inlined_subroutine` (its
 //!   `DW_AT_abstract_origin` names X) lies in its code and X's code changed.
 //! - "depends on X's registers or constants": it calls X, which changed.
@@ -64,34 +65,61 @@ fn copies(side: &Side, section: usize, ranges: &[(u64, u64)]) -> Vec<Canon> {
         .collect()
 }
 
-/// Adds the reasons above to every changed or new function.
+/// Adds the reasons above to every changed or new function, before the
+/// reasons it has (without repeating one).
 pub fn annotate(a: &mut Analysis, ctx: &Context) {
-    let (orig, pat) = (a.orig.obj, a.pat.obj);
-    // Source functions with an out-of-line copy (or clone) that changed, and
-    // those whose out-of-line copies are all unchanged.
-    let mut changed_src: BTreeSet<String> = BTreeSet::new();
-    let mut out_of_line: BTreeSet<String> = BTreeSet::new();
-    for f in &a.funcs {
-        let Some(s) = f.patched.or(f.original) else {
+    let extra = extra_reasons(a, ctx);
+    for (f, mut why) in a.funcs.iter_mut().zip(extra) {
+        why.retain(|w| !f.reasons.contains(w));
+        why.append(&mut f.reasons);
+        f.reasons = why;
+    }
+}
+
+/// Inlined copies (see [`inlined`]) of one function present on both sides:
+/// (original copies, original section, patched copies, patched section).
+type Copies = (
+    BTreeMap<String, Vec<(u64, u64)>>,
+    usize,
+    BTreeMap<String, Vec<(u64, u64)>>,
+    usize,
+);
+
+/// The reasons above for each function of `a.funcs`, in order (empty for
+/// those that do not ship).
+fn extra_reasons(a: &Analysis, ctx: &Context) -> Vec<Vec<String>> {
+    let per_func = copies_per_function(a, ctx);
+    let mut sources = SourceChanges::new(a, ctx, &per_func);
+    let pat = a.pat.obj;
+    let mut out = vec![Vec::new(); a.funcs.len()];
+    for (i, f) in a.funcs.iter().enumerate() {
+        if !matches!(f.change, Change::Changed | Change::New) {
             continue;
-        };
-        let name = if f.patched.is_some() {
-            &pat.symbols[s].name
-        } else {
-            &orig.symbols[s].name
-        };
-        out_of_line.insert(source_name(name).to_string());
-        if matches!(f.change, Change::Changed | Change::New) {
-            changed_src.insert(source_name(name).to_string());
+        }
+        let Some(p) = f.patched else { continue };
+        let name = &pat.symbols[p].name;
+        let why = &mut out[i];
+        why.extend(derivation(name));
+        for x in inlined_names(a, p, per_func[i].as_ref(), ctx) {
+            if x != source_name(name) && sources.changed(&x) {
+                why.push(format!("had {x} inlined, whose code changed"));
+            }
+        }
+        if f.change == Change::Changed {
+            why.extend(changed_callees(a, p));
         }
     }
-    let mut inline_verdict: BTreeMap<String, bool> = BTreeMap::new();
-    let (od, pd) = (ctx.orig_dbg.as_ref(), ctx.pat_dbg.as_ref());
+    out
+}
 
-    // Per function: (patched inlined, original inlined) copies, computed once.
-    let mut per_func = Vec::new();
-    for f in &a.funcs {
-        let both = match (f.original, f.patched, od, pd) {
+/// Per function of `a.funcs` with both symbols, when both objects have
+/// DWARF: its inlined copies on each side, computed once.
+fn copies_per_function(a: &Analysis, ctx: &Context) -> Vec<Option<Copies>> {
+    let (orig, pat) = (a.orig.obj, a.pat.obj);
+    let (od, pd) = (ctx.orig_dbg.as_ref(), ctx.pat_dbg.as_ref());
+    a.funcs
+        .iter()
+        .map(|f| match (f.original, f.patched, od, pd) {
             (Some(o), Some(p), Some(od), Some(pd)) => {
                 let (os, ps) = (&orig.symbols[o], &pat.symbols[p]);
                 let (osec, psec) = (os.section.unwrap_or(0), ps.section.unwrap_or(0));
@@ -103,86 +131,130 @@ pub fn annotate(a: &mut Analysis, ctx: &Context) {
                 ))
             }
             _ => None,
-        };
-        per_func.push(both);
+        })
+        .collect()
+}
+
+/// Which source functions' code changed (see the module doc).
+struct SourceChanges<'r, 'o, 'a> {
+    a: &'r Analysis<'o, 'a>,
+    ctx: &'r Context,
+    per_func: &'r [Option<Copies>],
+    /// Source functions with an out-of-line copy (or clone) that changed.
+    changed_src: BTreeSet<String>,
+    /// Source functions with an out-of-line copy (or clone).
+    out_of_line: BTreeSet<String>,
+    /// Inlined-only functions decided so far.
+    inline_verdict: BTreeMap<String, bool>,
+}
+
+impl<'r, 'o, 'a> SourceChanges<'r, 'o, 'a> {
+    fn new(a: &'r Analysis<'o, 'a>, ctx: &'r Context, per_func: &'r [Option<Copies>]) -> Self {
+        let (orig, pat) = (a.orig.obj, a.pat.obj);
+        let mut changed_src = BTreeSet::new();
+        let mut out_of_line = BTreeSet::new();
+        for f in &a.funcs {
+            let name = match (f.patched, f.original) {
+                (Some(p), _) => &pat.symbols[p].name,
+                (None, Some(o)) => &orig.symbols[o].name,
+                (None, None) => continue,
+            };
+            out_of_line.insert(source_name(name).to_string());
+            if matches!(f.change, Change::Changed | Change::New) {
+                changed_src.insert(source_name(name).to_string());
+            }
+        }
+        SourceChanges {
+            a,
+            ctx,
+            per_func,
+            changed_src,
+            out_of_line,
+            inline_verdict: BTreeMap::new(),
+        }
     }
-    let mut x_changed = |x: &str| -> bool {
-        if changed_src.contains(x) || ctx.edited(x) {
+
+    /// Whether source function `x`'s code changed.
+    fn changed(&mut self, x: &str) -> bool {
+        if self.changed_src.contains(x) || self.ctx.edited(x) {
             return true;
         }
-        if out_of_line.contains(x) {
+        if self.out_of_line.contains(x) {
             return false;
         }
-        *inline_verdict.entry(x.to_string()).or_insert_with(|| {
-            let mut seen = false;
-            for (oi, osec, pi, psec) in per_func.iter().flatten() {
-                let (Some(or), Some(pr)) = (oi.get(x), pi.get(x)) else {
-                    continue;
-                };
-                if or.is_empty() && pr.is_empty() {
-                    continue; // folded away on both sides: nothing to compare
-                }
-                seen = true;
-                if copies(&a.orig, *osec, or) == copies(&a.pat, *psec, pr) {
-                    return false;
-                }
-            }
-            seen
-        })
-    };
+        if let Some(&v) = self.inline_verdict.get(x) {
+            return v;
+        }
+        let v = self.inlined_copies_differ(x);
+        self.inline_verdict.insert(x.to_string(), v);
+        v
+    }
 
-    let mut extra: Vec<Vec<String>> = vec![Vec::new(); a.funcs.len()];
-    for (i, f) in a.funcs.iter().enumerate() {
-        if !matches!(f.change, Change::Changed | Change::New) {
-            continue;
-        }
-        let Some(p) = f.patched else { continue };
-        let name = pat.symbols[p].name.clone();
-        let why = &mut extra[i];
-        if is_cold(&name) {
-            let parent = cold_parent(&name);
-            why.push(format!(
-                "cold part of {parent} (split off by the compiler; travels with it)"
-            ));
-        } else if let Some((parent, kind)) = clone_of(&name) {
-            why.push(format!("compiler clone of {parent} (.{kind})"));
-        }
-        // Inlined functions whose code changed.
-        let inl: Vec<String> = match (&per_func[i], pd) {
-            (Some((_, _, pi, _)), _) => pi.keys().cloned().collect(),
-            (None, Some(pd)) => {
-                let s = &pat.symbols[p];
-                inlined(pd, s.section.unwrap_or(0), s.value, s.size)
-                    .into_keys()
-                    .collect()
+    /// An inlined-only `x` changed when its copies differ in every function
+    /// that has one (not folded away) in both objects, and there is one.
+    fn inlined_copies_differ(&self, x: &str) -> bool {
+        let mut seen = false;
+        for (oi, osec, pi, psec) in self.per_func.iter().flatten() {
+            let (Some(or), Some(pr)) = (oi.get(x), pi.get(x)) else {
+                continue;
+            };
+            if or.is_empty() && pr.is_empty() {
+                continue; // folded away on both sides: nothing to compare
             }
-            _ => Vec::new(),
-        };
-        for x in inl {
-            if x != source_name(&name) && x_changed(&x) {
-                why.push(format!("had {x} inlined, whose code changed"));
+            seen = true;
+            if copies(&self.a.orig, *osec, or) == copies(&self.a.pat, *psec, pr) {
+                return false;
             }
         }
-        // Callees that changed.
-        if f.change == Change::Changed {
-            let sec = pat.symbols[p].section.unwrap_or(0);
-            let mut callees: Vec<String> = crate::correlate::named_refs(pat, sec)
-                .into_iter()
-                .filter(|&t| t != p && a.change_of(t) == Some(Change::Changed))
-                .map(|t| pat.symbols[t].name.clone())
-                .filter(|t| source_name(t) != source_name(&name))
-                .collect();
-            callees.sort();
-            for x in callees {
-                why.push(format!(
-                    "depends on {x}'s registers or constants (calls {x}, which changed; -fipa-ra, IPA)"
-                ));
-            }
-        }
+        seen
     }
-    for (f, mut why) in a.funcs.iter_mut().zip(extra) {
-        why.retain(|w| !f.reasons.contains(w));
-        why.append(&mut f.reasons);
-        f.reasons = why;
+}
+
+/// "cold part of X" or "compiler clone of X (.kind)" for a derived function.
+fn derivation(name: &str) -> Option<String> {
+    if is_cold(name) {
+        let parent = cold_parent(name);
+        Some(format!(
+            "cold part of {parent} (split off by the compiler; travels with it)"
+        ))
+    } else {
+        clone_of(name).map(|(parent, kind)| format!("compiler clone of {parent} (.{kind})"))
     }
+}
+
+/// The functions inlined into patched function `p`.
+fn inlined_names(a: &Analysis, p: usize, both: Option<&Copies>, ctx: &Context) -> Vec<String> {
+    match (both, ctx.pat_dbg.as_ref()) {
+        (Some((_, _, pi, _)), _) => pi.keys().cloned().collect(),
+        (None, Some(pd)) => {
+            let s = &a.pat.obj.symbols[p];
+            inlined(pd, s.section.unwrap_or(0), s.value, s.size)
+                .into_keys()
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// "depends on X's registers or constants" for each changed function the
+/// changed function `p` references, other than its own source function's.
+fn changed_callees(a: &Analysis, p: usize) -> Vec<String> {
+    let pat = a.pat.obj;
+    let name = &pat.symbols[p].name;
+    let sec = pat.symbols[p].section.unwrap_or(0);
+    let mut callees: Vec<String> = crate::correlate::named_refs(pat, sec)
+        .into_iter()
+        .filter(|&t| t != p && a.change_of(t) == Some(Change::Changed))
+        .map(|t| pat.symbols[t].name.clone())
+        .filter(|t| source_name(t) != source_name(name))
+        .collect();
+    callees.sort();
+    callees
+        .into_iter()
+        .map(|x| {
+            format!(
+                "depends on {x}'s registers or constants (calls {x}, which changed; -fipa-ra, IPA)"
+            )
+        })
+        .collect()
 }
