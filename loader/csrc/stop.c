@@ -348,8 +348,8 @@ static int refuse_blocked(pid_t self, char *err, size_t errlen)
     char name[32];
     thread_name(blocked, name, sizeof name);
     return hp_fail(err, errlen,
-                   "thread %d (%s) blocks signal %d, so the loader cannot stop it itself; apply "
-                   "with hpctl, which stops threads with ptrace (nothing was stopped or changed)",
+                   "thread %d (%s) blocks signal %d, so the loader cannot stop it with its "
+                   "signal (nothing was stopped or changed)",
                    (int)blocked, name, g_signal);
 }
 

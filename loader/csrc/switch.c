@@ -151,7 +151,14 @@ static int stop_world(struct world *w, const struct hp_opts *o, char *err, size_
         hp_log("the client cannot stop the threads (%s); stopping them with signal %d",
                c->nostop, hp_stop_signal());
     }
-    return hp_stop_all(&w->set, err, errlen);
+    if (hp_stop_all(&w->set, err, errlen) == 0)
+        return 0;
+    if (c && c->nostop[0]) { /* say why the better stop was not used */
+        char first[512];
+        snprintf(first, sizeof first, "%s", err);
+        hp_fail(err, errlen, "%s; hpctl could not stop the threads either: %s", first, c->nostop);
+    }
+    return -1;
 }
 
 /* Step 9. */
