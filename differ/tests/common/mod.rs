@@ -207,9 +207,5 @@ pub fn expected_fingerprint(obj: &[u8], function: &str) -> (u64, Vec<(u32, u32)>
         }
     }
     masks.sort();
-    (
-        size,
-        masks.clone(),
-        format::fingerprint(code, &masks),
-    )
+    (size, masks.clone(), format::fingerprint(code, &masks))
 }
