@@ -162,6 +162,12 @@ int hp_client_stop(struct hp_client *c, struct hp_stopset *set, struct hp_thread
     return 0;
 }
 
+int hp_client_gone(const struct hp_client *c)
+{
+    struct pollfd p = {c->fd, POLLRDHUP, 0};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
+}
+
 int hp_client_resume(struct hp_client *c)
 {
     char msg[16];

@@ -76,6 +76,9 @@ struct hp_client {
  * use the signal), -1 the conversation failed (threads may run: write
  * nothing). No malloc, no stdio: callable from the switch. */
 int hp_client_stop(struct hp_client *c, struct hp_stopset *set, struct hp_thread *buf, size_t cap);
+/* Has the client closed its end (timed out, killed)? Then nothing may be
+ * changed on its behalf: it can no longer learn the outcome. */
+int hp_client_gone(const struct hp_client *c);
 /* RESUME / RESUMED. */
 int hp_client_resume(struct hp_client *c);
 /* TARGETS / SITES (before the stop): the call sites of the replaced

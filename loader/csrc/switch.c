@@ -332,7 +332,12 @@ int hp_switch(const struct hp_switch *sw, char *err, size_t errlen, char *detail
         struct outcome res = {.v = V_SWITCHED};
         if (hp_unwind_prepare(&u, ci, nci, err, errlen))
             break;
-        /* ---- 2. STOP ---- */
+        /* ---- 2. STOP (only for a client still there to hear the outcome) ---- */
+        if (o->client && hp_client_gone(o->client)) {
+            hp_fail(err, errlen, "the client went away before the switch; nothing was changed");
+            hp_unwind_free(u);
+            break;
+        }
         if (stop_world(&w, o, err, errlen)) {
             hp_unwind_free(u);
             break;

@@ -243,6 +243,30 @@ fn stacked_call_site_patches_revert_level_by_level() {
     assert_v1(&mut s.proc_);
 }
 
+/// A stopped process cannot answer: hpctl says so at once and sends
+/// nothing, so the patch is not applied behind its back when the process
+/// continues (issue 8, truthful replies).
+#[test]
+fn stopped_process_is_refused_at_once() {
+    let mut s = start("stopped", &[]);
+    let pid = s.proc_.pid();
+    let file = patch_file(&s, "fix-s", &v2(), &["compute", "greet", "say"], &[]);
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = std::time::Instant::now();
+    let (ok, _, err) = hpctl(&["apply", &pid.to_string(), &file]);
+    assert!(!ok);
+    assert!(err.contains("is stopped (state T)"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    std::thread::sleep(Duration::from_millis(100));
+    assert_v1(&mut s.proc_);
+    let (ok, out, _) = hpctl(&["list", &pid.to_string()]);
+    assert!(ok);
+    assert_eq!(out, format!("no patches applied to process {pid}"));
+}
+
 #[test]
 fn mismatched_patch_is_refused_and_process_unchanged() {
     let mut s = start("mismatch", &[]);

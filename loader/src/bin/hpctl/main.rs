@@ -144,7 +144,25 @@ fn check_process(pid: u32) -> Result<(), String> {
             meta.uid()
         ));
     }
-    Ok(())
+    check_running(pid)
+}
+
+/// A stopped process (SIGSTOP, a debugger) cannot answer: its loader would
+/// act only once it continues, long after hpctl gave up. Say so at once.
+fn check_running(pid: u32) -> Result<(), String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the command name's closing parenthesis.
+    let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+    match state {
+        Some('T') => Err(format!(
+            "process {pid} is stopped (state T); continue it (kill -CONT {pid}) and try again; nothing was sent"
+        )),
+        Some('t') => Err(format!(
+            "process {pid} is stopped by a debugger (state t); detach or continue it and try again; nothing was sent"
+        )),
+        Some('Z') => Err(format!("process {pid} has exited (zombie)")),
+        _ => Ok(()),
+    }
 }
 
 /// hpctl's answers to the loader: its ptrace stop and its call-site search.
