@@ -152,7 +152,9 @@ fn check_process(pid: u32) -> Result<(), String> {
 fn check_running(pid: u32) -> Result<(), String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The state follows the command name's closing parenthesis.
-    let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
     match state {
         Some('T') => Err(format!(
             "process {pid} is stopped (state T); continue it (kill -CONT {pid}) and try again; nothing was sent"
