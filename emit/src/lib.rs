@@ -128,8 +128,13 @@ impl Names {
         candidate
     }
 
-    fn base_symbol(&mut self, out: &mut write::Object, name: String) -> SymbolId {
-        *self.undefined.entry(name.clone()).or_insert_with(|| {
+    /// The undefined symbol naming `name` in the running program. `tls`: the
+    /// patched object's symbol is a thread-local, and the reference says so
+    /// (STT_TLS), so the loader resolves it as one — or, when the running
+    /// executable does not define it (a shared library's thread-local),
+    /// refuses it for that reason; other references stay STT_NOTYPE.
+    fn base_symbol(&mut self, out: &mut write::Object, name: String, tls: bool) -> SymbolId {
+        let id = *self.undefined.entry(name.clone()).or_insert_with(|| {
             out.add_symbol(write::Symbol {
                 name: name.into_bytes(),
                 value: 0,
@@ -140,7 +145,11 @@ impl Names {
                 section: SymbolSection::Undefined,
                 flags: object::SymbolFlags::None,
             })
-        })
+        });
+        if tls {
+            out.symbol_mut(id).kind = SymbolKind::Tls;
+        }
+        id
     }
 }
 
@@ -318,6 +327,11 @@ fn route_to_base(
     diff: &UnitDiff,
     target: SymbolIndex,
 ) -> Result<SymbolId> {
+    // The kind the patched object gives the symbol (a thread-local is
+    // STT_TLS, defined or not); the loader needs it for thread-locals only.
+    let tls = file
+        .symbol_by_index(target)
+        .is_ok_and(|s| s.kind() == SymbolKind::Tls);
     let name = match diff.routes.get(&target.0) {
         Some(Route::BaseGlobal(name)) => name.clone(),
         Some(Route::BaseLocal(name)) => format::local_symbol_name(&diff.file, name),
@@ -329,5 +343,58 @@ fn route_to_base(
             bail!("internal: symbol {shown} (#{}) has route {other:?} but is not in a shipped section", target.0);
         }
     };
-    Ok(names.base_symbol(out, name))
+    Ok(names.base_symbol(out, name, tls))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(dir: &std::path::Path, name: &str, src: &str) -> Vec<u8> {
+        std::fs::write(dir.join(format!("{name}.c")), src).unwrap();
+        let st = std::process::Command::new("gcc")
+            .args(["-O2", "-ffunction-sections", "-fdata-sections", "-c"])
+            .arg(format!("{name}.c"))
+            .current_dir(dir)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::read(dir.join(format!("{name}.o"))).unwrap()
+    }
+
+    /// References to the running program's thread-locals are STT_TLS, as in
+    /// the patched object (the loader refuses a shared library's thread-local
+    /// by that kind); other references stay STT_NOTYPE.
+    #[test]
+    fn undefined_thread_locals_keep_their_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = |step: u32| {
+            format!(
+                "extern __thread int counter;\nstatic __thread int calls;\nextern int plain;\n\
+                 int bump(void) {{ calls++; counter += {step}; return counter + plain + calls; }}\n"
+            )
+        };
+        let original = compile(dir.path(), "a", &src(1));
+        let patched = compile(dir.path(), "b", &src(2));
+        let diff = differ::compare(&original, &patched).unwrap();
+        let unit = Unit {
+            patched: &patched,
+            diff: &diff,
+            rel: "t.c",
+        };
+        let patch = emit(&[unit], "tls", "base", 0).unwrap();
+        let file = object::File::parse(&*patch.object).unwrap();
+        let kinds: HashMap<String, SymbolKind> = file
+            .symbols()
+            .filter(|s| s.is_undefined())
+            .map(|s| (s.name().unwrap().to_string(), s.kind()))
+            .collect();
+        let calls = kinds
+            .keys()
+            .find(|k| k.ends_with("calls"))
+            .unwrap_or_else(|| panic!("no reference to calls: {kinds:?}"));
+        assert_eq!(kinds.get("counter"), Some(&SymbolKind::Tls), "{kinds:?}");
+        assert_eq!(kinds[calls], SymbolKind::Tls, "{kinds:?}");
+        assert_eq!(kinds.get("plain"), Some(&SymbolKind::Unknown), "{kinds:?}");
+    }
 }

@@ -20,7 +20,9 @@
  *
  * Thread-locals of the executable (tls.c computes their TP offsets):
  * R_X86_64_TPOFF32 (local-exec) gets the TP offset itself, R_X86_64_GOTTPOFF
- * (initial-exec) a slot holding it. General/local-dynamic TLS is refused.
+ * (initial-exec) a slot holding it. General/local-dynamic TLS is refused, and
+ * so is a thread-local the executable does not define (a shared library's:
+ * the patch writer marks references to thread-locals STT_TLS).
  *
  * Absolute 32-bit relocations (R_X86_64_32/32S, from code compiled without
  * -fPIE) to the patch's own code or data need the region below 2 GiB; the
@@ -169,11 +171,24 @@ static int resolve_undef(const struct hp_patchobj *po, const struct hp_exe *exe,
         r->state = SYM_ADDR;
         return 0;
     }
-    if (n == 0 && ELF64_ST_TYPE(s->st_info) == STT_TLS)
+    if (n == 0 && ELF64_ST_TYPE(s->st_info) == STT_TLS) {
+        /* Only the executable's block has a TP offset we know (tls.c); a
+         * shared library's thread-local would need its module's offset. */
+        snprintf(name, sizeof name, "%s", full);
+        char *ver = strchr(name, '@');
+        if (ver)
+            *ver = 0;
+        dlerror();
+        if (!dlsym(RTLD_DEFAULT, name) && dlerror())
+            return hp_fail(err, errlen,
+                           "thread-local %s (needed by the patch) is not defined in the "
+                           "executable or its shared libraries",
+                           full);
         return hp_fail(err, errlen,
-                       "thread-local %s is not defined in the executable; thread-locals of "
-                       "shared libraries are not supported",
+                       "thread-local %s is defined in a shared library, not in the executable: "
+                       "thread-locals of shared libraries are not supported",
                        full);
+    }
     if (n > 1)
         return hp_fail(err, errlen,
                        "symbol %s is ambiguous: %d definitions in the running program", full, n);
