@@ -14,6 +14,7 @@
 //!   built for different code.
 
 use object::{Object, ObjectSection, ObjectSymbol};
+use std::collections::HashMap;
 use std::fmt;
 
 include!("layout.rs");
@@ -319,14 +320,20 @@ pub fn read_patch(bytes: &[u8]) -> Result<Meta, FormatError> {
         .data()
         .map_err(|e| bad(format!("{HP_META_SECTION} is unreadable: {e}")))?;
     let meta = Meta::decode(data)?;
+    // The first defined symbol of each name, as the loader finds it.
+    let mut defined = HashMap::new();
+    for s in file.symbols() {
+        if s.section_index().is_some() && s.kind() != object::SymbolKind::Section {
+            if let Ok(name) = s.name_bytes() {
+                defined.entry(name).or_insert(s.index());
+            }
+        }
+    }
     for f in &meta.funcs {
-        // The first defined symbol of that name, as the loader finds it.
-        let defined = file.symbols().find(|s| {
-            s.section_index().is_some()
-                && s.kind() != object::SymbolKind::Section
-                && s.name_bytes() == Ok(f.new_symbol.as_bytes())
-        });
-        let Some(sym) = defined else {
+        let sym = defined
+            .get(f.new_symbol.as_bytes())
+            .and_then(|&i| file.symbol_by_index(i).ok());
+        let Some(sym) = sym else {
             return Err(bad(format!(
                 "function {} names replacement symbol {} that the object does not define",
                 f.name, f.new_symbol

@@ -14,48 +14,114 @@
 
 static const uint8_t ENDBR64[4] = {0xf3, 0x0f, 0x1e, 0xfa};
 
+#define LOG_EACH_MAX 20 /* larger patches log one summary line, not one per function */
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/* What finding the functions of one patch shares: the executable, the bytes
+ * the applied patches overwrote (to look through them), and the entries
+ * taken so far (a hash set, 0 empty). */
+struct prep {
+    const struct hp_exe *exe;
+    struct hp_saved saved;
+    uintptr_t *taken;
+    size_t taken_mask;
+};
+
+static int prep_init(struct prep *p, const struct hp_exe *exe, size_t nfuncs)
+{
+    size_t slots = 16;
+    while (slots < 2 * nfuncs)
+        slots *= 2;
+    p->exe = exe;
+    p->taken = calloc(slots, sizeof *p->taken);
+    p->taken_mask = slots - 1;
+    return p->taken && hp_saved_build(&p->saved) == 0 ? 0 : -1;
+}
+
+static void prep_free(struct prep *p)
+{
+    hp_saved_free(&p->saved);
+    free(p->taken);
+    p->taken = NULL;
+}
+
+/* Records func as taken; 1 if it already was. */
+static int taken_before(struct prep *p, uintptr_t func)
+{
+    size_t k = (size_t)((func * 0x9e3779b97f4a7c15ull) >> 32) & p->taken_mask;
+    for (; p->taken[k]; k = (k + 1) & p->taken_mask)
+        if (p->taken[k] == func)
+            return 1;
+    p->taken[k] = func;
+    return 0;
+}
+
+/* "name (file)" for the messages (made only when one is needed). */
+struct label {
+    char s[600];
+};
+
+static const char *label(const struct hp_func_rec *f, struct label *l)
+{
+    return hp_fn_label(f->name, f->file, l->s, sizeof l->s);
+}
+
 /* A function shorter than the jump may still be redirected when the bytes
  * after it, up to the next symbol, are alignment padding: no code lives
  * there, so the jump may spill into it (GCC and Clang align functions to 16
  * bytes at -O2). Padding is NOP (0x90), INT3 (0xcc), zero, or the bytes of
  * the multi-byte NOP forms (66 2e 0f 1f 84/80/44/40 00...). */
-static int padding_fits(const struct hp_exe *exe, uintptr_t func, uint64_t size, size_t skip)
+static int padding_fits(const struct prep *p, uintptr_t func, uint64_t size, size_t skip)
 {
     static const uint8_t pad[] = {0x90, 0xcc, 0x00, 0x66, 0x2e, 0x0f, 0x1f, 0x84, 0x80, 0x44, 0x40};
+    uint8_t after[sizeof ENDBR64 + JUMP_LEN];
     uint64_t need = skip + JUMP_LEN;
-    if (hp_exe_room(exe, func) < need)
+    if (size >= need)
+        return 1;
+    if (hp_exe_room(p->exe, func) < need)
         return 0;
-    for (uint64_t k = size; k < need; k++)
-        if (!memchr(pad, hp_original_byte(func + k), sizeof pad))
+    hp_original_bytes(&p->saved, func + size, need - size, after);
+    for (uint64_t k = 0; k < need - size; k++)
+        if (!memchr(pad, after[k], sizeof pad))
             return 0;
     return 1;
 }
 
-static uint64_t fingerprint_running(uintptr_t func, uint64_t size, const struct hp_func_rec *f)
+/* FNV-1a over the function's original bytes, masked bytes read as zero
+ * (format::fingerprint), a chunk at a time. */
+static uint64_t fingerprint_running(const struct prep *p, uintptr_t func, uint64_t size,
+                                    const struct hp_func_rec *f)
 {
+    uint8_t buf[1024];
     uint64_t h = HP_FNV_OFFSET_BASIS;
-    for (uint64_t i = 0; i < size; i++) {
-        int masked = 0;
-        for (uint32_t m = 0; m < f->nmasks && !masked; m++)
-            masked = i >= f->masks[m].off && i - f->masks[m].off < f->masks[m].len;
-        h ^= masked ? 0 : hp_original_byte(func + i);
-        h *= HP_FNV_PRIME;
+    for (uint64_t at = 0; at < size; at += sizeof buf) {
+        size_t n = size - at < sizeof buf ? (size_t)(size - at) : sizeof buf;
+        hp_original_bytes(&p->saved, func + at, n, buf);
+        for (uint32_t m = 0; m < f->nmasks; m++) {
+            uint64_t lo = f->masks[m].off, hi = lo + f->masks[m].len;
+            lo = lo > at ? lo : at;
+            hi = hi < at + n ? hi : at + n;
+            if (lo < hi)
+                memset(buf + (lo - at), 0, hi - lo);
+        }
+        for (size_t i = 0; i < n; i++)
+            h = (h ^ buf[i]) * HP_FNV_PRIME;
     }
     return h;
 }
 
 /* Finds the running function for a record and checks it is the code the
  * patch was built against. */
-static int find_target(const struct hp_exe *exe, const struct hp_func_rec *f, uintptr_t *func,
+static int find_target(const struct prep *p, const struct hp_func_rec *f, uintptr_t *func,
                        char *err, size_t errlen)
 {
     struct hp_symref refs[16];
-    char label[600];
-    hp_fn_label(f->name, f->file, label, sizeof label);
-    int n = hp_exe_lookup(exe, f->file, f->name, 1, refs, 16);
+    struct label l;
+    int n = hp_exe_lookup(p->exe, f->file, f->name, 1, refs, 16);
     if (n == 0)
         return hp_fail(err, errlen, "function %s is not in the running program's symbol table",
-                       label);
+                       label(f, &l));
     if (n > 16)
         n = 16;
     int good = -1, ngood = 0;
@@ -64,7 +130,7 @@ static int find_target(const struct hp_exe *exe, const struct hp_func_rec *f, ui
         seen_size = refs[i].size;
         if (refs[i].size != f->old_size || refs[i].size > HP_MAX_PATCH_SIZE)
             continue;
-        if (fingerprint_running(refs[i].addr, refs[i].size, f) == f->fingerprint) {
+        if (fingerprint_running(p, refs[i].addr, refs[i].size, f) == f->fingerprint) {
             good = i;
             ngood++;
         }
@@ -72,60 +138,77 @@ static int find_target(const struct hp_exe *exe, const struct hp_func_rec *f, ui
     if (ngood > 1)
         return hp_fail(err, errlen,
                        "function %s is ambiguous: %d functions of that name match the patch",
-                       label, ngood);
+                       label(f, &l), ngood);
     if (ngood == 0) {
         if (n == 1 && seen_size != f->old_size)
             return hp_fail(err, errlen,
                            "function %s: running code does not match the code this patch was "
                            "built against (size %llu vs %llu) — was the patch built from the "
                            "deployed version?",
-                           label, (unsigned long long)seen_size,
+                           label(f, &l), (unsigned long long)seen_size,
                            (unsigned long long)f->old_size);
         return hp_fail(err, errlen,
                        "function %s: running code does not match the code this patch was built "
                        "against (%sfingerprint differs) — was the patch built from the deployed "
                        "version?",
-                       label, n > 1 ? "none of the candidates match: " : "");
+                       label(f, &l), n > 1 ? "none of the candidates match: " : "");
     }
     *func = refs[good].addr;
     return 0;
 }
 
 /* The redirect and entry-jump span of record f (the jump after endbr64). */
-static int prepare_entry(const struct hp_exe *exe, const struct hp_func_rec *f,
-                         struct redirect *all, struct span *s, size_t i, char *err, size_t errlen)
+static int prepare_entry(struct prep *p, const struct hp_func_rec *f, struct redirect *r,
+                         struct span *s, size_t i, char *err, size_t errlen)
 {
-    struct redirect *r = &all[i];
-    char label[600];
-    hp_fn_label(f->name, f->file, label, sizeof label);
+    struct label l;
     if (f->redirect != HP_REDIRECT_ENTRY_JUMP)
         return hp_fail(err, errlen,
                        "function %s: redirect kind %u is not supported by this loader (only "
                        "entry jumps)",
-                       label, f->redirect);
+                       label(f, &l), f->redirect);
     uintptr_t func = 0;
-    if (find_target(exe, f, &func, err, errlen))
+    if (find_target(p, f, &func, err, errlen))
         return -1;
-    uint8_t head[4];
-    for (int k = 0; k < 4 && (uint64_t)k < f->old_size; k++)
-        head[k] = hp_original_byte(func + k);
-    size_t skip = f->old_size >= 4 && memcmp(head, ENDBR64, 4) == 0 ? 4 : 0;
-    if (f->old_size < skip + JUMP_LEN && !padding_fits(exe, func, f->old_size, skip))
+    uint8_t head[sizeof ENDBR64];
+    size_t skip = 0;
+    if (f->old_size >= sizeof ENDBR64) {
+        hp_original_bytes(&p->saved, func, sizeof head, head);
+        skip = memcmp(head, ENDBR64, sizeof head) == 0 ? sizeof head : 0;
+    }
+    if (f->old_size < skip + JUMP_LEN && !padding_fits(p, func, f->old_size, skip))
         return hp_fail(err, errlen,
                        "function %s is too small (%llu bytes) for a %d-byte jump%s and no "
                        "alignment padding follows it; patch its callers instead",
-                       label, (unsigned long long)f->old_size, JUMP_LEN,
+                       label(f, &l), (unsigned long long)f->old_size, JUMP_LEN,
                        skip ? " after endbr64" : "");
-    for (size_t k = 0; k < i; k++)
-        if (all[k].func == func)
-            return hp_fail(err, errlen, "function %s is replaced twice by this patch", label);
-    r->name = strdup(f->name);
-    r->file = strdup(f->file);
+    if (taken_before(p, func))
+        return hp_fail(err, errlen, "function %s is replaced twice by this patch", label(f, &l));
     r->func = func;
     r->size = f->old_size;
     *s = (struct span){.at = func + skip, .len = JUMP_LEN, .func = (uint32_t)i};
     memcpy(s->old, (const void *)s->at, JUMP_LEN); /* may be an older patch's jump */
-    return r->name && r->file ? 0 : hp_fail(err, errlen, "out of memory");
+    return 0;
+}
+
+/* The redirects of a patch, their names copied after the array in the same
+ * block (one allocation; hp_free_redirects frees it). */
+static struct redirect *new_redirects(const struct hp_patchobj *po)
+{
+    size_t bytes = po->nfuncs * sizeof(struct redirect);
+    for (uint32_t i = 0; i < po->nfuncs; i++)
+        bytes += strlen(po->funcs[i].name) + strlen(po->funcs[i].file) + 2;
+    struct redirect *r = calloc(1, bytes);
+    if (!r)
+        return NULL;
+    char *str = (char *)(r + po->nfuncs);
+    for (uint32_t i = 0; i < po->nfuncs; i++) {
+        size_t ln = strlen(po->funcs[i].name) + 1, lf = strlen(po->funcs[i].file) + 1;
+        r[i].name = memcpy(str, po->funcs[i].name, ln);
+        r[i].file = memcpy(str + ln, po->funcs[i].file, lf);
+        str += ln + lf;
+    }
+    return r;
 }
 
 /* After linking: where each function's new code is, and its entry jump. */
@@ -133,7 +216,7 @@ static int aim_entries(const struct hp_patchobj *po, const struct hp_linked *l, 
                        struct span *s, char *err, size_t errlen)
 {
     for (uint32_t i = 0; i < po->nfuncs; i++) {
-        long si = hp_po_find_defined(po, po->funcs[i].new_sym);
+        size_t si = po->funcs[i].new_idx; /* found and checked by the parser */
         r[i].target = l->sym_addr[si];
         r[i].target_size = po->syms[si].st_size ? po->syms[si].st_size : 1;
         int64_t rel = (int64_t)(r[i].target - (s[i].at + JUMP_LEN));
@@ -199,12 +282,15 @@ static struct applied *record(const struct hp_patchobj *po, const struct hp_link
 
 static void log_applied(const struct applied *a, const char *msg, const char *base_id)
 {
-    for (size_t i = 0; i < a->n; i++)
+    for (size_t i = 0; a->n <= LOG_EACH_MAX && i < a->n; i++)
         hp_log("  %s%s%s: %#lx -> %#lx%s", a->r[i].file, *a->r[i].file ? "::" : "",
                a->r[i].name, (unsigned long)a->r[i].func, (unsigned long)a->r[i].target,
                a->call_sites ? " (+call sites)" : "");
-    hp_log("%s (base %s, region %p%s)", msg, base_id, a->region,
-           a->eh_frame ? ", with unwind information" : "");
+    hp_log("%s (base %s, region %p%s%s)", msg, base_id, a->region,
+           a->eh_frame ? ", with unwind information" : "",
+           a->n > LOG_EACH_MAX ? "; functions not logged one by one, there are more than "
+                                 STR(LOG_EACH_MAX)
+                               : "");
 }
 
 static size_t count_sites(const struct redirect *r, size_t n)
@@ -224,6 +310,7 @@ int hp_apply_mem_locked(const void *data, size_t size, const struct hp_opts *o, 
     struct redirect *r = NULL;
     struct span *spans = NULL;
     struct busy_range *ranges = NULL;
+    struct prep prep = {0};
     size_t nspans = 0, nranges = 0, skipped = 0;
     int linked = 0;
 
@@ -236,15 +323,16 @@ int hp_apply_mem_locked(const void *data, size_t size, const struct hp_opts *o, 
         }
     if (hp_exe_get(&exe, msg, msglen))
         goto fail;
-    r = calloc(po.nfuncs, sizeof *r);
+    r = new_redirects(&po);
     spans = calloc(po.nfuncs, sizeof *spans);
-    if (!r || !spans) {
+    if (!r || !spans || prep_init(&prep, exe, po.nfuncs)) {
         hp_fail(msg, msglen, "out of memory");
         goto fail;
     }
     for (uint32_t i = 0; i < po.nfuncs; i++)
-        if (prepare_entry(exe, &po.funcs[i], r, &spans[i], i, msg, msglen))
+        if (prepare_entry(&prep, &po.funcs[i], &r[i], &spans[i], i, msg, msglen))
             goto fail;
+    prep_free(&prep);
     if (hp_link(&po, exe, &l, msg, msglen))
         goto fail;
     linked = 1;
@@ -287,6 +375,7 @@ int hp_apply_mem_locked(const void *data, size_t size, const struct hp_opts *o, 
     return 0;
 fail:
     hp_log("apply failed: %s", msg);
+    prep_free(&prep);
     if (linked) {
         hp_link_unmap(&l); /* no jump points into it */
         hp_link_free_tables(&l);

@@ -55,6 +55,7 @@ struct hp_func_rec {
     const char *name;    /* symbol in the running program */
     const char *file;    /* STT_FILE name, "" for a global */
     const char *new_sym; /* defined symbol in the patch */
+    uint32_t new_idx;    /* its index in the symbol table (found by the parser) */
     uint32_t redirect;   /* HP_REDIRECT_* */
     uint32_t flags;      /* HP_FUNC_F_* */
     uint64_t old_size;
@@ -84,6 +85,8 @@ struct hp_patchobj {
     uint32_t nfuncs;
     struct hp_mask *masks;
     uint32_t nmasks;
+    uint32_t *by_name;  /* hash of defined symbols by name: index, 0 empty */
+    size_t by_name_mask; /* slots - 1 (a power of two minus one) */
 };
 
 int hp_patchobj_parse(struct hp_patchobj *po, const uint8_t *data, size_t size, char *err,
@@ -91,7 +94,8 @@ int hp_patchobj_parse(struct hp_patchobj *po, const uint8_t *data, size_t size, 
 void hp_patchobj_free(struct hp_patchobj *po);
 const char *hp_po_secname(const struct hp_patchobj *po, size_t shndx);
 const char *hp_po_symname(const struct hp_patchobj *po, size_t symidx);
-/* Index of the defined (st_shndx a real section) symbol `name`, or -1. */
+/* Index of the first defined (st_shndx a real section, not STT_SECTION)
+ * symbol `name`, or -1 (a hash lookup: the parser indexes them once). */
 long hp_po_find_defined(const struct hp_patchobj *po, const char *name);
 /* Does this section get loaded (SHF_ALLOC, non-empty or not)? */
 int hp_po_loaded(const struct hp_patchobj *po, size_t shndx);

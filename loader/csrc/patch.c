@@ -11,7 +11,7 @@
  * (entry jump or call site) saves the bytes it overwrote (the previous
  * patch's, or the original code); revert pops the newest patch and restores
  * exactly those bytes. The fingerprint check always looks at the *original*
- * bytes (hp_original_byte looks through every patch's spans).
+ * bytes (hp_original_bytes looks through every patch's spans).
  *
  * Files (shared declarations in patch_internal.h):
  *   patch.c    the stack of applied patches, locking, list, the C API
@@ -65,14 +65,68 @@ const char *hp_fn_label(const char *name, const char *file, char *buf, size_t le
     return buf;
 }
 
-uint8_t hp_original_byte(uintptr_t addr)
+static int by_addr(const void *a, const void *b)
 {
-    uint8_t b = *(const volatile uint8_t *)addr;
-    for (const struct applied *p = hp_patch_top; p; p = p->prev) /* newest → oldest */
-        for (size_t i = 0; i < p->nspans; i++)
-            if (addr >= p->spans[i].at && addr < p->spans[i].at + p->spans[i].len)
-                b = p->spans[i].old[addr - p->spans[i].at]; /* the oldest save wins */
-    return b;
+    uintptr_t x = (*(const struct span *const *)a)->at, y = (*(const struct span *const *)b)->at;
+    return x < y ? -1 : x > y;
+}
+
+int hp_saved_build(struct hp_saved *s)
+{
+    size_t np = 0, total = 0, k = 0, g = 0;
+    *s = (struct hp_saved){0};
+    for (const struct applied *p = hp_patch_top; p; p = p->prev) {
+        np++;
+        total += p->nspans;
+    }
+    s->first = malloc((np + 1) * sizeof *s->first);
+    s->by_addr = malloc((total ? total : 1) * sizeof *s->by_addr);
+    if (!s->first || !s->by_addr) {
+        hp_saved_free(s);
+        return -1;
+    }
+    for (const struct applied *p = hp_patch_top; p; p = p->prev, g++) {
+        int sorted = 1;
+        s->first[g] = k;
+        for (size_t i = 0; i < p->nspans; i++, k++) {
+            s->by_addr[k] = &p->spans[i];
+            sorted &= i == 0 || s->by_addr[k - 1]->at <= s->by_addr[k]->at;
+        }
+        if (!sorted)
+            qsort(s->by_addr + s->first[g], p->nspans, sizeof *s->by_addr, by_addr);
+    }
+    s->first[np] = k;
+    s->npatches = np;
+    return 0;
+}
+
+void hp_saved_free(struct hp_saved *s)
+{
+    free(s->by_addr);
+    free(s->first);
+    *s = (struct hp_saved){0};
+}
+
+void hp_original_bytes(const struct hp_saved *s, uintptr_t addr, size_t len, uint8_t *out)
+{
+    memcpy(out, (const void *)addr, len);
+    for (size_t g = 0; g < s->npatches; g++) { /* newest → oldest: the oldest save wins */
+        const struct span *const *sp = s->by_addr + s->first[g];
+        size_t lo = 0, hi = s->first[g + 1] - s->first[g];
+        while (lo < hi) { /* the first span that may end after addr */
+            size_t mid = lo + (hi - lo) / 2;
+            if (sp[mid]->at + SPAN_MAX <= addr)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        for (size_t i = lo; i < s->first[g + 1] - s->first[g] && sp[i]->at < addr + len; i++) {
+            uintptr_t from = sp[i]->at > addr ? sp[i]->at : addr;
+            uintptr_t to = sp[i]->at + sp[i]->len < addr + len ? sp[i]->at + sp[i]->len : addr + len;
+            if (from < to)
+                memcpy(out + (from - addr), sp[i]->old + (from - sp[i]->at), to - from);
+        }
+    }
 }
 
 uintptr_t hp_active_code(uintptr_t func)
@@ -103,10 +157,7 @@ int hp_patch_code_info(struct hp_code_info **out, size_t *n)
 
 void hp_free_redirects(struct redirect *r, size_t n)
 {
-    for (size_t i = 0; r && i < n; i++) {
-        free(r[i].name);
-        free(r[i].file);
-    }
+    (void)n; /* the names live in r's block */
     free(r);
 }
 

@@ -24,9 +24,10 @@ struct span {
     uint8_t new[SPAN_MAX]; /* what the patch puts there */
 };
 
-/* One replaced function. */
+/* One replaced function. An apply allocates all of a patch's redirects
+ * and their names in one block (hp_free_redirects frees it). */
 struct redirect {
-    char *name, *file;
+    char *name, *file;   /* in the block, after the array */
     uintptr_t func;      /* function entry */
     uint64_t size;       /* function size */
     uintptr_t target;    /* new code */
@@ -55,8 +56,19 @@ extern struct applied *hp_patch_top;
 void hp_free_redirects(struct redirect *r, size_t n);
 /* "name (file)" for a static, "name" for a global. */
 const char *hp_fn_label(const char *name, const char *file, char *buf, size_t len);
-/* The byte at addr before any applied patch rewrote it. */
-uint8_t hp_original_byte(uintptr_t addr);
+/* What the applied patches overwrote, for reading the original code under
+ * their spans: per patch, newest first, its spans sorted by address.
+ * Built under hp_lock and valid until the stack changes. */
+struct hp_saved {
+    const struct span **by_addr; /* patch g's spans: [first[g], first[g + 1]) */
+    size_t *first;
+    size_t npatches;
+};
+int hp_saved_build(struct hp_saved *s); /* -1: out of memory */
+void hp_saved_free(struct hp_saved *s);
+/* The len bytes at addr before any applied patch rewrote them (where two
+ * patches saved the same byte, the oldest save wins). */
+void hp_original_bytes(const struct hp_saved *s, uintptr_t addr, size_t len, uint8_t *out);
 /* The code that runs today when `func` (an executable entry) is called:
  * the newest applied patch's target for it, or func itself. */
 uintptr_t hp_active_code(uintptr_t func);

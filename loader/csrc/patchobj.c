@@ -92,17 +92,57 @@ int hp_po_loaded(const struct hp_patchobj *po, size_t shndx)
     return shndx > 0 && shndx < po->nsh && (po->sh[shndx].sh_flags & SHF_ALLOC);
 }
 
+/* Symbols hp_po_find_defined may return: in a real section, not a section
+ * symbol. */
+static int findable(const Elf64_Sym *s)
+{
+    return s->st_shndx != SHN_UNDEF && s->st_shndx < SHN_LORESERVE &&
+           ELF64_ST_TYPE(s->st_info) != STT_SECTION;
+}
+
+static uint64_t name_hash(const char *name)
+{
+    uint64_t h = HP_FNV_OFFSET_BASIS;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        h = (h ^ *p) * HP_FNV_PRIME;
+    return h;
+}
+
+/* The by-name hash (open addressing, linear probing, at most half full):
+ * every findable symbol, the first of each name only, so a lookup gives
+ * what a scan in table order would. Names are already bounds-checked. */
+static int index_names(struct hp_patchobj *po)
+{
+    size_t n = 0, slots = 16;
+    for (size_t i = 1; i < po->nsyms; i++)
+        n += findable(&po->syms[i]);
+    while (slots < 2 * n)
+        slots *= 2;
+    po->by_name = calloc(slots, sizeof *po->by_name);
+    if (!po->by_name)
+        return -1;
+    po->by_name_mask = slots - 1;
+    for (size_t i = 1; i < po->nsyms; i++) {
+        if (!findable(&po->syms[i]))
+            continue;
+        const char *name = po->strtab + po->syms[i].st_name;
+        size_t k = name_hash(name) & po->by_name_mask;
+        while (po->by_name[k] && strcmp(po->strtab + po->syms[po->by_name[k]].st_name, name) != 0)
+            k = (k + 1) & po->by_name_mask;
+        if (!po->by_name[k])
+            po->by_name[k] = (uint32_t)i;
+    }
+    return 0;
+}
+
 long hp_po_find_defined(const struct hp_patchobj *po, const char *name)
 {
-    for (size_t i = 1; i < po->nsyms; i++) {
-        const Elf64_Sym *s = &po->syms[i];
-        if (s->st_shndx == SHN_UNDEF || s->st_shndx >= SHN_LORESERVE)
-            continue;
-        if (ELF64_ST_TYPE(s->st_info) == STT_SECTION)
-            continue;
-        if (strcmp(hp_po_symname(po, i), name) == 0)
-            return (long)i;
-    }
+    if (!po->by_name)
+        return -1;
+    size_t k = name_hash(name) & po->by_name_mask;
+    for (; po->by_name[k]; k = (k + 1) & po->by_name_mask)
+        if (strcmp(po->strtab + po->syms[po->by_name[k]].st_name, name) == 0)
+            return po->by_name[k];
     return -1;
 }
 
@@ -117,6 +157,7 @@ void hp_patchobj_free(struct hp_patchobj *po)
     free(po->syms);
     free(po->funcs);
     free(po->masks);
+    free(po->by_name);
     memset(po, 0, sizeof *po);
 }
 
@@ -336,6 +377,8 @@ int hp_patchobj_parse(struct hp_patchobj *po, const uint8_t *data, size_t size, 
     if (parse_meta(po, data + ms->sh_offset, ms->sh_size, err, errlen))
         return -1;
 
+    if (index_names(po))
+        return hp_fail(err, errlen, "out of memory");
     for (uint32_t i = 0; i < po->nfuncs; i++) {
         long s = hp_po_find_defined(po, po->funcs[i].new_sym);
         if (s < 0)
@@ -346,6 +389,7 @@ int hp_patchobj_parse(struct hp_patchobj *po, const uint8_t *data, size_t size, 
         if (!hp_po_loaded(po, shndx) || !(po->sh[shndx].sh_flags & SHF_EXECINSTR))
             return hp_fail(err, errlen, "replacement symbol %s is not in an executable section",
                            po->funcs[i].new_sym);
+        po->funcs[i].new_idx = (uint32_t)s;
     }
     return 0;
 }

@@ -8,8 +8,9 @@
  *  1. PREPARE (threads run: malloc, locks and logging are fine). The unwind
  *     tables of every loaded object and patch and a /proc/self/maps
  *     snapshot (hp_unwind_prepare), the thread table, the check state, an
- *     open /proc/self/mem. The caller has already made the spans (old and
- *     new bytes of each entry jump and call site) and the busy ranges.
+ *     open /proc/self/mem, the write batches (step 6) and their buffers.
+ *     The caller has already made the spans (old and new bytes of each
+ *     entry jump and call site) and the busy ranges.
  *     Everything the stopped section uses is allocated here, because a
  *     stopped thread may hold malloc's or the dynamic loader's lock.
  *  2. STOP every other thread. Preferably by the client: hpctl
@@ -24,12 +25,16 @@
  *     frames in the busy ranges. A consistent switch with a hit, or with a
  *     walk that could not finish, writes nothing and waits (step 10).
  *  5. RE-CHECK: each span still holds what step 1's caller saw (nothing
- *     else rewrote it meanwhile).
- *  6. WRITE each span through /proc/self/mem and read it back. Text pages
+ *     else rewrote it meanwhile); all of them, before anything is written.
+ *  6. WRITE the spans through /proc/self/mem and read them back. Text pages
  *     are never made writable: the kernel writes read-only private pages
- *     for us (FOLL_FORCE).
- *  7. UNDO on a failure in 5 or 6: the spans written so far get their
- *     previous bytes back, newest first, so no half-switched state remains.
+ *     for us (FOLL_FORCE). In batches: sorted by address, spans at most 512
+ *     bytes apart are one write with the bytes between them, which are
+ *     copied from memory right before (into step 1's buffer) and so written
+ *     back unchanged; no page without a span is written.
+ *  7. UNDO on a failure in 6: the batches written so far, and the one that
+ *     failed, get their previous bytes back, newest first, so no
+ *     half-switched state remains.
  *  8. SERIALIZE: membarrier(PRIVATE_EXPEDITED_SYNC_CORE), so no core runs
  *     stale prefetched bytes (returning to user mode from a ptrace or
  *     signal stop serialises the stopped threads too).
@@ -220,30 +225,103 @@ static int write_bytes(uintptr_t at, const uint8_t *bytes, size_t len)
     return memcmp((const void *)at, bytes, len) == 0 ? 0 : -1;
 }
 
-/* Steps 5, 6 and 7. */
-static int write_spans(const struct hp_switch *sw, struct outcome *out)
+/* Steps 5-7 write the spans in batches: sorted by address, spans at most
+ * BATCH_GAP bytes apart go in one pwrite together with the bytes between
+ * them, which are copied from memory just before (threads stopped) and so
+ * written back unchanged. BATCH_GAP is below the page size: no page without
+ * a span is written. */
+#define BATCH_GAP 512
+
+struct batch {
+    uintptr_t at;
+    size_t len;
+    size_t first, n; /* its spans: order[first .. first + n) */
+    size_t off;      /* its bytes in before[] and after[] */
+};
+
+struct batches {
+    size_t *order; /* span indexes by address */
+    struct batch *b;
+    size_t nb;
+    uint8_t *before, *after; /* each batch's bytes as found and as written */
+};
+
+static int span_order(const void *a, const void *b, void *spans)
 {
+    uintptr_t x = ((const struct span *)spans)[*(const size_t *)a].at;
+    uintptr_t y = ((const struct span *)spans)[*(const size_t *)b].at;
+    return x < y ? -1 : x > y;
+}
+
+/* Step 1: the batches and their buffers. */
+static int plan_batches(const struct hp_switch *sw, struct batches *bt)
+{
+    size_t n = sw->nspans, bytes = 0;
+    bt->order = malloc((n ? n : 1) * sizeof *bt->order);
+    bt->b = malloc((n ? n : 1) * sizeof *bt->b);
+    if (!bt->order || !bt->b)
+        return -1;
+    for (size_t k = 0; k < n; k++)
+        bt->order[k] = k;
+    qsort_r(bt->order, n, sizeof *bt->order, span_order, sw->spans);
+    for (size_t k = 0; k < n; k++) {
+        const struct span *s = &sw->spans[bt->order[k]];
+        struct batch *last = bt->nb ? &bt->b[bt->nb - 1] : NULL;
+        if (last && s->at >= last->at + last->len && s->at - (last->at + last->len) <= BATCH_GAP) {
+            last->len = s->at + s->len - last->at;
+            last->n++;
+        } else {
+            bt->b[bt->nb++] = (struct batch){.at = s->at, .len = s->len, .first = k, .n = 1};
+        }
+    }
+    for (size_t i = 0; i < bt->nb; i++) {
+        bt->b[i].off = bytes;
+        bytes += bt->b[i].len;
+    }
+    bt->before = malloc(bytes ? bytes : 1);
+    bt->after = malloc(bytes ? bytes : 1);
+    return bt->before && bt->after ? 0 : -1;
+}
+
+static void free_batches(struct batches *bt)
+{
+    free(bt->order);
+    free(bt->b);
+    free(bt->before);
+    free(bt->after);
+}
+
+/* Steps 5, 6 and 7. */
+static int write_spans(const struct hp_switch *sw, const struct batches *bt, struct outcome *out)
+{
+    for (size_t k = 0; k < sw->nspans; k++) { /* 5 */
+        const struct span *s = &sw->spans[k];
+        if (memcmp((const void *)s->at, sw->restoring ? s->new : s->old, s->len) != 0) {
+            *out = (struct outcome){.v = V_CHANGED, .span = k};
+            return -1;
+        }
+    }
     size_t done = 0;
-    for (; done < sw->nspans; done++) {
-        const struct span *s = &sw->spans[done];
-        const uint8_t *from = sw->restoring ? s->new : s->old;
-        const uint8_t *to = sw->restoring ? s->old : s->new;
-        if (memcmp((const void *)s->at, from, s->len) != 0) { /* 5 */
-            *out = (struct outcome){.v = V_CHANGED, .span = done};
-            break;
+    for (; done < bt->nb; done++) { /* 6 */
+        const struct batch *b = &bt->b[done];
+        uint8_t *before = bt->before + b->off, *after = bt->after + b->off;
+        memcpy(before, (const void *)b->at, b->len);
+        memcpy(after, before, b->len);
+        for (size_t j = b->first; j < b->first + b->n; j++) {
+            const struct span *s = &sw->spans[bt->order[j]];
+            memcpy(after + (s->at - b->at), sw->restoring ? s->old : s->new, s->len);
         }
-        int e = write_bytes(s->at, to, s->len); /* 6 */
+        int e = write_bytes(b->at, after, b->len);
         if (e) {
-            *out = (struct outcome){.v = V_WRITE, .span = done, .err_no = e > 0 ? e : 0};
+            *out = (struct outcome){.v = V_WRITE, .span = bt->order[b->first],
+                                    .err_no = e > 0 ? e : 0};
             break;
         }
     }
-    if (done == sw->nspans)
+    if (done == bt->nb)
         return 0;
-    while (done-- > 0) { /* 7 */
-        const struct span *s = &sw->spans[done];
-        write_bytes(s->at, sw->restoring ? s->new : s->old, s->len);
-    }
+    for (done++; done-- > 0;) /* 7: the failed batch too (it may be half written) */
+        write_bytes(bt->b[done].at, bt->before + bt->b[done].off, bt->b[done].len);
     return -1;
 }
 
@@ -314,10 +392,12 @@ int hp_switch(const struct hp_switch *sw, char *err, size_t errlen, char *detail
     size_t nci = 0;
     struct hp_code_info *ci = NULL;
     struct world w = {.cap = 0};
+    struct batches bt = {0};
     int rc = -1;
     if (details && detlen)
         details[0] = 0;
-    if (!chk || hp_patch_code_info(&ci, &nci) || thread_table(&w.buf, &w.cap)) {
+    if (!chk || hp_patch_code_info(&ci, &nci) || thread_table(&w.buf, &w.cap) ||
+        plan_batches(sw, &bt)) {
         hp_fail(err, errlen, "out of memory");
         goto out;
     }
@@ -360,7 +440,7 @@ int hp_switch(const struct hp_switch *sw, char *err, size_t errlen, char *detail
         /* ---- 5, 6, 7. RE-CHECK, WRITE, UNDO ---- */
         long long t2 = now_us();
         if (res.v == V_SWITCHED)
-            write_spans(sw, &res);
+            write_spans(sw, &bt, &res);
         /* ---- 8. SERIALIZE ---- */
         if (res.v == V_SWITCHED && g_membarrier_ok)
             syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0);
@@ -402,6 +482,7 @@ int hp_switch(const struct hp_switch *sw, char *err, size_t errlen, char *detail
         sleep_ms(ms < MAX_WAIT_MS ? ms : MAX_WAIT_MS);
     }
 out:
+    free_batches(&bt);
     free(chk);
     free(ci);
     free(w.buf);

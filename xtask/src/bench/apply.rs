@@ -8,7 +8,10 @@
 //! for a static function), so no call is hoisted out of the program's loop
 //! and every patched function needs one symbol resolved when it is linked.
 //! The patch for N edits the first N functions (+1 on each result): the
-//! program's answer grows by exactly N once the patch is live.
+//! program's answer grows by exactly N once the patch is live. One more
+//! case stacks patches: a second patch of all [`FUNCS`] functions (+2 on
+//! each) applied on top of the first, where the loader looks through the
+//! first patch's jumps to fingerprint the original code.
 //!
 //! Each apply goes to a fresh process (the first apply of a process also
 //! loads the executable's symbols; the loader reports that part apart, and
@@ -32,9 +35,15 @@ const FILES: [&str; 2] = ["one", "two"];
 /// The loader's preparation target per function (issue 7).
 const TARGET_US: f64 = 1.0;
 
-/// Function `j` of `file`: odd ones static (same name in both files).
-fn function(file: &str, j: usize, fixed: bool) -> String {
-    let (k, plus) = (j + 2, if fixed { " + 1" } else { "" });
+/// Function `j` of `file`: odd ones static (same name in both files);
+/// `plus` is added to its result when it is edited (0: not edited).
+fn function(file: &str, j: usize, plus: usize) -> String {
+    let k = j + 2;
+    let plus = if plus > 0 {
+        format!(" + {plus}")
+    } else {
+        String::new()
+    };
     let (storage, name, var) = if j % 2 == 1 {
         ("static ", format!("local_{j}"), format!("local_v{j}"))
     } else {
@@ -46,13 +55,13 @@ fn function(file: &str, j: usize, fixed: bool) -> String {
 }
 
 /// One of the two files; function `j` of file `f` is number `2j + f` of the
-/// program, edited when that number is below `edited`.
-fn unit(f: usize, edited: usize) -> String {
+/// program, edited (+`plus`) when that number is below `edited`.
+fn unit(f: usize, edited: usize, plus: usize) -> String {
     let file = FILES[f];
     let per_file = FUNCS / FILES.len();
     let mut s = String::new();
     for j in 0..per_file {
-        s += &function(file, j, 2 * j + f < edited);
+        s += &function(file, j, if 2 * j + f < edited { plus } else { 0 });
     }
     // Called through a table, so no caller's code depends on the callees'
     // (a direct caller would ship too: -fipa-ra lets it rely on which
@@ -98,11 +107,11 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The source tree with the first `edited` functions changed.
-fn write_tree(dir: &Path, edited: usize) -> Result<(), String> {
+/// The source tree with the first `edited` functions changed (+`plus`).
+fn write_tree(dir: &Path, edited: usize, plus: usize) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     for (f, file) in FILES.iter().enumerate() {
-        write(&dir.join(format!("{file}.c")), &unit(f, edited))?;
+        write(&dir.join(format!("{file}.c")), &unit(f, edited, plus))?;
     }
     write(&dir.join("main.c"), &main_c())
 }
@@ -128,7 +137,7 @@ fn compile_db(dir: &Path) -> String {
 /// The base program, linked with the loader in `loader`.
 fn build_base(dir: &Path, loader: &Path) -> Result<PathBuf, String> {
     let base = dir.join("prog");
-    write_tree(&base, 0)?;
+    write_tree(&base, 0, 0)?;
     write(&base.join("compile_commands.json"), &compile_db(&base))?;
     let mut objects = Vec::new();
     for f in FILES.iter().copied().chain(["main"]) {
@@ -156,10 +165,11 @@ fn build_base(dir: &Path, loader: &Path) -> Result<PathBuf, String> {
     Ok(exe)
 }
 
-/// The patch editing the first `n` functions; checks that it ships n.
-fn build_patch(dir: &Path, n: usize) -> Result<PathBuf, String> {
-    let fixed = format!("fix{n}");
-    write_tree(&dir.join(&fixed), n)?;
+/// The patch editing the first `n` functions (+`plus` each); checks that
+/// it ships n.
+fn build_patch(dir: &Path, n: usize, plus: usize) -> Result<PathBuf, String> {
+    let fixed = format!("fix{n}plus{plus}");
+    write_tree(&dir.join(&fixed), n, plus)?;
     let mut diff = Vec::new();
     for file in FILES {
         let out = Command::new("diff")
@@ -267,12 +277,14 @@ struct Sample {
     loader: LoaderTimes,
 }
 
-/// One fresh process: `hpctl list`, then `hpctl apply`, and the proof that
-/// the patch is live.
+/// One fresh process: the patches `under` applied first (not measured),
+/// then `hpctl list`, `hpctl apply`, and the proof that the patch is live
+/// (the answer grew by `grows` in all).
 fn sample(
     exe: &Path,
+    under: &[&Path],
     hpo: &Path,
-    n: usize,
+    grows: usize,
     log: &Path,
     lazy: Option<&str>,
 ) -> Result<Sample, String> {
@@ -280,14 +292,23 @@ fn sample(
     let mut prog = Program::start_logged(exe, log)?;
     let before = prog.number("sum")?;
     let pid = prog.child.id().to_string();
+    for first in under {
+        timed(
+            Command::new(bin("hpctl"))
+                .arg("apply")
+                .args(lazy)
+                .arg(&pid)
+                .arg(first),
+        )?;
+    }
     let list_s = timed(Command::new(bin("hpctl")).args(["list", &pid]))?;
     let mut apply = Command::new(bin("hpctl"));
     apply.arg("apply").args(lazy).arg(&pid).arg(hpo);
     let apply_s = timed(&mut apply)?;
     let after = prog.number("sum")?;
-    if after - before != n as f64 {
+    if after - before != grows as f64 {
         return Err(format!(
-            "after applying {} the program answers {after} (was {before}, expected +{n})",
+            "after applying {} the program answers {after} (was {before}, expected +{grows})",
             hpo.display()
         ));
     }
@@ -309,10 +330,13 @@ pub fn rows(dir: &Path, loader: &Path) -> Result<Vec<Row>, String> {
         lazy.map_or(String::new(), |f| format!(" {f}"))
     );
     let mut rows = Vec::new();
-    for n in SIZES {
-        let hpo = build_patch(&dir, n)?;
+    let mut measure = |what: &str, n: usize, under: &[&Path], hpo: &Path, grows: usize| {
         let samples: Vec<Sample> = (0..RUNS)
-            .map(|r| sample(&exe, &hpo, n, &dir.join(format!("run{n}.{r}.log")), lazy))
+            .map(|r| {
+                let stacked = if under.is_empty() { "" } else { "-stacked" };
+                let log = dir.join(format!("run{n}{stacked}.{r}.log"));
+                sample(&exe, under, hpo, grows, &log, lazy)
+            })
             .collect::<Result<_, _>>()?;
         let med = |f: &dyn Fn(&Sample) -> f64| median(samples.iter().map(f).collect());
         let list_ms = 1e3 * med(&|s| s.list_s);
@@ -322,20 +346,44 @@ pub fn rows(dir: &Path, loader: &Path) -> Result<Vec<Row>, String> {
         let prepare = med(&|s| s.loader.prepare);
         let per_fn = total / n as f64;
         rows.push(Row {
-            metric: format!("apply {n} functions: hpctl wall time (ms)"),
+            metric: format!("apply {n} functions{what}: hpctl wall time (ms)"),
             baseline: format!("{list_ms:.2} (hpctl list)"),
             measured: format!("{apply_ms:.2} ({apply_name})"),
             ratio: apply_ms / list_ms,
         });
+        let load = if under.is_empty() {
+            format!("; + {load:.0} µs loading the symbols once")
+        } else {
+            String::new()
+        };
         rows.push(Row {
-            metric: format!("apply {n} functions: loader µs per function"),
+            metric: format!("apply {n} functions{what}: loader µs per function"),
             baseline: format!("{TARGET_US:.2} (target)"),
             measured: format!(
-                "{per_fn:.2} ({total:.0} µs request to applied, {:.2}/function finding, fingerprinting, linking; + {load:.0} µs loading the symbols once)",
+                "{per_fn:.2} ({total:.0} µs request to applied, {:.2}/function finding, fingerprinting, linking{load})",
                 prepare / n as f64
             ),
             ratio: per_fn / TARGET_US,
         });
+        Ok::<(), String>(())
+    };
+    let mut first_all = None;
+    for n in SIZES {
+        let hpo = build_patch(&dir, n, 1)?;
+        measure("", n, &[], &hpo, n)?;
+        if n == FUNCS {
+            first_all = Some(hpo);
+        }
     }
+    // A second patch of every function on top of the first.
+    let first = first_all.ok_or("no patch of every function")?;
+    let second = build_patch(&dir, FUNCS, 2)?;
+    measure(
+        &format!(" on top of {FUNCS}"),
+        FUNCS,
+        &[&first],
+        &second,
+        2 * FUNCS,
+    )?;
     Ok(rows)
 }
