@@ -11,9 +11,18 @@
 //!   without it;
 //! * apply — `hpctl apply` wall time vs. `hpctl list`, and the loader's time
 //!   per function vs. its 1 µs target, for patches of 1 to 1000 functions
-//!   (`bench/apply.rs`; `cargo xtask bench apply` runs only these).
+//!   (`bench/apply.rs`; `cargo xtask bench apply` runs only these);
+//! * calls — a call to a patched function against a plain build: loader
+//!   linked, entry jump, rewritten call site (`bench/calls.rs`; `cargo xtask
+//!   bench calls`);
+//! * stop — how long a busy thread is blocked while all threads are parked
+//!   for an apply or revert, ptrace stop vs. the loader's signal stop, and
+//!   the `EINTR` the program sees (`bench/stop.rs`; `cargo xtask bench stop`).
 
 mod apply;
+mod calls;
+mod fixture;
+mod stop;
 
 use crate::tools::{self, workspace};
 use std::io::{BufRead, BufReader, Write};
@@ -22,7 +31,15 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn run() -> Result<(), String> {
-    let only_apply = std::env::args().nth(2).as_deref() == Some("apply");
+    let only = std::env::args().nth(2);
+    let only = only.as_deref();
+    if !matches!(only, None | Some("apply" | "calls" | "stop")) {
+        return Err(format!(
+            "unknown bench {:?} (apply, calls or stop; none for all)",
+            only.unwrap_or_default()
+        ));
+    }
+    let all = only.is_none();
     tools::ensure()?;
     tools::cargo(&[
         "build",
@@ -43,11 +60,29 @@ pub fn run() -> Result<(), String> {
             .arg(&loader),
     )?;
     let mut rows = Vec::new();
-    if !only_apply {
+    let mut tables = Vec::new();
+    if all {
         rows.extend(build_ratio(&dir)?);
         rows.extend(runtime_rows(&dir)?);
     }
-    rows.extend(apply::rows(&dir, &loader)?);
+    if all || only == Some("apply") {
+        rows.extend(apply::rows(&dir, &loader)?);
+    }
+    type Bench = fn(&Path, &Path) -> Result<(Vec<Row>, String), String>;
+    for (name, bench) in [("calls", calls::rows as Bench), ("stop", stop::rows)] {
+        if all || only == Some(name) {
+            let (r, table) = bench(&dir, &loader)?;
+            rows.extend(r);
+            tables.push(table);
+        }
+    }
+    for t in &tables {
+        println!("{t}");
+    }
+    println!(
+        "reproduce: cargo xtask bench{}\n",
+        only.map_or(String::new(), |o| format!(" {o}"))
+    );
     println!("| metric | baseline | with hpbuild | ratio |\n|---|---|---|---|");
     for r in &rows {
         println!(

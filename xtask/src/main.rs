@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         "test" => test(),
         "corpus" => corpus::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|corpus|bench>\n  demo  build hpbuild, start a program, patch it live, show the change\n  test  install what the tests need, build release binaries, run every test\n  corpus [lua] [sqlite]  Debian's security fixes for Lua 5.4 and SQLite, applied live with reproducers\n  bench  costs as ratios measured side by side: build, patched call, apply pause, memory");
+            eprintln!("usage: cargo xtask <demo|test|corpus|bench>\n  demo  build hpbuild, start a program, patch it live, show the change\n  test  install what the tests need, build release binaries, run every test\n  corpus [lua] [sqlite]  Debian's security fixes for Lua 5.4 and SQLite, applied live with reproducers\n  bench [apply|calls|stop]  costs as ratios measured side by side: build, patched call, apply pause, memory; apply time per patch size; call cost (plain, loader, entry jump, call site); time all threads are parked and EINTR (ptrace vs. signal stop)");
             return ExitCode::from(2);
         }
     };
