@@ -8,8 +8,8 @@
 //! `#define NAME VALUE`, so the C side can never drift from the Rust side.
 //!
 //! The archive is NOT linked into any Rust artefact (`cargo_metadata(false)`):
-//! it is only embedded as bytes (`hotpatch::LIBHOTPATCH_A`) and written out by
-//! `hotpatch::write_loader` for C programs to link.
+//! it is only embedded as bytes (`loader::LIBHOTPATCH_A`) and written out by
+//! `loader::write_loader` for C programs to link.
 
 use std::env;
 use std::fmt::Write as _;

@@ -1,7 +1,7 @@
 //! The CLI contract of hpbuild and hpctl: error cases, refusals, bad input.
 //! See tests/README.md.
 
-use hp_e2e::*;
+use tests::*;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

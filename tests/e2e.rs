@@ -3,7 +3,7 @@
 //! consistency check of the fixtures themselves (which needs no tool). The
 //! CLI contract's error cases are in cli.rs. See tests/README.md.
 
-use hp_e2e::*;
+use tests::*;
 
 /// One test per matrix configuration (plus `also` for the fixture's
 /// `also_cflags` sets), in a module named after the fixture:
@@ -12,49 +12,49 @@ macro_rules! matrix_tests {
     ($dir:literal) => {
         #[test]
         fn gcc_o0() {
-            hp_e2e::run_fixture($dir, "gcc-O0")
+            tests::run_fixture($dir, "gcc-O0")
         }
         #[test]
         fn gcc_o2() {
-            hp_e2e::run_fixture($dir, "gcc-O2")
+            tests::run_fixture($dir, "gcc-O2")
         }
         #[test]
         fn gcc_o3() {
-            hp_e2e::run_fixture($dir, "gcc-O3")
+            tests::run_fixture($dir, "gcc-O3")
         }
         #[test]
         fn clang_o0() {
-            hp_e2e::run_fixture($dir, "clang-O0")
+            tests::run_fixture($dir, "clang-O0")
         }
         #[test]
         fn clang_o2() {
-            hp_e2e::run_fixture($dir, "clang-O2")
+            tests::run_fixture($dir, "clang-O2")
         }
         #[test]
         fn clang_o3() {
-            hp_e2e::run_fixture($dir, "clang-O3")
+            tests::run_fixture($dir, "clang-O3")
         }
         #[test]
         fn gcc_o2_nopie() {
-            hp_e2e::run_fixture($dir, "gcc-O2-nopie")
+            tests::run_fixture($dir, "gcc-O2-nopie")
         }
         #[test]
         fn clang_o2_nopie() {
-            hp_e2e::run_fixture($dir, "clang-O2-nopie")
+            tests::run_fixture($dir, "clang-O2-nopie")
         }
         #[test]
         fn gcc_o2_cet() {
-            hp_e2e::run_fixture($dir, "gcc-O2-cet")
+            tests::run_fixture($dir, "gcc-O2-cet")
         }
         #[test]
         fn clang_o2_cet() {
-            hp_e2e::run_fixture($dir, "clang-O2-cet")
+            tests::run_fixture($dir, "clang-O2-cet")
         }
         #[test]
         fn also() {
-            let f = hp_e2e::Fixture::load($dir).unwrap_or_else(|e| panic!("{e}"));
+            let f = tests::Fixture::load($dir).unwrap_or_else(|e| panic!("{e}"));
             for name in f.also_names() {
-                hp_e2e::run_fixture($dir, &name);
+                tests::run_fixture($dir, &name);
             }
         }
     };

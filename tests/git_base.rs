@@ -1,7 +1,7 @@
 //! `hpbuild --base <git rev>`: the base is a revision of the git repository
 //! in the current directory, not a directory. See tests/README.md.
 
-use hp_e2e::*;
+use tests::*;
 use std::fs;
 use std::path::Path;
 use std::process::Command;

@@ -154,7 +154,7 @@ fn main() -> ExitCode {
 }
 
 fn write_loader(out: &std::path::Path) -> Result<(), error::Error> {
-    hotpatch::write_loader(out).map_err(|e| {
+    loader::write_loader(out).map_err(|e| {
         error::Error::new(format!(
             "cannot write the loader into {}: {e}",
             out.display()

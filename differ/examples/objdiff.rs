@@ -1,5 +1,5 @@
 //! Prints the differ's verdict on two object files:
-//! `cargo run -p hpdiffer --example objdiff -- original.o patched.o`
+//! `cargo run -p differ --example objdiff -- original.o patched.o`
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [a, b] = args.as_slice() else {

@@ -46,9 +46,9 @@ pub fn run() -> Result<(), String> {
         "--release",
         "--quiet",
         "-p",
-        "hpbuild",
+        "builder",
         "-p",
-        "hotpatch-loader",
+        "loader",
     ])?;
     let dir = std::env::temp_dir().join(format!("hpbuild-bench.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -16,9 +16,9 @@ pub fn run() -> Result<(), String> {
         "--release",
         "--quiet",
         "-p",
-        "hpbuild",
+        "builder",
         "-p",
-        "hotpatch-loader",
+        "loader",
     ])?;
     let bin = workspace().join("target/release");
     let dir = tempdir()?;

@@ -35,7 +35,7 @@ impl Work {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        hotpatch::write_loader(&dir.join("loader")).unwrap();
+        loader::write_loader(&dir.join("loader")).unwrap();
         Work { dir }
     }
 

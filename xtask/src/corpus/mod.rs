@@ -113,9 +113,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
         "--release",
         "--quiet",
         "-p",
-        "hpbuild",
+        "builder",
         "-p",
-        "hotpatch-loader",
+        "loader",
     ])?;
     let bin = workspace().join("target/release");
     let work = cache.join("work");
