@@ -1,10 +1,10 @@
 //! The CLI contract of hpbuild and hpctl: error cases, refusals, bad input.
 //! See tests/README.md.
 
-use tests::*;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use tests::*;
 
 // ---------------------------------------------------------------------------
 // helpers for the CLI tests

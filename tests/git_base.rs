@@ -1,10 +1,10 @@
 //! `hpbuild --base <git rev>`: the base is a revision of the git repository
 //! in the current directory, not a directory. See tests/README.md.
 
-use tests::*;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
+use tests::*;
 
 fn git(repo: &Path, args: &[&str]) {
     let out = run_ok(
