@@ -479,9 +479,8 @@ fn shared_library_thread_local_refused_for_that_reason() {
             .args(&cflags)
             .args(["prog.o", "repl.o", "-L.", "-ltlsdemo", "-Wl,-rpath,$ORIGIN"])
             .args(c.ldflags)
-            .arg("-Wl,--whole-archive")
-            .arg(loader.join("libhotpatch.a"))
-            .args(["-Wl,--no-whole-archive", "-lpthread", "-o", "prog"]));
+            .args(loader::link_args(&loader))
+            .args(["-o", "prog"]));
 
         let mut prog = must(Program::start(&base.join("prog"), tmp.path()));
         let ask = |prog: &mut Program, send: &str, want: &str, when: &str| {

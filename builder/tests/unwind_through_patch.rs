@@ -191,20 +191,10 @@ fn consistent_apply_walks_through_an_earlier_patchs_code() {
         &["loader", "--out", lib.to_str().unwrap()],
     );
     run(&base, "gcc", &["-O2", "-c", "prog.c", "-o", "prog.o"]);
-    let archive = lib.join("libhotpatch.a");
-    run(
-        &base,
-        "gcc",
-        &[
-            "prog.o",
-            "-Wl,--whole-archive",
-            archive.to_str().unwrap(),
-            "-Wl,--no-whole-archive",
-            "-lpthread",
-            "-o",
-            "prog",
-        ],
-    );
+    let loader_args = loader::link_args(&lib);
+    let mut args = vec!["prog.o", "-o", "prog"];
+    args.extend(loader_args.iter().map(|a| a.to_str().unwrap()));
+    run(&base, "gcc", &args);
     let log = tmp.path().join("hotpatch.log");
     let mut child = Command::new(base.join("prog"))
         .env("HOTPATCH_LOG", &log)

@@ -91,9 +91,7 @@ pub fn build_tree(f: &Fixture, dir: &Path, b: &Build, loader: Option<&Path>) -> 
     }
     link.args(&b.ldflags);
     if let Some(l) = loader {
-        link.arg("-Wl,--whole-archive")
-            .arg(l.join("libhotpatch.a"))
-            .arg("-Wl,--no-whole-archive");
+        link.args(loader::link_args(l));
     }
     link.args(["-lpthread", "-o", "prog"]);
     run_ok(&mut link, CC_TIMEOUT).map_err(|e| format!("linking fixture {}:\n{e}", f.name))?;

@@ -262,9 +262,7 @@ fn build_program(dir: &Path, with_loader: bool) -> Result<PathBuf, String> {
     let mut link = Command::new("cc");
     link.current_dir(dir).arg("bench.o").arg("-o").arg(&exe);
     if with_loader {
-        link.arg("-Wl,--whole-archive")
-            .arg(dir.join("loader/libhotpatch.a"))
-            .arg("-Wl,--no-whole-archive");
+        link.args(loader::link_args(&dir.join("loader")));
     }
     tools::run(link.arg("-lpthread"))?;
     Ok(exe)

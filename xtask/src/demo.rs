@@ -103,9 +103,8 @@ fn build_program(base: &Path, loader: &Path) -> Result<(), String> {
     tools::run(
         Command::new("cc")
             .current_dir(base)
-            .args(["server.o", "-o", "server", "-Wl,--whole-archive"])
-            .arg(loader.join("libhotpatch.a"))
-            .args(["-Wl,--no-whole-archive", "-lpthread"]),
+            .args(["server.o", "-o", "server"])
+            .args(loader::link_args(loader)),
     )
 }
 

@@ -103,14 +103,10 @@ pub fn build_program(work: &Work, file: &str, src: &str, extra: &[&str]) -> Path
         lib.to_str().unwrap(),
     );
     // The compile flags go to the link too: -no-pie must reach the linker.
+    let loader_args = loader::link_args(Path::new(l).parent().unwrap());
     let mut args = vec![o, "-o", e];
     args.extend_from_slice(extra);
-    args.extend_from_slice(&[
-        "-Wl,--whole-archive",
-        l,
-        "-Wl,--no-whole-archive",
-        "-lpthread",
-    ]);
+    args.extend(loader_args.iter().map(|a| a.to_str().unwrap()));
     gcc(&args, &work.dir);
     exe
 }

@@ -158,9 +158,7 @@ fn build_base(dir: &Path, loader: &Path) -> Result<PathBuf, String> {
             .args(&objects)
             .arg("-o")
             .arg(&exe)
-            .arg("-Wl,--whole-archive")
-            .arg(loader.join("libhotpatch.a"))
-            .args(["-Wl,--no-whole-archive", "-lpthread"]),
+            .args(loader::link_args(loader)),
     )?;
     Ok(exe)
 }

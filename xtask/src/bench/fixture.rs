@@ -29,10 +29,8 @@ pub fn link(dir: &Path, obj: &Path, exe: &str, loader: Option<&Path>) -> Result<
     let out = dir.join(exe);
     let mut cmd = Command::new("cc");
     cmd.arg(obj).arg("-o").arg(&out);
-    if let Some(loader) = loader {
-        cmd.arg("-Wl,--whole-archive")
-            .arg(loader.join("libhotpatch.a"))
-            .arg("-Wl,--no-whole-archive");
+    if let Some(dir) = loader {
+        cmd.args(loader::link_args(dir));
     }
     tools::run(cmd.arg("-lpthread"))?;
     Ok(out)

@@ -45,10 +45,7 @@ impl Project for Lua {
     }
 
     fn build(&self, tree: &Path, env: &Env) -> Result<(), String> {
-        let libs = format!(
-            "MYLIBS=-Wl,--whole-archive {} -Wl,--no-whole-archive -lpthread",
-            env.loader.join("libhotpatch.a").display()
-        );
+        let libs = format!("MYLIBS={}", loader::link_flags(&env.loader));
         tools::run(
             Command::new(&env.hpbuild)
                 .args(["capture", "--dir"])

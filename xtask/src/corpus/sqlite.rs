@@ -74,10 +74,7 @@ impl Project for Sqlite {
     fn build(&self, tree: &Path, env: &Env) -> Result<(), String> {
         let bld = tree.join("bld");
         std::fs::create_dir_all(&bld).map_err(|e| e.to_string())?;
-        let libs = format!(
-            "THREADLIB=-Wl,--whole-archive {} -Wl,--no-whole-archive -lpthread -lm -ldl",
-            env.loader.join("libhotpatch.a").display()
-        );
+        let libs = format!("THREADLIB={} -lm -ldl", loader::link_flags(&env.loader));
         tools::run(
             Command::new(&env.hpbuild)
                 .args(["capture", "--dir"])
