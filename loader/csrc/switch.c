@@ -44,12 +44,15 @@
  *     step 1: a consistent switch until its timeout, a lazy one only while
  *     a thread sits in the first bytes (up to FIRST_BYTES_RETRIES times).
  *
- * Between 2 and 9 nothing may call malloc/free, stdio (printf, snprintf),
- * strerror, hp_log, or take a lock another thread may hold; the steps
- * record what happened in struct outcome, and step 10 formats it. The only
- * system calls there are the client's socket, getdents64 on
- * /proc/self/task, process_vm_readv (the unwinder), pwrite/read-back on
- * /proc/self/mem and membarrier.
+ * Between 2 and 9 nothing may call malloc/free, stdio streams (printf,
+ * fprintf: they lock), strerror, hp_log, or take a lock another thread may
+ * hold; the steps record what happened in struct outcome, and step 10
+ * formats it. One exception, kept small: the unwinder writes why a walk
+ * stopped with snprintf into the caller's buffer (%s, %d and %lx only,
+ * which glibc formats without a lock or an allocation). The only system
+ * calls there are the client's socket, open/getdents64/close of /proc/self/task,
+ * process_vm_readv (the unwinder), pwrite/read-back on /proc/self/mem and
+ * membarrier.
  */
 #include <errno.h>
 #include <fcntl.h>
