@@ -133,6 +133,27 @@ fn hpbuild_rejects_diff_that_does_not_apply() {
     );
 }
 
+/// A diff that only adds a function changes nothing the running program
+/// calls: hpbuild says so, naming the function, and writes no patch (the
+/// loader would refuse a patch that replaces no function).
+#[test]
+fn hpbuild_refuses_new_code_nothing_calls() {
+    let (tmp, base) = plain_base();
+    let diff = tmp.path().join("only-new.patch");
+    fs::write(
+        &diff,
+        "--- a/prog.c\n+++ b/prog.c\n@@ -14,5 +14,10 @@\n     return x * 2;\n }\n \n+int triple(int x)\n+{\n+    return x * 3;\n+}\n+\n int handle(const char *line)\n {\n",
+    )
+    .unwrap();
+    let out = must(run_hpbuild(&base, &diff, &tmp.path().join("out.hpo")));
+    one_line_refusal(
+        &out,
+        &["adds triple()", "nothing would ever call the new code"],
+        "hpbuild with a diff that only adds a function",
+    );
+    assert!(!tmp.path().join("out.hpo").exists());
+}
+
 #[test]
 fn hpbuild_rejects_diff_of_unknown_file() {
     let (tmp, base) = plain_base();

@@ -55,6 +55,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
                 .join(", ")
         );
     }
+    refuse_if_unreachable(&units)?;
 
     let patch_id = patch_id(output, &diff_bytes);
     let emit_units: Vec<emit::Unit> = units
@@ -286,6 +287,28 @@ fn refuse_if_needed(units: &[Unit]) -> Result<()> {
         bail!("{rel}: {}{more}", first.message);
     }
     Ok(())
+}
+
+/// New code that no replaced function leads to would never run: a patch
+/// only changes what the running program calls through the functions it
+/// replaces (the loader refuses a patch with none).
+fn refuse_if_unreachable(units: &[Unit]) -> Result<()> {
+    if units.iter().any(|u| !u.diff.replacements.is_empty()) {
+        return Ok(());
+    }
+    let added: Vec<&str> = units
+        .iter()
+        .flat_map(|u| manifest::added_functions(&u.diff))
+        .collect();
+    bail!(
+        "the diff adds {} but changes no function the running program has, so nothing would \
+         ever call the new code: change the caller that should use it in the same diff",
+        if added.is_empty() {
+            "code or data".to_string()
+        } else {
+            format!("{}()", added.join("(), "))
+        }
+    );
 }
 
 fn patch_id(output: &Path, diff: &[u8]) -> String {
