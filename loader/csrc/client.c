@@ -19,14 +19,14 @@
 
 #include "patch_internal.h"
 
-static long long now_ms(void)
+long long hp_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
 }
 
-static int send_all(int fd, const char *s, size_t len)
+int hp_send_all(int fd, const char *s, size_t len)
 {
     while (len > 0) {
         ssize_t n = send(fd, s, len, MSG_NOSIGNAL);
@@ -44,7 +44,7 @@ static int send_all(int fd, const char *s, size_t len)
  * call), or NULL on EOF, timeout or a line longer than the buffer. */
 static char *read_line(struct hp_client *c)
 {
-    long long deadline = now_ms() + HP_CONVERSATION_TIMEOUT_MS;
+    long long deadline = hp_now_ms() + HP_CONVERSATION_TIMEOUT_MS;
     for (;;) {
         char *nl = memchr(c->buf + c->pos, '\n', c->have - c->pos);
         if (nl) {
@@ -58,7 +58,7 @@ static char *read_line(struct hp_client *c)
             c->have -= c->pos;
             c->pos = 0;
         }
-        long long left = deadline - now_ms();
+        long long left = deadline - hp_now_ms();
         if (c->have == sizeof c->buf || left <= 0)
             return NULL;
         struct pollfd p = {c->fd, POLLIN, 0};
@@ -126,7 +126,7 @@ int hp_client_stop(struct hp_client *c, struct hp_stopset *set, struct hp_thread
     msg[k++] = ' ';
     k += put_uint(msg + k, (unsigned long)hp_stop_listener());
     msg[k++] = '\n';
-    if (send_all(c->fd, msg, k))
+    if (hp_send_all(c->fd, msg, k))
         return -1;
     char *line = read_line(c);
     if (!line)
@@ -174,7 +174,7 @@ int hp_client_resume(struct hp_client *c)
     size_t k = strlen(HP_MSG_RESUME);
     memcpy(msg, HP_MSG_RESUME, k);
     msg[k++] = '\n';
-    if (send_all(c->fd, msg, k))
+    if (hp_send_all(c->fd, msg, k))
         return -1;
     char *line = read_line(c);
     return line && starts_with(line, HP_MSG_RESUMED) ? 0 : -1;
@@ -206,7 +206,7 @@ static int send_targets(struct hp_client *c, const struct redirect *r, size_t n,
             used += (size_t)snprintf(out + used, cap - used, "C %lx %lx\n",
                                      (unsigned long)p->r[i].target,
                                      (unsigned long)(p->r[i].target + p->r[i].target_size));
-    int rc = send_all(c->fd, out, used);
+    int rc = hp_send_all(c->fd, out, used);
     free(out);
     return rc;
 }

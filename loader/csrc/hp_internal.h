@@ -208,6 +208,8 @@ void hp_stop_init(void);
 void hp_stop_set_listener(pid_t tid);
 pid_t hp_stop_listener(void);
 void hp_stop_after_fork(void);
+/* Threads in /proc/self/task now (getdents64, no malloc). */
+size_t hp_count_tasks(void);
 int hp_stop_all(struct hp_stopset *set, char *err, size_t errlen);
 void hp_resume_all(struct hp_stopset *set);
 int hp_stop_signal(void);
@@ -262,6 +264,12 @@ void hp_lock(void);
 void hp_unlock(void);
 void hp_patch_after_fork(void);
 void hp_membarrier_init(void);
+
+/* ---- client.c: socket helpers shared with listener.c ------------------- */
+long long hp_now_ms(void); /* CLOCK_MONOTONIC */
+/* Sends all of s (MSG_NOSIGNAL, EINTR retried); -1 if the peer is gone.
+ * No malloc or stdio: usable while threads are stopped. */
+int hp_send_all(int fd, const char *s, size_t len);
 
 /* ---- listener.c --------------------------------------------------------- */
 void hp_listener_start(void);

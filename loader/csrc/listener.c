@@ -27,26 +27,6 @@
 
 #include "patch_internal.h"
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
-
-static void send_all(int fd, const char *s, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = send(fd, s, len, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return;
-        s += n;
-        len -= (size_t)n;
-    }
-}
-
 static void reply(int fd, int ok, const char *text, const char *details)
 {
     char line[1200];
@@ -56,9 +36,9 @@ static void reply(int fd, int ok, const char *text, const char *details)
         line[sizeof line - 2] = '\n';
         n = sizeof line - 1;
     }
-    send_all(fd, line, (size_t)n);
+    hp_send_all(fd, line, (size_t)n);
     if (details)
-        send_all(fd, details, strlen(details));
+        hp_send_all(fd, details, strlen(details));
 }
 
 /* Reads up to `len` bytes before the deadline; returns bytes read, -1 on
@@ -67,7 +47,7 @@ static ssize_t read_full(int fd, uint8_t *buf, size_t len, long long deadline)
 {
     size_t got = 0;
     while (got < len) {
-        long long left = deadline - now_ms();
+        long long left = deadline - hp_now_ms();
         if (left <= 0)
             return -1;
         struct pollfd p = {fd, POLLIN, 0};
@@ -151,7 +131,7 @@ static void serve(int fd, struct hp_client *client)
     prctl(PR_SET_PTRACER, (unsigned long)cred.pid, 0, 0, 0);
     struct timeval tv = {HP_IO_TIMEOUT_MS / 1000, (HP_IO_TIMEOUT_MS % 1000) * 1000};
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    long long deadline = now_ms() + HP_REQUEST_DEADLINE_MS;
+    long long deadline = hp_now_ms() + HP_REQUEST_DEADLINE_MS;
 
     /* Request line, read byte by byte so nothing of the payload is consumed. */
     char line[HP_MAX_REQUEST_LINE + 1];

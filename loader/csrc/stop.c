@@ -292,7 +292,7 @@ static int ensure_table(size_t threads, char *err, size_t errlen)
     return 0;
 }
 
-static size_t count_tasks(void)
+size_t hp_count_tasks(void)
 {
     char buf[4096];
     size_t count = 0;
@@ -360,7 +360,7 @@ int hp_stop_all(struct hp_stopset *set, char *err, size_t errlen)
     install_handler();
     if (refuse_blocked(self, err, errlen))
         return -1;
-    if (ensure_table(count_tasks(), err, errlen))
+    if (ensure_table(hp_count_tasks(), err, errlen))
         return -1;
     atomic_store(&g_nslots, 0);
     atomic_store(&g_slots, t->slots);

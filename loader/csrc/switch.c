@@ -373,16 +373,7 @@ static void explain(const struct outcome *o, const struct hp_switch *sw, char *e
  * (twice today's count: threads may start meanwhile). */
 static int thread_table(struct hp_thread **out, size_t *cap)
 {
-    size_t n = 0;
-    char buf[4096];
-    long got;
-    int fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    while (fd >= 0 && (got = syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0)
-        for (long off = 0; off < got; off += *(unsigned short *)(buf + off + 16))
-            n++;
-    if (fd >= 0)
-        close(fd);
-    *cap = 2 * n + 64;
+    *cap = 2 * hp_count_tasks() + 64;
     *out = calloc(*cap, sizeof **out);
     return *out ? 0 : -1;
 }
