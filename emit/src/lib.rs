@@ -163,6 +163,10 @@ fn emit_unit(
     let file = object::File::parse(unit.patched)
         .map_err(|e| Error::new(format!("cannot read patched object: {e}")))?;
     let sections = copy_sections(out, &file, unit.diff)?;
+    // The unit's statics follow its STT_FILE, as in any object: a later
+    // patch built on top of this one finds a static this one added by
+    // (file, name), like the executable's.
+    out.add_file_symbol(unit.diff.file.as_bytes().to_vec());
     let symbols = copy_symbols(out, names, &file, &sections)?;
     copy_relocations(out, names, &file, unit.diff, &sections, &symbols)?;
     eh.add_object(out, &file, unit.rel, &sections, notes)?;
