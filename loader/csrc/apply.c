@@ -1,7 +1,8 @@
 /*
- * Apply: find every replaced function in the running executable and check
- * it is the code the patch was built against (size + masked fingerprint,
- * always over the *original* bytes: an older patch's jump is looked through),
+ * Apply: find every replaced function (in the running executable, or added
+ * by an applied patch) and check its active code — an applied patch's
+ * replacement, else its own — is the code the patch was built against
+ * (size + masked fingerprint; an older patch's jump is looked through),
  * link the new code, collect call sites (sites.c) when asked, switch
  * (switch.c), and push the patch on the stack.
  * Overview in patch.c.
@@ -79,7 +80,8 @@ static int padding_fits(const struct prep *p, uintptr_t func, uint64_t size, siz
     uint64_t need = skip + JUMP_LEN;
     if (size >= need)
         return 1;
-    if (hp_exe_room(p->exe, func) < need)
+    int in_exe = func >= p->exe->lo && func < p->exe->hi;
+    if ((in_exe ? hp_exe_room(p->exe, func) : hp_patch_room(func)) < need)
         return 0;
     hp_original_bytes(&p->saved, func + size, need - size, after);
     for (uint64_t k = 0; k < need - size; k++)
@@ -111,35 +113,66 @@ static uint64_t fingerprint_running(const struct prep *p, uintptr_t func, uint64
     return h;
 }
 
-/* Finds the running function for a record and checks it is the code the
- * patch was built against. */
-static int find_target(const struct prep *p, const struct hp_func_rec *f, uintptr_t *func,
+/* Does the code that runs today for the function at func (its own, or the
+ * newest patch's replacement) match what record f was built against? A
+ * patch built on top of another compares with that patch's code, so a fix
+ * can only replace a function another patch replaced if it was built with
+ * that patch in its base. *stale: the patch whose code is active when only
+ * the code under it matches (the fix was built without that patch). */
+static int matches_active(const struct prep *p, const struct hp_symref *fn,
+                          const struct hp_func_rec *f, const char **stale)
+{
+    const char *by = NULL;
+    const struct redirect *act = hp_active_redirect(fn->addr, &by);
+    uintptr_t code = act ? act->target : fn->addr;
+    uint64_t size = act ? act->target_size : fn->size;
+    if (size == f->old_size && size <= HP_MAX_PATCH_SIZE &&
+        fingerprint_running(p, code, size, f) == f->fingerprint)
+        return 1;
+    if (act && fn->size == f->old_size && fn->size <= HP_MAX_PATCH_SIZE &&
+        fingerprint_running(p, fn->addr, fn->size, f) == f->fingerprint)
+        *stale = by;
+    return 0;
+}
+
+/* Finds the running function for a record — in the executable, else among
+ * the functions applied patches added — and checks its active code is the
+ * code the patch was built against. */
+static int find_target(const struct prep *p, const struct hp_func_rec *f, struct hp_symref *fn,
                        char *err, size_t errlen)
 {
     struct hp_symref refs[16];
     struct label l;
     int n = hp_exe_lookup(p->exe, f->file, f->name, 1, refs, 16);
     if (n == 0)
-        return hp_fail(err, errlen, "function %s is not in the running program's symbol table",
+        n = hp_patch_lookup(f->file, f->name, 1, refs);
+    if (n == 0)
+        return hp_fail(err, errlen,
+                       "function %s is not in the running program's symbol table, and no "
+                       "applied patch added it",
                        label(f, &l));
     if (n > 16)
         n = 16;
     int good = -1, ngood = 0;
-    uint64_t seen_size = 0;
-    for (int i = 0; i < n; i++) {
-        seen_size = refs[i].size;
-        if (refs[i].size != f->old_size || refs[i].size > HP_MAX_PATCH_SIZE)
-            continue;
-        if (fingerprint_running(p, refs[i].addr, refs[i].size, f) == f->fingerprint) {
+    const char *stale = NULL;
+    for (int i = 0; i < n; i++)
+        if (matches_active(p, &refs[i], f, &stale)) {
             good = i;
             ngood++;
         }
-    }
     if (ngood > 1)
         return hp_fail(err, errlen,
                        "function %s is ambiguous: %d functions of that name match the patch",
                        label(f, &l), ngood);
+    if (ngood == 0 && stale)
+        return hp_fail(err, errlen,
+                       "function %s: patch %s replaced it, and this patch was built against the "
+                       "code before %s — applying it would undo %s's fix. Build it with %s "
+                       "applied to its base, or revert %s first",
+                       label(f, &l), stale, stale, stale, stale, stale);
     if (ngood == 0) {
+        const struct redirect *act = n == 1 ? hp_active_redirect(refs[0].addr, NULL) : NULL;
+        uint64_t seen_size = act ? act->target_size : refs[0].size;
         if (n == 1 && seen_size != f->old_size)
             return hp_fail(err, errlen,
                            "function %s: running code does not match the code this patch was "
@@ -153,7 +186,7 @@ static int find_target(const struct prep *p, const struct hp_func_rec *f, uintpt
                        "version?",
                        label(f, &l), n > 1 ? "none of the candidates match: " : "");
     }
-    *func = refs[good].addr;
+    *fn = refs[good];
     return 0;
 }
 
@@ -167,25 +200,28 @@ static int prepare_entry(struct prep *p, const struct hp_func_rec *f, struct red
                        "function %s: redirect kind %u is not supported by this loader (only "
                        "entry jumps)",
                        label(f, &l), f->redirect);
-    uintptr_t func = 0;
-    if (find_target(p, f, &func, err, errlen))
+    struct hp_symref fn = {0};
+    if (find_target(p, f, &fn, err, errlen))
         return -1;
+    /* The jump goes at the entry everyone calls (the executable's, or that
+     * of the patch that added the function), whatever code is active. */
+    uintptr_t func = fn.addr;
     uint8_t head[sizeof ENDBR64];
     size_t skip = 0;
-    if (f->old_size >= sizeof ENDBR64) {
+    if (fn.size >= sizeof ENDBR64) {
         hp_original_bytes(&p->saved, func, sizeof head, head);
         skip = memcmp(head, ENDBR64, sizeof head) == 0 ? sizeof head : 0;
     }
-    if (f->old_size < skip + JUMP_LEN && !padding_fits(p, func, f->old_size, skip))
+    if (fn.size < skip + JUMP_LEN && !padding_fits(p, func, fn.size, skip))
         return hp_fail(err, errlen,
                        "function %s is too small (%llu bytes) for a %d-byte jump%s and no "
                        "alignment padding follows it; patch its callers instead",
-                       label(f, &l), (unsigned long long)f->old_size, JUMP_LEN,
+                       label(f, &l), (unsigned long long)fn.size, JUMP_LEN,
                        skip ? " after endbr64" : "");
     if (taken_before(p, func))
         return hp_fail(err, errlen, "function %s is replaced twice by this patch", label(f, &l));
     r->func = func;
-    r->size = f->old_size;
+    r->size = fn.size;
     *s = (struct span){.at = func + skip, .len = JUMP_LEN, .func = (uint32_t)i};
     memcpy(s->old, (const void *)s->at, JUMP_LEN); /* may be an older patch's jump */
     return 0;
@@ -268,9 +304,17 @@ static struct applied *record(const struct hp_patchobj *po, const struct hp_link
         free(id);
         return NULL;
     }
+    size_t ndefs = 0;
+    struct patch_def *defs = hp_defs_collect(po, l, &ndefs);
+    if (!defs) {
+        free(a);
+        free(id);
+        return NULL;
+    }
     *a = (struct applied){.id = id, .r = r, .n = po->nfuncs, .spans = spans, .nspans = nspans,
                           .call_sites = sites, .region = l->region.base,
-                          .region_size = l->region.size, .prev = hp_patch_top};
+                          .region_size = l->region.size, .defs = defs, .ndefs = ndefs,
+                          .prev = hp_patch_top};
     for (size_t i = 1; i < po->nsh; i++) /* its CFI lets threads in it be unwound */
         if (l->sec_addr[i] && strcmp(hp_po_secname(po, i), ".eh_frame") == 0) {
             a->eh_frame = l->sec_addr[i];

@@ -128,6 +128,10 @@ int hp_exe_get(const struct hp_exe **out, char *err, size_t errlen);
  * matches (fills at most `max` entries). */
 int hp_exe_lookup(const struct hp_exe *exe, const char *file, const char *name, int funcs_only,
                   struct hp_symref *out, int max);
+/* Looks up a symbol the applied patches define (the functions and data a
+ * patch added), oldest patch first: the fallback after hp_exe_lookup for a
+ * patch built on top of others (patchdefs.c; caller holds hp_lock). */
+int hp_patch_lookup(const char *file, const char *name, int funcs_only, struct hp_symref *out);
 /* Bytes from addr to the next symbol of the executable (or the end of its
  * image): how far a redirect may extend past a tiny function into the
  * alignment padding that follows it. */

@@ -12,7 +12,9 @@
  *
  * Symbols: defined ones resolve into the region; an undefined `FILE::NAME`
  * is the static NAME of FILE in the executable; any other undefined name is a
- * global of the executable, else a shared-library symbol (dlsym). Shared
+ * global of the executable, else a shared-library symbol (dlsym). Either
+ * kind may also be one an applied patch added (patchdefs.c), for a patch
+ * built on top of it. Shared
  * libraries are usually more than 2 GiB away, so rel32 calls to them go
  * through a stub and GOT-relative loads through a slot we allocate here.
  *
@@ -154,13 +156,17 @@ static int resolve_undef(const struct hp_patchobj *po, const struct hp_exe *exe,
         file[flen] = 0;
         memcpy(name, tail, nlen + 1);
         n = hp_exe_lookup(exe, file, name, 0, refs, 4);
+        if (n == 0) /* added by an applied patch this one was built on? */
+            n = hp_patch_lookup(file, name, 0, refs);
         if (n == 0)
             return hp_fail(err, errlen,
                            "static symbol %s of %s (needed by the patch) is not in the running "
-                           "program's symbol table",
+                           "program's symbol table, and no applied patch added it",
                            name, file);
     } else {
         n = hp_exe_lookup(exe, NULL, full, 0, refs, 4);
+        if (n == 0)
+            n = hp_patch_lookup(NULL, full, 0, refs);
     }
     if (n == 1 && refs[0].type == STT_TLS) {
         int64_t block;

@@ -10,13 +10,19 @@
  * Stacking: a function may be redirected by several patches. Each span
  * (entry jump or call site) saves the bytes it overwrote (the previous
  * patch's, or the original code); revert pops the newest patch and restores
- * exactly those bytes. The fingerprint check always looks at the *original*
- * bytes (hp_original_bytes looks through every patch's spans).
+ * exactly those bytes. The base check compares with the code that is
+ * active: the newest patch's replacement when there is one, so a fix must
+ * be built on top of the patch it replaces (one built against the code
+ * under it would silently undo that patch's fix, and is refused naming
+ * it). A patch may replace or call a function an earlier patch added
+ * (patchdefs.c). Reading code looks through every patch's spans
+ * (hp_original_bytes).
  *
  * Files (shared declarations in patch_internal.h):
  *   patch.c    the stack of applied patches, locking, list, the C API
  *   apply.c    finding and verifying the replaced functions, apply
  *   revert.c   revert
+ *   patchdefs.c  what applied patches define (for patches built on top)
  *   sites.c    checking the client's call sites, making them spans
  *   client.c   the conversation with hpctl (its stop, its call sites)
  *   switch.c   the switch protocol (numbered steps above hp_switch)
@@ -129,13 +135,22 @@ void hp_original_bytes(const struct hp_saved *s, uintptr_t addr, size_t len, uin
     }
 }
 
-uintptr_t hp_active_code(uintptr_t func)
+const struct redirect *hp_active_redirect(uintptr_t func, const char **patch_id)
 {
     for (const struct applied *p = hp_patch_top; p; p = p->prev)
         for (size_t i = 0; i < p->n; i++)
-            if (p->r[i].func == func)
-                return p->r[i].target;
-    return func;
+            if (p->r[i].func == func) {
+                if (patch_id)
+                    *patch_id = p->id;
+                return &p->r[i];
+            }
+    return NULL;
+}
+
+uintptr_t hp_active_code(uintptr_t func)
+{
+    const struct redirect *r = hp_active_redirect(func, NULL);
+    return r ? r->target : func;
 }
 
 int hp_patch_code_info(struct hp_code_info **out, size_t *n)

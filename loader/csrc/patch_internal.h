@@ -35,6 +35,14 @@ struct redirect {
     size_t nsites;       /* call sites redirected straight to target */
 };
 
+/* A symbol a patch defines (patchdefs.c). */
+struct patch_def {
+    const char *name, *file; /* file: "" for a global */
+    uintptr_t addr;
+    uint64_t size;
+    unsigned char type;      /* STT_FUNC or STT_OBJECT */
+};
+
 struct applied {
     char *id;
     struct redirect *r;
@@ -46,6 +54,8 @@ struct applied {
     size_t region_size;
     uintptr_t eh_frame;   /* the patch's .eh_frame in the region, 0 if none */
     size_t eh_size;
+    struct patch_def *defs; /* what it defines, names in the same block */
+    size_t ndefs;
     struct applied *prev; /* older patch */
 };
 
@@ -72,8 +82,20 @@ void hp_original_bytes(const struct hp_saved *s, uintptr_t addr, size_t len, uin
 /* The code that runs today when `func` (an executable entry) is called:
  * the newest applied patch's target for it, or func itself. */
 uintptr_t hp_active_code(uintptr_t func);
+/* The newest applied patch's redirect of func (and that patch's id), or
+ * NULL when func's own code runs. */
+const struct redirect *hp_active_redirect(uintptr_t func, const char **patch_id);
 /* The code of every applied patch, for the unwinder (malloc'ed array). */
 int hp_patch_code_info(struct hp_code_info **out, size_t *n);
+
+/* ---- patchdefs.c: what applied patches define ----------------------------- */
+/* The defined functions and data of a linked patch (one malloc'ed block). */
+struct patch_def *hp_defs_collect(const struct hp_patchobj *po, const struct hp_linked *l,
+                                  size_t *n);
+/* Bytes from addr (in an applied patch's region) to the next symbol that
+ * patch defines or its region's end; 0 outside every patch. Like
+ * hp_exe_room, for a tiny function a patch added. */
+uint64_t hp_patch_room(uintptr_t addr);
 
 /* ---- client.c: the conversation with hpctl (protocol.rs) ------------------ */
 struct hp_client {

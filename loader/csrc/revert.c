@@ -17,6 +17,7 @@ static void drop(struct applied *a, int unmap)
         munmap(a->region, a->region_size);
     hp_free_redirects(a->r, a->n);
     free(a->spans);
+    free(a->defs);
     free(a->id);
     free(a);
 }

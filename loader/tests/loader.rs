@@ -25,6 +25,8 @@ const FILE: &str = "prog.c";
 fn version(overrides: &[(&str, &str)]) -> String {
     let mut defs = [
         ("COMPUTE_FACTOR", "2"),
+        ("COMPUTE_PRELUDE", ""),
+        ("COMPUTE_EXTRA", ""),
         ("GREETING", "\"hello v1\""),
         ("SAY_FORMAT", "\"say v1 %d\\n\""),
         ("SAY_EXTRA", ""),
@@ -71,7 +73,19 @@ fn start(tag: &str, extra: &[&str]) -> Setup {
 }
 
 fn patch_file(s: &Setup, id: &str, new_src: &str, funcs: &[&str], extra: &[&str]) -> String {
-    make_patch(&s.work, id, FILE, &v1(), new_src, funcs, extra);
+    patch_from(s, id, &v1(), new_src, funcs, extra)
+}
+
+/// A patch built against `base_src` (for stacking: v1 with the fixes below).
+fn patch_from(
+    s: &Setup,
+    id: &str,
+    base_src: &str,
+    new_src: &str,
+    funcs: &[&str],
+    extra: &[&str],
+) -> String {
+    make_patch(&s.work, id, FILE, base_src, new_src, funcs, extra);
     s.work
         .path(&format!("{id}.hpo"))
         .to_str()
@@ -156,16 +170,14 @@ fn apply_list_revert_through_hpctl() {
     assert!(eintr.starts_with("nanosleep_eintr=0/"), "{eintr}");
 }
 
+/// Stacked patches are checked against the code that is active: a fix
+/// built against v1 cannot replace a function another patch already
+/// replaced (it would silently drop that fix); one built on top of it can.
 #[test]
 fn stacked_patches_and_c_api() {
     let mut s = start("stack", &[]);
-    let a = patch_file(
-        &s,
-        "a",
-        &version(&[("COMPUTE_FACTOR", "3")]),
-        &["compute"],
-        &[],
-    );
+    let factor3 = version(&[("COMPUTE_FACTOR", "3")]);
+    let a = patch_file(&s, "a", &factor3, &["compute"], &[]);
     let b = patch_file(
         &s,
         "b",
@@ -173,25 +185,129 @@ fn stacked_patches_and_c_api() {
         &["compute"],
         &[],
     );
+    let factor4 = version(&[("COMPUTE_FACTOR", "4")]);
+    let b_on_a = patch_from(&s, "b-on-a", &factor3, &factor4, &["compute"], &[]);
     // The C API, from the program's own main thread.
     assert_eq!(
         s.proc_.ask(&format!("apply {a}")),
         "0 applied a: 1 functions"
     );
     assert_eq!(s.proc_.ask("compute 1"), "45");
-    // b was built against the original code; the loader fingerprints the
-    // saved original bytes, not a's jump.
+    // b was built against v1 alone: applying it would lose a's fix.
+    let refused = s.proc_.ask(&format!("apply {b}"));
+    assert!(
+        refused.starts_with("-1 function compute: patch a replaced it")
+            && refused.contains("built against the code before a"),
+        "{refused}"
+    );
+    assert_eq!(s.proc_.ask("compute 1"), "45");
+    assert_eq!(s.proc_.ask("list"), "1 a compute|");
     assert_eq!(
-        s.proc_.ask(&format!("apply {b}")),
-        "0 applied b: 1 functions"
+        s.proc_.ask(&format!("apply {b_on_a}")),
+        "0 applied b-on-a: 1 functions"
     );
     assert_eq!(s.proc_.ask("compute 1"), "46");
-    assert_eq!(s.proc_.ask("list"), "2 a compute|b compute|");
-    assert_eq!(s.proc_.ask("revert"), "0 reverted b");
+    assert_eq!(s.proc_.ask("list"), "2 a compute|b-on-a compute|");
+    assert_eq!(s.proc_.ask("revert"), "0 reverted b-on-a");
     assert_eq!(s.proc_.ask("compute 1"), "45");
     assert_eq!(s.proc_.ask("revert"), "0 reverted a");
     assert_eq!(s.proc_.ask("compute 1"), "44");
+    // And the other way round: a fix built on top of a is refused while a
+    // is not applied.
+    let refused = s.proc_.ask(&format!("apply {b_on_a}"));
+    assert!(
+        refused.starts_with("-1 function compute: running code does not match"),
+        "{refused}"
+    );
     assert_eq!(s.proc_.ask("revert"), "-1 no patch applied");
+}
+
+/// Three levels, each built on the one below: every level changes the size
+/// of compute, level 2 replaces a function level 1 added (it is in no
+/// symbol table of the executable), level 3 calls it. Reverts go back one
+/// level at a time, through hpctl (consistent switches).
+#[test]
+fn three_stacked_levels_built_on_each_other() {
+    three_levels("levels", &[]);
+}
+
+#[test]
+fn three_stacked_levels_with_call_site_redirects() {
+    three_levels("levels-cs", &["--redirect", "call-site"]);
+}
+
+fn three_levels(tag: &str, redirect: &[&str]) {
+    let mut s = start(tag, &[]);
+    let pid = s.proc_.pid().to_string();
+    let bonus = |body: &str| {
+        format!("__attribute__((noipa)) static int level_bonus(int x) {{ return {body}; }}")
+    };
+    let l1 = version(&[
+        ("COMPUTE_PRELUDE", &bonus("x + 100")),
+        ("COMPUTE_EXTRA", "+ level_bonus(x)"),
+    ]);
+    let l2 = version(&[
+        ("COMPUTE_PRELUDE", &bonus("x * 7 + 1000")),
+        ("COMPUTE_EXTRA", "+ level_bonus(x) + level_bonus(x + 1)"),
+    ]);
+    let l3 = version(&[
+        ("COMPUTE_PRELUDE", &bonus("x * 7 + 1000")),
+        (
+            "COMPUTE_EXTRA",
+            "+ level_bonus(x) + level_bonus(x + 1) + level_bonus(x + 2)",
+        ),
+    ]);
+    let l1f = patch_from(&s, "l1", &v1(), &l1, &["compute"], &[]);
+    let l2f = patch_from(&s, "l2", &l1, &l2, &["compute", "level_bonus"], &[]);
+    let l3f = patch_from(&s, "l3", &l2, &l3, &["compute"], &[]);
+
+    // Level 2 needs level 1 below it: its base check fails on v1.
+    let apply = |path: &str| {
+        let mut args = vec!["apply"];
+        args.extend_from_slice(redirect);
+        args.extend([pid.as_str(), path]);
+        hpctl(&args)
+    };
+    let (ok, _, err) = apply(&l2f);
+    assert!(!ok && err.contains("level_bonus"), "{err}");
+    assert_eq!(s.proc_.ask("compute 1"), "44");
+
+    let levels = [
+        (&l1f, "l1", "145"),
+        (&l2f, "l2", "2065"),
+        (&l3f, "l3", "3086"),
+    ];
+    for (path, id, want) in levels {
+        let (ok, out, err) = apply(path);
+        assert!(ok, "{id}: {err}\nlog:\n{}", s.proc_.log_text());
+        assert!(out.starts_with(&format!("applied {id}:")), "{out}");
+        assert_eq!(s.proc_.ask("compute 1"), want, "after applying {id}");
+    }
+    let (ok, out, _) = hpctl(&["list", &pid]);
+    assert!(ok);
+    // Each level's calls to its functions: compute's from main, level
+    // 2's level_bonus from level 1's compute.
+    let sites = if redirect.is_empty() {
+        ""
+    } else {
+        " (1 call sites)"
+    };
+    assert_eq!(
+        out,
+        format!(
+            "l1 compute{sites}\nl2 prog.c::level_bonus{sites} compute{sites}\nl3 compute{sites}"
+        )
+    );
+    // The static counter compute bumps is the program's through every level.
+    let calls: u64 = s.proc_.ask("calls").parse().unwrap();
+    assert_eq!(calls, 4);
+    for (id, want) in [("l3", "2065"), ("l2", "145"), ("l1", "44")] {
+        let (ok, out, err) = hpctl(&["revert", &pid]);
+        assert!(ok, "revert {id}: {err}");
+        assert!(out.contains(id), "{out}");
+        assert_eq!(s.proc_.ask("compute 1"), want, "after reverting {id}");
+    }
+    assert!(s.proc_.alive());
 }
 
 /// Call-site redirects stack: the second patch rewrites the sites the first
@@ -209,9 +325,11 @@ fn stacked_call_site_patches_revert_level_by_level() {
         &["compute"],
         &[],
     );
-    let b = patch_file(
+    // Built on top of csa, as a second level must be.
+    let b = patch_from(
         &s,
         "csb",
+        &version(&[("COMPUTE_FACTOR", "3")]),
         &version(&[("COMPUTE_FACTOR", "4")]),
         &["compute"],
         &[],

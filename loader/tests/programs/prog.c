@@ -19,10 +19,14 @@ static __thread long tls_count;
 static atomic_long spins, sleeps, sleep_eintr, read_eintr;
 static int pipefd[2];
 
+/* COMPUTE_PRELUDE: functions a patch adds; COMPUTE_EXTRA: what compute
+ * adds to its result (stacked levels grow compute and call them). */
+COMPUTE_PRELUDE
+
 __attribute__((noipa)) int compute(int x)
 {
     calls++;
-    return x * COMPUTE_FACTOR + g_value;
+    return x * COMPUTE_FACTOR + g_value COMPUTE_EXTRA;
 }
 
 __attribute__((noipa)) static const char *greet(void)
