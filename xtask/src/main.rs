@@ -4,6 +4,7 @@
 mod bench;
 mod corpus;
 mod demo;
+mod fuzz;
 mod tools;
 
 use std::process::ExitCode;
@@ -15,8 +16,9 @@ fn main() -> ExitCode {
         "bench" => bench::run(),
         "test" => test(),
         "corpus" => corpus::run(&std::env::args().skip(2).collect::<Vec<_>>()),
+        "fuzz" => fuzz::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|corpus|bench>\n  demo  build hpbuild, start a program, patch it live, show the change\n  test  install what the tests need, build release binaries, run every test\n  corpus [lua] [sqlite]  Debian's security fixes for Lua 5.4 and SQLite, applied live with reproducers\n  bench [apply|calls|stop]  costs as ratios measured side by side: build, patched call, apply pause, memory; apply time per patch size; call cost (plain, loader, entry jump, call site); time all threads are parked and EINTR (ptrace vs. signal stop)");
+            eprintln!("usage: cargo xtask <demo|test|corpus|bench|fuzz>\n  demo  build hpbuild, start a program, patch it live, show the change\n  test  install what the tests need, build release binaries, run every test\n  corpus [lua] [sqlite]  Debian's security fixes for Lua 5.4 and SQLite, applied live with reproducers\n  bench [apply|calls|stop]  costs as ratios measured side by side: build, patched call, apply pause, memory; apply time per patch size; call cost (plain, loader, entry jump, call site); time all threads are parked and EINTR (ptrace vs. signal stop)\n  fuzz [--seconds N] [TARGET...]  the fuzz targets (loader, diff_reader, differ_object, differ_pair, read_patch) for N s each (default 30) from their committed corpora; `fuzz seeds` rewrites the generated seeds");
             return ExitCode::from(2);
         }
     };
