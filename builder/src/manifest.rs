@@ -11,6 +11,12 @@ pub struct Manifest {
     pub format_version: u32,
     pub patch_id: String,
     pub patch_object: String,
+    /// The patch object's content hash, hex: SHA-256 of the file with the
+    /// hash's own 32 bytes (in `.hotpatch.meta`) read as zero — the value
+    /// stored there, which hpctl and the loader check before applying
+    /// (format/README.md). Not `sha256sum` of the file, which reads those
+    /// bytes as they are.
+    pub sha256: String,
     pub reviewable_source: String,
     pub base: String,
     pub diff: DiffInfo,

@@ -74,6 +74,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         .map_err(|e| Error::new(e.to_string()))?;
     notes.extend(patch.notes);
     write(output, &patch.object)?;
+    let sha256 = format::hex(&patch.sha256);
 
     let source_path = output.with_extension("c");
     write(
@@ -106,6 +107,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         output,
         &source_path,
         patch_id,
+        sha256,
         notes,
     );
     if flags & format::HP_HDR_F_CALL_SITES != 0 {
@@ -361,6 +363,7 @@ fn build_manifest(
     output: &Path,
     source: &Path,
     patch_id: String,
+    sha256: String,
     notes: Vec<String>,
 ) -> Manifest {
     let replaced = units
@@ -384,6 +387,7 @@ fn build_manifest(
         format_version: format::HP_FORMAT_VERSION,
         patch_id,
         patch_object: output.display().to_string(),
+        sha256,
         reviewable_source: source.display().to_string(),
         base: base_label.to_string(),
         diff: DiffInfo {

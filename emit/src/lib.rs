@@ -10,7 +10,9 @@
 //! is re-pointed as the differ routed it (inside the patch, or to a named
 //! symbol of the running program), the kept `.eh_frame` records get new CIE
 //! pointers and `pc_begin` relocations (`ehframe.rs`), and `.hotpatch.meta`
-//! describes each replaced function.
+//! describes each replaced function. The finished object is sealed with its
+//! content hash (`format::seal`), last, so any later change to the file is
+//! refused by hpctl and the loader.
 //!
 //! It never decides what ships or how a symbol resolves (the differ does),
 //! never looks at the running program (the loader does), and never panics
@@ -58,8 +60,10 @@ macro_rules! bail {
 /// The written patch.
 #[derive(Debug, Clone)]
 pub struct Patch {
-    /// The ELF relocatable object (`OUT.hpo`).
+    /// The ELF relocatable object (`OUT.hpo`), sealed with its content hash.
     pub object: Vec<u8>,
+    /// Its content hash (`format::seal`), for the manifest.
+    pub sha256: [u8; 32],
     /// Facts for the manifest: unwind information the patch lacks.
     pub notes: Vec<String>,
 }
@@ -102,10 +106,17 @@ pub fn emit(units: &[Unit], patch_id: &str, base_id: &str, flags: u32) -> Result
         SectionKind::Metadata,
     );
     out.set_section_data(section, meta.encode(), 8);
-    let object = out
+    let mut object = out
         .write()
         .map_err(|e| Error::new(format!("cannot write the patch object: {e}")))?;
-    Ok(Patch { object, notes })
+    // The last step: nothing may change the bytes after the hash is taken.
+    let sha256 = format::seal(&mut object)
+        .map_err(|e| Error::new(format!("cannot seal the patch object: {e}")))?;
+    Ok(Patch {
+        object,
+        sha256,
+        notes,
+    })
 }
 
 /// Defined-symbol names must be unique in the patch (the metadata and the
@@ -364,6 +375,35 @@ mod tests {
             .unwrap();
         assert!(st.success());
         std::fs::read(dir.join(format!("{name}.o"))).unwrap()
+    }
+
+    /// The written object is sealed: its content hash is stored, matches,
+    /// and is what `Patch::sha256` reports; a changed code byte is refused.
+    #[test]
+    fn the_patch_is_sealed_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = |k: u32| format!("int scale(int x) {{ return x * {k}; }}\n");
+        let original = compile(dir.path(), "a", &src(2));
+        let patched = compile(dir.path(), "b", &src(3));
+        let diff = differ::compare(&original, &patched).unwrap();
+        let unit = Unit {
+            patched: &patched,
+            diff: &diff,
+            rel: "t.c",
+        };
+        let patch = emit(&[unit], "sealed", "base", 0).unwrap();
+        assert_eq!(format::verify_content_hash(&patch.object), Ok(patch.sha256));
+        format::read_patch(&patch.object).unwrap();
+        let file = object::File::parse(&*patch.object).unwrap();
+        let text = file.section_by_name(".text.scale").unwrap();
+        let (at, _) = text.file_range().unwrap();
+        let mut changed = patch.object.clone();
+        changed[at as usize] ^= 0xff;
+        let err = format::read_patch(&changed).unwrap_err().0;
+        assert!(
+            err.starts_with("patch sealed: content hash does not match"),
+            "{err}"
+        );
     }
 
     /// References to the running program's thread-locals are STT_TLS, as in

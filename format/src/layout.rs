@@ -37,6 +37,21 @@ pub const HP_HDR_BASE_ID: u32 = 44; // str, human-readable base description
 /// The builder asks for call-site redirects by default (`hpbuild --redirect
 /// call-site`); `hpctl apply --redirect` overrides it.
 pub const HP_HDR_F_CALL_SITES: u32 = 1;
+/// The header is followed by the patch's content hash (HP_HDR_SHA256).
+/// Every writer sets it; the readers refuse a patch without it (one written
+/// before content hashes). Older loaders ignore it and the hash, and read
+/// the tables where the header's offsets say, after the hash.
+pub const HP_HDR_F_SHA256: u32 = 2;
+
+// Content hash, right after the header: SHA-256 of the whole patch file
+// (every byte of the ELF object) with these 32 bytes read as zero. The
+// writer stores it as its last step; both readers check it before they look
+// at anything else in the patch, so a file changed after hpbuild wrote it is
+// refused as such.
+pub const HP_HDR_SHA256: u32 = 48; // [u8; 32]
+pub const HP_SHA256_SIZE: u32 = 32;
+/// Header and content hash: where the tables may start.
+pub const HP_HDR_SEALED_SIZE: u32 = 80;
 
 // Function record: one per function of the running program that the patch
 // replaces.

@@ -11,9 +11,18 @@
 //! * the non-allocated section [`HP_META_SECTION`] says which functions of the
 //!   running program are replaced, by which symbol, and what their original
 //!   code must look like (size + fingerprint), so the loader refuses a patch
-//!   built for different code.
+//!   built for different code;
+//! * the metadata header is followed by the patch's content hash: SHA-256 of
+//!   the whole file with the hash's own 32 bytes read as zero
+//!   ([`HP_HDR_SHA256`]). The writer stores it last ([`seal`]); every reader
+//!   checks it before anything else ([`verify_content_hash`], called by
+//!   [`read_patch`]; the loader's C reader does the same), so a file changed
+//!   after hpbuild wrote it is refused, naming the patch, before anything is
+//!   sent to a process or written into one.
 
+use object::read::elf::{FileHeader, SectionHeader};
 use object::{Object, ObjectSection, ObjectSymbol};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt;
 
@@ -48,7 +57,9 @@ impl FuncRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Meta {
     pub patch_id: String,
-    /// `HP_HDR_F_*` bits.
+    /// `HP_HDR_F_*` bits the builder chooses ([`HP_HDR_F_CALL_SITES`]);
+    /// [`HP_HDR_F_SHA256`] is the layout's, set by `encode` and required and
+    /// removed by `decode`.
     pub flags: u32,
     /// Free text describing what the patch was built against.
     pub base_id: String,
@@ -130,18 +141,19 @@ impl Meta {
         self.flags & HP_HDR_F_CALL_SITES != 0
     }
 
-    /// Serialises the metadata section.
+    /// Serialises the metadata section, with a content hash of zeros: the
+    /// writer [`seal`]s the finished file.
     pub fn encode(&self) -> Vec<u8> {
         let mut strs = StrTab::new();
         let nmasks: usize = self.funcs.iter().map(|f| f.masks.len()).sum();
-        let funcs_off = HP_HDR_SIZE;
+        let funcs_off = HP_HDR_SEALED_SIZE;
         let masks_off = funcs_off + HP_FUNC_SIZE * self.funcs.len() as u32;
         let strtab_off = masks_off + HP_MASK_SIZE * nmasks as u32;
         let mut out = vec![0u8; strtab_off as usize];
 
         out[..8].copy_from_slice(HP_MAGIC);
         put_u32(&mut out, HP_HDR_VERSION, HP_FORMAT_VERSION);
-        put_u32(&mut out, HP_HDR_FLAGS, self.flags);
+        put_u32(&mut out, HP_HDR_FLAGS, self.flags | HP_HDR_F_SHA256);
         put_u32(&mut out, HP_HDR_PATCH_ID, strs.add(&self.patch_id));
         put_u32(&mut out, HP_HDR_BASE_ID, strs.add(&self.base_id));
         put_u32(&mut out, HP_HDR_NFUNCS, self.funcs.len() as u32);
@@ -181,15 +193,7 @@ impl Meta {
     /// sections through both.
     pub fn decode(data: &[u8]) -> Result<Meta, FormatError> {
         let r = Reader { data };
-        if data.len() < HP_HDR_SIZE as usize || &data[..8] != HP_MAGIC {
-            return Err(bad("metadata section has no HOTPATCH header"));
-        }
-        let version = r.u32(HP_HDR_VERSION)?;
-        if version != HP_FORMAT_VERSION {
-            return Err(bad(format!(
-                "patch format version {version}, this tool reads version {HP_FORMAT_VERSION}"
-            )));
-        }
+        check_header(data)?;
         let strtab_off = r.u32(HP_HDR_STRTAB_OFF)?;
         let strtab_size = r.u32(HP_HDR_STRTAB_SIZE)?;
         // Non-empty and NUL-terminated: then every offset below its size
@@ -245,11 +249,141 @@ impl Meta {
         }
         Ok(Meta {
             patch_id,
-            flags: r.u32(HP_HDR_FLAGS)?,
+            flags: r.u32(HP_HDR_FLAGS)? & !HP_HDR_F_SHA256,
             base_id,
             funcs,
         })
     }
+}
+
+/// What comes before the tables, the same in every reader: the magic, the
+/// version, and the content hash (its flag, and room for it).
+fn check_header(data: &[u8]) -> Result<(), FormatError> {
+    let r = Reader { data };
+    if data.len() < HP_HDR_SIZE as usize || &data[..8] != HP_MAGIC {
+        return Err(bad("metadata section has no HOTPATCH header"));
+    }
+    let version = r.u32(HP_HDR_VERSION)?;
+    if version != HP_FORMAT_VERSION {
+        return Err(bad(format!(
+            "patch format version {version}, this tool reads version {HP_FORMAT_VERSION}"
+        )));
+    }
+    if r.u32(HP_HDR_FLAGS)? & HP_HDR_F_SHA256 == 0 {
+        return Err(bad(format!(
+            "{}no content hash (the patch was written by an hpbuild that stores none, or \
+             changed since)",
+            named(data)
+        )));
+    }
+    r.slice(0, HP_HDR_SEALED_SIZE as u64)?;
+    Ok(())
+}
+
+/// "patch ID: " when the metadata names its patch readably (its string
+/// table in bounds and terminated, the id a non-empty UTF-8 string in it),
+/// else nothing: the start of an error about the whole patch. The C reader
+/// names it by the same rule.
+fn named(data: &[u8]) -> String {
+    let r = Reader { data };
+    let id = (|| {
+        let strtab = r.slice(
+            r.u32(HP_HDR_STRTAB_OFF)? as u64,
+            r.u32(HP_HDR_STRTAB_SIZE)? as u64,
+        )?;
+        if strtab.last() != Some(&0) {
+            return Err(bad(""));
+        }
+        read_str(strtab, r.u32(HP_HDR_PATCH_ID)?)
+    })();
+    match id {
+        Ok(id) if !id.is_empty() => format!("patch {id}: "),
+        _ => String::new(),
+    }
+}
+
+/// The one metadata section of a patch file: its file offset and bytes.
+/// Reads only the ELF header, the section headers
+/// and their names, so the content hash can be checked before the rest.
+fn find_meta(patch: &[u8]) -> Result<(usize, &[u8]), FormatError> {
+    let not_elf = |e: object::Error| bad(format!("not an ELF object: {e}"));
+    let header = object::elf::FileHeader64::<object::Endianness>::parse(patch).map_err(not_elf)?;
+    let endian = header.endian().map_err(not_elf)?;
+    let sections = header.sections(endian, patch).map_err(not_elf)?;
+    let mut metas = sections
+        .iter()
+        .filter(|s| sections.section_name(endian, s) == Ok(HP_META_SECTION.as_bytes()));
+    let section = metas.next().ok_or_else(|| {
+        bad(format!(
+            "no {HP_META_SECTION} section: not a hotpatch object"
+        ))
+    })?;
+    if metas.next().is_some() {
+        return Err(bad(format!(
+            "patch has more than one {HP_META_SECTION} section"
+        )));
+    }
+    let Some((off, size)) = section.file_range(endian) else {
+        return Err(bad(format!("{HP_META_SECTION} has no contents")));
+    };
+    let data = off
+        .checked_add(size)
+        .and_then(|end| patch.get(off as usize..end as usize))
+        .ok_or_else(|| {
+            bad(format!(
+                "{HP_META_SECTION} lies outside the file (truncated patch?)"
+            ))
+        })?;
+    Ok((off as usize, data))
+}
+
+/// SHA-256 of `patch` with the 32 bytes at `field` read as zero.
+fn hash_with_field_zeroed(patch: &[u8], field: usize) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(&patch[..field]);
+    h.update([0u8; HP_SHA256_SIZE as usize]);
+    h.update(&patch[field + HP_SHA256_SIZE as usize..]);
+    h.finalize().into()
+}
+
+/// Finds the content hash field of a patch file: its file offset, and the
+/// metadata it is in (header checked).
+fn hash_field(patch: &[u8]) -> Result<(usize, &[u8]), FormatError> {
+    let (at, meta) = find_meta(patch)?;
+    check_header(meta)?;
+    Ok((at + HP_HDR_SHA256 as usize, meta))
+}
+
+/// Stores the content hash of a finished patch file ([`HP_HDR_SHA256`]) and
+/// returns it. The writer's last step; a test that changes a patch on
+/// purpose, to reach a check behind the hash, seals it again.
+pub fn seal(patch: &mut [u8]) -> Result<[u8; 32], FormatError> {
+    let (field, _) = hash_field(patch)?;
+    let hash = hash_with_field_zeroed(patch, field);
+    patch[field..field + HP_SHA256_SIZE as usize].copy_from_slice(&hash);
+    Ok(hash)
+}
+
+/// Checks the content hash of a patch file and returns it: refuses a file
+/// changed after it was sealed, naming the patch. [`read_patch`] calls it
+/// first; the loader's C reader checks the same, in the same words.
+pub fn verify_content_hash(patch: &[u8]) -> Result<[u8; 32], FormatError> {
+    let (field, meta) = hash_field(patch)?;
+    let stored: [u8; 32] = patch[field..field + HP_SHA256_SIZE as usize]
+        .try_into()
+        .unwrap();
+    if hash_with_field_zeroed(patch, field) != stored {
+        return Err(bad(format!(
+            "{}content hash does not match (the file was changed after hpbuild wrote it)",
+            named(meta)
+        )));
+    }
+    Ok(stored)
+}
+
+/// Lower-case hex of a hash, as the manifest and messages show it.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 struct Reader<'a> {
@@ -293,11 +427,14 @@ fn read_str(strtab: &[u8], at: u32) -> Result<String, FormatError> {
     String::from_utf8(tail[..end].to_vec()).map_err(|_| bad("metadata string is not UTF-8"))
 }
 
-/// Checks that `bytes` is an x86-64 ELF relocatable object with a valid
-/// metadata section whose replacement symbols are defined in executable
-/// sections, and returns the metadata. Used by hpctl before anything is sent
-/// to a process.
+/// Checks that `bytes` is a patch as its writer sealed it (the content
+/// hash, first), an x86-64 ELF relocatable object with a valid metadata
+/// section whose replacement symbols are defined in executable sections,
+/// and returns the metadata. Used by hpctl before anything is sent to a
+/// process.
 pub fn read_patch(bytes: &[u8]) -> Result<Meta, FormatError> {
+    verify_content_hash(bytes)?;
+    let (_, data) = find_meta(bytes)?;
     let file = object::File::parse(bytes).map_err(|e| bad(format!("not an ELF object: {e}")))?;
     if file.format() != object::BinaryFormat::Elf
         || file.architecture() != object::Architecture::X86_64
@@ -305,20 +442,6 @@ pub fn read_patch(bytes: &[u8]) -> Result<Meta, FormatError> {
     {
         return Err(bad("not an x86-64 ELF relocatable object"));
     }
-    let mut metas = file.sections().filter(|s| s.name() == Ok(HP_META_SECTION));
-    let section = metas.next().ok_or_else(|| {
-        bad(format!(
-            "no {HP_META_SECTION} section: not a hotpatch object"
-        ))
-    })?;
-    if metas.next().is_some() {
-        return Err(bad(format!(
-            "patch has more than one {HP_META_SECTION} section"
-        )));
-    }
-    let data = section
-        .data()
-        .map_err(|e| bad(format!("{HP_META_SECTION} is unreadable: {e}")))?;
     let meta = Meta::decode(data)?;
     // The first defined symbol of each name, as the loader finds it.
     let mut defined = HashMap::new();
@@ -428,6 +551,117 @@ mod tests {
         b[2] = 99;
         assert_eq!(fingerprint(&a, &[(2, 2)]), fingerprint(&b, &[(2, 2)]));
         assert_ne!(fingerprint(&a, &[(3, 2)]), fingerprint(&b, &[(3, 2)]));
+    }
+
+    /// A small sealed patch object: `.text` holding the replacement code of
+    /// both functions of [`sample`], and the metadata.
+    fn sealed_patch() -> (Vec<u8>, std::ops::Range<usize>) {
+        use object::write;
+        let mut out = write::Object::new(
+            object::BinaryFormat::Elf,
+            object::Architecture::X86_64,
+            object::Endianness::Little,
+        );
+        let text = out.add_section(Vec::new(), b".text".to_vec(), object::SectionKind::Text);
+        // lea (%rdi,%rdi,2),%eax; ret -- twice.
+        out.set_section_data(
+            text,
+            vec![0x8d, 0x04, 0x7f, 0xc3, 0x8d, 0x04, 0x7f, 0xc3],
+            16,
+        );
+        for (name, value) in [("helper", 0), ("main", 4)] {
+            out.add_symbol(write::Symbol {
+                name: name.as_bytes().to_vec(),
+                value,
+                size: 4,
+                kind: object::SymbolKind::Text,
+                scope: object::SymbolScope::Linkage,
+                weak: false,
+                section: write::SymbolSection::Section(text),
+                flags: object::SymbolFlags::None,
+            });
+        }
+        let meta = out.add_section(
+            Vec::new(),
+            HP_META_SECTION.as_bytes().to_vec(),
+            object::SectionKind::Metadata,
+        );
+        out.set_section_data(meta, sample().encode(), 8);
+        let mut bytes = out.write().unwrap();
+        seal(&mut bytes).unwrap();
+        let file = object::File::parse(&*bytes).unwrap();
+        let (off, size) = file.section_by_name(".text").unwrap().file_range().unwrap();
+        (bytes, off as usize..(off + size) as usize)
+    }
+
+    #[test]
+    fn the_content_hash_is_sha256_of_the_file_with_its_field_zeroed() {
+        let (bytes, _) = sealed_patch();
+        let file = object::File::parse(&*bytes).unwrap();
+        let (meta_off, _) = file
+            .section_by_name(HP_META_SECTION)
+            .unwrap()
+            .file_range()
+            .unwrap();
+        let field = meta_off as usize + HP_HDR_SHA256 as usize;
+        let mut zeroed = bytes.clone();
+        zeroed[field..field + 32].fill(0);
+        let want: [u8; 32] = Sha256::digest(&zeroed).into();
+        assert_eq!(bytes[field..field + 32], want);
+        assert_eq!(verify_content_hash(&bytes), Ok(want));
+        assert_eq!(read_patch(&bytes).unwrap(), sample());
+        assert_eq!(hex(&want[..2]), format!("{:02x}{:02x}", want[0], want[1]));
+    }
+
+    #[test]
+    fn a_patch_changed_after_sealing_is_refused_naming_it() {
+        let (bytes, text) = sealed_patch();
+        let mut changed = bytes.clone();
+        changed[text.start] ^= 0xff;
+        changed[text.start + 1] ^= 0xff;
+        let refusal = "patch fix-1: content hash does not match (the file was changed after \
+                       hpbuild wrote it)";
+        assert_eq!(read_patch(&changed).unwrap_err().0, refusal);
+        assert_eq!(verify_content_hash(&changed).unwrap_err().0, refusal);
+        // The hash is what refuses it: sealed again, the same bytes read.
+        seal(&mut changed).unwrap();
+        assert_eq!(read_patch(&changed).unwrap(), sample());
+        // Any single changed byte is refused (or, where the change breaks
+        // what locates the hash, refused for that).
+        for at in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[at] ^= 0x01;
+            assert!(read_patch(&b).is_err(), "byte {at} changed and accepted");
+        }
+    }
+
+    #[test]
+    fn a_patch_without_a_content_hash_is_refused() {
+        let (bytes, _) = sealed_patch();
+        let file = object::File::parse(&*bytes).unwrap();
+        let (meta_off, _) = file
+            .section_by_name(HP_META_SECTION)
+            .unwrap()
+            .file_range()
+            .unwrap();
+        let flags = meta_off as usize + HP_HDR_FLAGS as usize;
+        let mut old = bytes.clone();
+        old[flags] &= !(HP_HDR_F_SHA256 as u8);
+        let refusal = "patch fix-1: no content hash (the patch was written by an hpbuild that \
+                       stores none, or changed since)";
+        assert_eq!(read_patch(&old).unwrap_err().0, refusal);
+        assert_eq!(seal(&mut old).unwrap_err().0, refusal);
+    }
+
+    #[test]
+    fn the_hash_flag_is_the_layouts_not_the_builders() {
+        let bytes = sample().encode();
+        let flags = u32::from_le_bytes(bytes[HP_HDR_FLAGS as usize..][..4].try_into().unwrap());
+        assert_eq!(flags, HP_HDR_F_CALL_SITES | HP_HDR_F_SHA256);
+        assert_eq!(Meta::decode(&bytes).unwrap().flags, HP_HDR_F_CALL_SITES);
+        assert!(bytes[HP_HDR_SHA256 as usize..HP_HDR_SEALED_SIZE as usize]
+            .iter()
+            .all(|&b| b == 0));
     }
 
     #[test]

@@ -7,11 +7,17 @@
  * index and string is checked here, once, so the rest of the loader can use
  * the parsed structure without re-checking. Headers, section headers and
  * symbols are copied out with memcpy because the buffer need not be aligned.
+ *
+ * The content hash comes first: as soon as the section names lead to
+ * .hotpatch.meta, the SHA-256 of the whole file (its hash field read as
+ * zero) must match the one hpbuild stored there, or the patch is refused,
+ * named, before anything else of it is read (format/README.md).
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "hp_internal.h"
+#include "sha256.h"
 
 /* off + len <= size, without overflow. */
 static int in_bounds(uint64_t off, uint64_t len, uint64_t size)
@@ -161,11 +167,27 @@ void hp_patchobj_free(struct hp_patchobj *po)
     memset(po, 0, sizeof *po);
 }
 
-/* Parses .hotpatch.meta: the same checks, in the same order and words, as
- * Meta::decode in format/src/patch.rs (loader/tests/malformed.rs runs one
- * table of malformed sections through both). */
-static int parse_meta(struct hp_patchobj *po, const uint8_t *m, uint64_t msize, char *err,
-                      size_t errlen)
+/* The patch's id when the metadata names it readably (its string table in
+ * bounds and terminated, the id a non-empty UTF-8 string in it), else NULL:
+ * the rule of `named` in format/src/patch.rs. msize >= HP_HDR_SIZE. */
+static const char *readable_id(const uint8_t *m, uint64_t msize)
+{
+    uint32_t stroff = rd32(m + HP_HDR_STRTAB_OFF), strsize = rd32(m + HP_HDR_STRTAB_SIZE);
+    uint32_t id = rd32(m + HP_HDR_PATCH_ID);
+    if (!in_bounds(stroff, strsize, msize) || !strtab_ok((const char *)m + stroff, strsize) ||
+        id >= strsize)
+        return NULL;
+    const char *s = (const char *)m + stroff + id;
+    return *s && utf8_ok(s) ? s : NULL;
+}
+
+/* "patch ID: " or nothing, as three %s arguments. */
+#define NAMED(id) (id) ? "patch " : "", (id) ? (id) : "", (id) ? ": " : ""
+
+/* The metadata up to its tables: magic, version, the content hash's flag
+ * and room for it. The same checks, order and words as check_header in
+ * format/src/patch.rs. */
+static int check_header(const uint8_t *m, uint64_t msize, char *err, size_t errlen)
 {
     if (msize < HP_HDR_SIZE || memcmp(m + HP_HDR_MAGIC, HP_MAGIC, 8) != 0)
         return hp_fail(err, errlen, "metadata section has no HOTPATCH header");
@@ -173,6 +195,49 @@ static int parse_meta(struct hp_patchobj *po, const uint8_t *m, uint64_t msize, 
     if (version != HP_FORMAT_VERSION)
         return hp_fail(err, errlen, "patch format version %u, this loader reads version %u",
                        version, HP_FORMAT_VERSION);
+    if (!(rd32(m + HP_HDR_FLAGS) & HP_HDR_F_SHA256))
+        return hp_fail(err, errlen,
+                       "%s%s%sno content hash (the patch was written by an hpbuild that stores "
+                       "none, or changed since); rebuild it",
+                       NAMED(readable_id(m, msize)));
+    if (msize < HP_HDR_SEALED_SIZE)
+        return hp_fail(err, errlen, "metadata is truncated (content hash)");
+    return 0;
+}
+
+/* The content hash: SHA-256 of all `size` bytes with the field at
+ * meta_off + HP_HDR_SHA256 read as zero must equal that field. m, msize: the
+ * metadata section, in bounds, at meta_off. */
+static int check_hash(const uint8_t *data, size_t size, uint64_t meta_off, const uint8_t *m,
+                      uint64_t msize, char *err, size_t errlen)
+{
+    static const uint8_t zeros[HP_SHA256_SIZE];
+    uint8_t digest[HP_SHA256_SIZE];
+    struct hp_sha256 c;
+    if (check_header(m, msize, err, errlen))
+        return -1;
+    uint64_t field = meta_off + HP_HDR_SHA256;
+    hp_sha256_init(&c);
+    hp_sha256_update(&c, data, field);
+    hp_sha256_update(&c, zeros, HP_SHA256_SIZE);
+    hp_sha256_update(&c, data + field + HP_SHA256_SIZE, size - field - HP_SHA256_SIZE);
+    hp_sha256_final(&c, digest);
+    if (memcmp(digest, m + HP_HDR_SHA256, HP_SHA256_SIZE) != 0)
+        return hp_fail(err, errlen,
+                       "%s%s%scontent hash does not match (the file was changed after hpbuild "
+                       "wrote it); rebuild it",
+                       NAMED(readable_id(m, msize)));
+    return 0;
+}
+
+/* Parses .hotpatch.meta: the same checks, in the same order and words, as
+ * Meta::decode in format/src/patch.rs (loader/tests/malformed.rs runs one
+ * table of malformed sections through both). */
+static int parse_meta(struct hp_patchobj *po, const uint8_t *m, uint64_t msize, char *err,
+                      size_t errlen)
+{
+    if (check_header(m, msize, err, errlen))
+        return -1;
     uint32_t stroff = rd32(m + HP_HDR_STRTAB_OFF), strsize = rd32(m + HP_HDR_STRTAB_SIZE);
     uint32_t nfuncs = rd32(m + HP_HDR_NFUNCS), funcs_off = rd32(m + HP_HDR_FUNCS_OFF);
     uint32_t nmasks = rd32(m + HP_HDR_NMASKS), masks_off = rd32(m + HP_HDR_MASKS_OFF);
@@ -256,6 +321,34 @@ int hp_patchobj_parse(struct hp_patchobj *po, const uint8_t *data, size_t size, 
         return hp_fail(err, errlen, "out of memory");
     memcpy(po->sh, data + eh.e_shoff, po->nsh * sizeof *po->sh);
 
+    /* The section names lead to the metadata, which holds the content hash:
+     * checked before anything else. */
+    const Elf64_Shdr *shs = &po->sh[eh.e_shstrndx];
+    if (shs->sh_type != SHT_STRTAB || !in_bounds(shs->sh_offset, shs->sh_size, size))
+        return hp_fail(err, errlen, "ELF section name table is malformed");
+    po->shstr = (const char *)data + shs->sh_offset;
+    po->shstr_size = shs->sh_size;
+    if (!strtab_ok(po->shstr, po->shstr_size))
+        return hp_fail(err, errlen, "ELF section name table is malformed");
+    size_t meta_idx = 0;
+    for (size_t i = 1; i < po->nsh; i++)
+        if (strcmp(hp_po_secname(po, i), HP_META_SECTION) == 0) {
+            if (meta_idx)
+                return hp_fail(err, errlen, "patch has more than one %s section",
+                               HP_META_SECTION);
+            meta_idx = i;
+        }
+    if (!meta_idx)
+        return hp_fail(err, errlen, "no %s section: not a hotpatch object", HP_META_SECTION);
+    const Elf64_Shdr *ms = &po->sh[meta_idx];
+    if (ms->sh_type == SHT_NOBITS)
+        return hp_fail(err, errlen, "%s has no contents", HP_META_SECTION);
+    if (!in_bounds(ms->sh_offset, ms->sh_size, size))
+        return hp_fail(err, errlen, "%s lies outside the file (truncated patch?)",
+                       HP_META_SECTION);
+    if (check_hash(data, size, ms->sh_offset, data + ms->sh_offset, ms->sh_size, err, errlen))
+        return -1;
+
     for (size_t i = 0; i < po->nsh; i++) {
         const Elf64_Shdr *s = &po->sh[i];
         if (s->sh_type != SHT_NOBITS && s->sh_type != SHT_NULL &&
@@ -269,26 +362,13 @@ int hp_patchobj_parse(struct hp_patchobj *po, const uint8_t *data, size_t size, 
         if ((s->sh_flags & SHF_ALLOC) && s->sh_size > HP_MAX_PATCH_SIZE)
             return hp_fail(err, errlen, "section %zu is too large", i);
     }
-    const Elf64_Shdr *shs = &po->sh[eh.e_shstrndx];
-    po->shstr = (const char *)data + shs->sh_offset;
-    po->shstr_size = shs->sh_size;
-    if (shs->sh_type != SHT_STRTAB || !strtab_ok(po->shstr, po->shstr_size))
-        return hp_fail(err, errlen, "ELF section name table is malformed");
 
     /* The symbol table and its strings. */
-    size_t meta_idx = 0;
     for (size_t i = 1; i < po->nsh; i++) {
-        const Elf64_Shdr *s = &po->sh[i];
-        if (s->sh_type == SHT_SYMTAB) {
+        if (po->sh[i].sh_type == SHT_SYMTAB) {
             if (po->symtab_idx)
                 return hp_fail(err, errlen, "patch has more than one symbol table");
             po->symtab_idx = i;
-        }
-        if (strcmp(hp_po_secname(po, i), HP_META_SECTION) == 0) {
-            if (meta_idx)
-                return hp_fail(err, errlen, "patch has more than one %s section",
-                               HP_META_SECTION);
-            meta_idx = i;
         }
     }
     if (!po->symtab_idx)
@@ -369,11 +449,6 @@ int hp_patchobj_parse(struct hp_patchobj *po, const uint8_t *data, size_t size, 
         }
     }
 
-    if (!meta_idx)
-        return hp_fail(err, errlen, "no %s section: not a hotpatch object", HP_META_SECTION);
-    const Elf64_Shdr *ms = &po->sh[meta_idx];
-    if (ms->sh_type == SHT_NOBITS)
-        return hp_fail(err, errlen, "%s has no contents", HP_META_SECTION);
     if (parse_meta(po, data + ms->sh_offset, ms->sh_size, err, errlen))
         return -1;
 

@@ -6,7 +6,9 @@
 //! case, in the same words, and both must accept the good ones.
 //!
 //! Every case is an edit of a real patch (differ + emit, as hpbuild makes
-//! it) that replaces `target()` of the running test program.
+//! it) that replaces `target()` of the running test program. Both readers
+//! check the content hash first, so an edit meant for a deeper check is
+//! sealed again (`format::seal`, in [`with_meta`]); the hash cases are not.
 
 mod common;
 
@@ -56,6 +58,56 @@ const MALFORMED: &[Case] = &[
         name: "format version 0",
         says: "patch format version 0,",
         edit: |p| with_meta(p, |m| m.write32(HP_HDR_VERSION, 0)),
+    },
+    // The content hash.
+    Case {
+        name: "two bytes of the replacement code changed after sealing",
+        says: "patch good: content hash does not match (the file was changed after hpbuild \
+               wrote it)",
+        edit: |p| flip_code(p, 8),
+    },
+    Case {
+        name: "a byte of the stored hash changed",
+        says: "patch good: content hash does not match",
+        edit: |p| {
+            let mut out = p.to_vec();
+            out[meta_offset(p) + HP_HDR_SHA256 as usize + 5] ^= 0x40;
+            out
+        },
+    },
+    Case {
+        name: "a byte appended to the file",
+        says: "patch good: content hash does not match",
+        edit: |p| [p, &[0]].concat(),
+    },
+    Case {
+        // The id cannot be read: the message names no patch.
+        name: "patch id made non-UTF-8 after sealing",
+        says: "err content hash does not match",
+        edit: |p| {
+            let mut out = p.to_vec();
+            let meta = meta_offset(p);
+            let id = meta
+                + (out.read32((meta + HP_HDR_STRTAB_OFF as usize) as u32)
+                    + out.read32((meta + HP_HDR_PATCH_ID as usize) as u32))
+                    as usize;
+            out[id] = 0xff;
+            out
+        },
+    },
+    Case {
+        name: "no content hash (flag cleared, sealed again)",
+        says: "patch good: no content hash (the patch was written by an hpbuild that stores none",
+        edit: |p| {
+            with_meta(p, |m| {
+                m.write32(HP_HDR_FLAGS, m.read32(HP_HDR_FLAGS) & !HP_HDR_F_SHA256)
+            })
+        },
+    },
+    Case {
+        name: "metadata ends inside the content hash",
+        says: "metadata is truncated",
+        edit: |p| with_meta(p, |m| m.truncate(HP_HDR_SEALED_SIZE as usize - 1)),
     },
     // The string table.
     Case {
@@ -274,6 +326,11 @@ const GOOD: &[(&str, Edit)] = &[
     ("bytes after the string table", |p| {
         with_meta(p, |m| m.extend_from_slice(&[0xff; 8]))
     }),
+    ("code changed, then sealed again", |p| {
+        let mut out = flip_code(p, 0);
+        seal(&mut out).unwrap();
+        out
+    }),
 ];
 
 /// Little-endian fields of a metadata section (methods, so an edit can
@@ -315,6 +372,28 @@ fn meta_header(patch: &[u8]) -> usize {
     shoff + index * 64
 }
 
+/// The file offset of the metadata section's contents.
+fn meta_offset(patch: &[u8]) -> usize {
+    let file = object::File::parse(patch).unwrap();
+    let section = file.section_by_name(HP_META_SECTION).unwrap();
+    section.file_range().unwrap().0 as usize
+}
+
+/// `patch` with two bytes of `target`'s new code inverted, `at` bytes in.
+fn flip_code(patch: &[u8], at: usize) -> Vec<u8> {
+    let file = object::File::parse(patch).unwrap();
+    let (off, size) = file
+        .section_by_name(".text.target")
+        .unwrap()
+        .file_range()
+        .unwrap();
+    assert!(at + 2 <= size as usize);
+    let mut out = patch.to_vec();
+    out[off as usize + at] ^= 0xff;
+    out[off as usize + at + 1] ^= 0xff;
+    out
+}
+
 fn meta_of(patch: &[u8]) -> Vec<u8> {
     let file = object::File::parse(patch).unwrap();
     let data = file.section_by_name(HP_META_SECTION).unwrap().data();
@@ -330,7 +409,9 @@ fn append(patch: &mut Vec<u8>, data: &[u8]) -> u64 {
 }
 
 /// `patch` with its metadata section's contents edited by `f` (the new
-/// contents are appended and the section header re-pointed at them).
+/// contents are appended and the section header re-pointed at them), sealed
+/// again where the edit leaves room for a content hash, so the edit reaches
+/// the check it is meant for.
 fn with_meta(patch: &[u8], f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut meta = meta_of(patch);
     f(&mut meta);
@@ -339,6 +420,7 @@ fn with_meta(patch: &[u8], f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let at = append(&mut out, &meta);
     out[hdr + 24..hdr + 32].copy_from_slice(&at.to_le_bytes());
     out[hdr + 32..hdr + 40].copy_from_slice(&(meta.len() as u64).to_le_bytes());
+    let _ = seal(&mut out);
     out
 }
 
