@@ -312,8 +312,8 @@ static struct applied *record(const struct hp_patchobj *po, const struct hp_link
         return NULL;
     }
     *a = (struct applied){.id = id, .r = r, .n = po->nfuncs, .spans = spans, .nspans = nspans,
-                          .call_sites = sites, .region = l->region.base,
-                          .region_size = l->region.size, .defs = defs, .ndefs = ndefs,
+                          .call_sites = sites, .text = l->text, .data = l->data,
+                          .defs = defs, .ndefs = ndefs,
                           .prev = hp_patch_top};
     for (size_t i = 1; i < po->nsh; i++) /* its CFI lets threads in it be unwound */
         if (l->sec_addr[i] && strcmp(hp_po_secname(po, i), ".eh_frame") == 0) {
@@ -330,7 +330,7 @@ static void log_applied(const struct applied *a, const char *msg, const char *ba
         hp_log("  %s%s%s: %#lx -> %#lx%s", a->r[i].file, *a->r[i].file ? "::" : "",
                a->r[i].name, (unsigned long)a->r[i].func, (unsigned long)a->r[i].target,
                a->call_sites ? " (+call sites)" : "");
-    hp_log("%s (base %s, region %p%s%s)", msg, base_id, a->region,
+    hp_log("%s (base %s, code at %#lx%s%s)", msg, base_id, (unsigned long)a->text.at,
            a->eh_frame ? ", with unwind information" : "",
            a->n > LOG_EACH_MAX ? "; functions not logged one by one, there are more than "
                                  STR(LOG_EACH_MAX)

@@ -22,6 +22,9 @@ static int frame_cb(void *arg, uintptr_t pc, unsigned depth)
     struct check *c = arg;
     (void)depth;
     c->frames++;
+    for (size_t k = 0; k < c->nprobes; k++) /* never busy: only not reclaimable */
+        if (pc >= c->probes[k].lo && pc < c->probes[k].hi)
+            c->probe_hit[k] = 1;
     for (size_t k = 0; k < c->nr; k++) {
         const struct busy_range *b = &c->ranges[k];
         if (pc < b->lo || pc >= b->hi)
@@ -96,13 +99,13 @@ void hp_busy_report(const struct check *c, const char *reverting, char *details,
         else if (b->name)
             snprintf(line, sizeof line,
                      "thread %d is running patch %s's %s(); it finishes in the patch's code, "
-                     "which stays mapped",
+                     "which is freed once no thread is in it",
                      (int)c->hits[h].tid, reverting,
                      hp_fn_label(b->name, b->file, label, sizeof label));
         else
             snprintf(line, sizeof line,
-                     "thread %d is inside patch %s's code; it finishes there (the code stays "
-                     "mapped)",
+                     "thread %d is inside patch %s's code; it finishes there (the code is "
+                     "freed once no thread is in it)",
                      (int)c->hits[h].tid, reverting);
         hp_log("  %s", line);
         append(details, detlen, &used, "%s\n", line);
@@ -136,7 +139,7 @@ int hp_consistent_failure(const struct check *c, const char *reverting, unsigned
         return hp_fail(err, errlen,
                        "patch %s's %s%s is on the stack of thread %d (it never returned within "
                        "%s): it cannot be removed consistently; revert with --lazy to restore "
-                       "the old code for future calls (the patch's code then stays mapped)",
+                       "the old code for future calls (the patch's code is freed once no thread is in it)",
                        reverting,
                        b->name ? hp_fn_label(b->name, b->file, label, sizeof label) : "code",
                        b->name ? "()" : "", (int)c->hits[0].tid, t);
@@ -173,8 +176,7 @@ struct busy_range *hp_busy_ranges(const struct redirect *r, size_t n, const stru
                                                  r[i].file};
     }
     if (rev) /* stubs, and anything between the functions */
-        b[k++] = (struct busy_range){(uintptr_t)rev->region,
-                                     (uintptr_t)rev->region + rev->region_size, NULL, NULL};
+        b[k++] = (struct busy_range){rev->text.at, rev->text.at + rev->text.size, NULL, NULL};
     *nr = k;
     return b;
 }

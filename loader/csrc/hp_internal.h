@@ -151,12 +151,31 @@ struct hp_region {
     uint8_t *base;
     size_t size;
 };
-/* Maps `size` bytes read+write, anonymous, placed so that every byte is
- * within ±2 GiB (minus a margin) of every byte of [lo, hi), and ends at or
- * below `limit` (0: no limit; patch code with absolute 32-bit relocations to
- * its own data needs the region below 2 GiB). */
-int hp_region_map(uintptr_t lo, uintptr_t hi, size_t size, uintptr_t limit,
+/* Maps `size` bytes with protection `prot`, anonymous, placed so that
+ * every byte is within ±2 GiB (minus a margin) of every byte of [lo, hi),
+ * and ends at or below `limit` (0: no limit; patch code with absolute
+ * 32-bit relocations to its own data needs the region below 2 GiB). */
+int hp_region_map(uintptr_t lo, uintptr_t hi, size_t size, uintptr_t limit, int prot,
                   struct hp_region *out, char *err, size_t errlen);
+
+/* ---- arena.c: patch memory shared by all patches ------------------------- */
+struct hp_block {
+    uintptr_t at;
+    size_t size; /* 0: no block */
+    int exec;    /* text (read+exec, written through /proc/self/mem) or data */
+};
+/* A block of `size` bytes aligned to `align` within reach of [lo, hi) (and
+ * below `limit` when non-zero). size 0 gives an empty block. */
+int hp_arena_alloc(uintptr_t lo, uintptr_t hi, size_t size, size_t align, int exec,
+                   uintptr_t limit, struct hp_block *out, char *err, size_t errlen);
+/* Frees a block (no thread may run in it any more); whole free pages go
+ * back to the kernel. Clears *b. */
+void hp_arena_free(struct hp_block *b);
+/* Fills the start of a block (text through /proc/self/mem). */
+int hp_arena_write(const struct hp_block *b, const void *src, size_t len, char *err,
+                   size_t errlen);
+/* How many chunks are mapped (for the log). */
+size_t hp_arena_chunks(void);
 
 /* ---- tls.c ------------------------------------------------------------- */
 /* TP offset of the start of the executable's TLS block (negative: variant
@@ -165,17 +184,19 @@ int hp_tls_block_offset(int64_t *out, char *err, size_t errlen);
 
 /* ---- link.c ------------------------------------------------------------- */
 struct hp_linked {
-    struct hp_region region;
+    struct hp_block text;  /* code, stubs, read-only data, slots, .eh_frame */
+    struct hp_block data;  /* writable data and bss */
+    uint8_t *stage[2];     /* while linking: the text and data being built */
     uintptr_t *sec_addr; /* per section: runtime address, 0 if not loaded */
     uintptr_t *sym_addr; /* per symbol: runtime address (valid if resolved) */
     size_t nstubs, nslots;
 };
-/* Lays out, maps, relocates and protects the patch. On failure nothing stays
- * mapped. */
+/* Lays out, places (arena.c), relocates and writes the patch. On failure
+ * nothing stays allocated. */
 int hp_link(const struct hp_patchobj *po, const struct hp_exe *exe, struct hp_linked *out,
             char *err, size_t errlen);
-void hp_link_free_tables(struct hp_linked *l); /* frees tables, keeps mapping */
-void hp_link_unmap(struct hp_linked *l);
+void hp_link_free_tables(struct hp_linked *l); /* frees tables, keeps the blocks */
+void hp_link_unmap(struct hp_linked *l);       /* frees the blocks */
 
 /* ---- registers ------------------------------------------------------------ */
 /* A thread's registers in DWARF x86-64 numbering: 0 rax, 1 rdx, 2 rcx, 3 rbx,

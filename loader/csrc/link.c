@@ -1,14 +1,16 @@
 /*
  * Linking a patch object into the running process.
  *
- * Layout of the region (one mapping, final protections per part):
+ * Layout: two blocks from the arena (arena.c), packed next to other
+ * patches' blocks:
  *
- *   [ code sections | stubs ]  R+X   stubs: `jmp *slot(%rip)` for far calls
- *   [ rodata sections | slots ] R    slots: 8-byte absolute addresses (GOT)
- *   [ data | bss ]             R+W
+ *   text [ code sections | stubs | rodata sections | slots ]  R+X
+ *        stubs: `jmp *slot(%rip)` for far calls; slots: 8-byte addresses (GOT)
+ *   data [ data | bss ]                                       R+W
  *
- * Everything is written while the mapping is R+W, then mprotect'ed; the
- * region is never writable and executable at the same time.
+ * Both are built in staging buffers at their final addresses, then written
+ * out (text through /proc/self/mem): no page is ever writable and
+ * executable.
  *
  * Symbols: defined ones resolve into the region; an undefined `FILE::NAME`
  * is the static NAME of FILE in the executable; any other undefined name is a
@@ -36,11 +38,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "hp_internal.h"
 
-#define PAGE 4096UL
 #define STUB_SIZE 8
 
 #ifndef R_X86_64_GOTPCRELX
@@ -278,6 +278,14 @@ static int is_tls_access(unsigned t)
     return t == R_X86_64_GOTTPOFF || t == R_X86_64_TPOFF32;
 }
 
+/* Where the bytes for runtime address `at` of this patch are staged. */
+static uint8_t *staged(const struct hp_linked *l, uintptr_t at)
+{
+    if (at >= l->data.at && at < l->data.at + l->data.size)
+        return l->stage[1] + (at - l->data.at);
+    return l->stage[0] + (at - l->text.at);
+}
+
 static int apply_one(const struct hp_patchobj *po, struct hp_linked *l, struct symres *sr,
                      size_t rsec, const Elf64_Rela *r, uintptr_t stubs, uintptr_t slots,
                      char *err, size_t errlen)
@@ -289,7 +297,7 @@ static int apply_one(const struct hp_patchobj *po, struct hp_linked *l, struct s
     uintptr_t S = l->sym_addr[si];
     int64_t A = r->r_addend;
     uintptr_t P = l->sec_addr[tsec] + r->r_offset;
-    uint8_t *place = (uint8_t *)P;
+    uint8_t *place = staged(l, P);
     const char *symname = hp_po_symname(po, si);
     int64_t v;
     uint32_t v32;
@@ -389,9 +397,8 @@ void hp_link_free_tables(struct hp_linked *l)
 
 void hp_link_unmap(struct hp_linked *l)
 {
-    if (l->region.base)
-        munmap(l->region.base, l->region.size);
-    l->region.base = NULL;
+    hp_arena_free(&l->text);
+    hp_arena_free(&l->data);
 }
 
 int hp_link(const struct hp_patchobj *po, const struct hp_exe *exe, struct hp_linked *l,
@@ -403,6 +410,7 @@ int hp_link(const struct hp_patchobj *po, const struct hp_exe *exe, struct hp_li
     l->sec_addr = calloc(po->nsh, sizeof *l->sec_addr);
     l->sym_addr = calloc(po->nsyms, sizeof *l->sym_addr);
     size_t *sec_off = calloc(po->nsh, sizeof *sec_off);
+    uint8_t *stage[2] = {NULL, NULL};
     if (!sr || !l->sec_addr || !l->sym_addr || !sec_off) {
         hp_fail(err, errlen, "out of memory");
         goto fail;
@@ -469,11 +477,11 @@ int hp_link(const struct hp_patchobj *po, const struct hp_exe *exe, struct hp_li
      * checked each is defined in a loaded executable section, and every such
      * symbol gets its address in l->sym_addr below. */
 
-    /* Layout: code, stubs | rodata, slots | data, bss. */
-    size_t off = 0, stubs_off = 0, slots_off = 0;
+    /* Layout: text block [code, stubs, read-only data, slots], data block
+     * [data, bss]; each packed into the arena's shared pages. */
+    size_t off[2] = {0, 0}, align[2] = {1, 1}, stubs_off = 0, slots_off = 0;
     for (int part = 0; part < 3; part++) {
-        if (part > 0)
-            off = align_up(off, PAGE);
+        int blk = part == 2;
         for (size_t i = 1; i < po->nsh; i++) {
             const Elf64_Shdr *s = &po->sh[i];
             if (!hp_po_loaded(po, i))
@@ -485,42 +493,46 @@ int hp_link(const struct hp_patchobj *po, const struct hp_exe *exe, struct hp_li
                         hp_po_secname(po, i));
                 goto fail;
             }
-            int my_part = exec ? 0 : wr ? 2 : 1;
-            if (my_part != part)
+            if ((exec ? 0 : wr ? 2 : 1) != part)
                 continue;
-            off = align_up(off, s->sh_addralign);
-            sec_off[i] = off;
-            off += s->sh_size;
+            size_t a = s->sh_addralign > 1 ? s->sh_addralign : 1;
+            off[blk] = align_up(off[blk], a);
+            align[blk] = a > align[blk] ? a : align[blk];
+            sec_off[i] = off[blk];
+            off[blk] += s->sh_size;
         }
         if (part == 0) {
-            off = align_up(off, 8);
-            stubs_off = off;
-            off += l->nstubs * STUB_SIZE;
+            stubs_off = off[0] = align_up(off[0], 8);
+            off[0] += l->nstubs * STUB_SIZE;
         }
         if (part == 1) {
-            off = align_up(off, 8);
-            slots_off = off;
-            off += l->nslots * 8;
+            slots_off = off[0] = align_up(off[0], 8);
+            off[0] += l->nslots * 8;
         }
     }
-    size_t total = align_up(off ? off : 1, PAGE);
-    /* Code part ends at the first page boundary after the stubs, etc. */
-    size_t code_end = align_up(stubs_off + l->nstubs * STUB_SIZE, PAGE);
-    size_t ro_end = align_up(slots_off + l->nslots * 8, PAGE);
-
-    /* R_X86_64_32S is sign-extended: the region must end below 2 GiB. */
+    /* R_X86_64_32S is sign-extended: the patch must end below 2 GiB. */
     uintptr_t limit = low_region ? (uintptr_t)INT32_MAX + 1 : 0;
-    if (hp_region_map(exe->lo, exe->hi, total, limit, &l->region, err, errlen))
+    if (hp_arena_alloc(exe->lo, exe->hi, off[0], align[0], 1, limit, &l->text, err, errlen) ||
+        hp_arena_alloc(exe->lo, exe->hi, off[1], align[1], 0, limit, &l->data, err, errlen))
         goto fail;
-    uint8_t *base = l->region.base;
-    uintptr_t stubs = (uintptr_t)base + stubs_off, slots = (uintptr_t)base + slots_off;
+    /* Built in a staging copy at its final addresses, then written out. */
+    stage[0] = calloc(1, off[0] ? off[0] : 1);
+    stage[1] = calloc(1, off[1] ? off[1] : 1);
+    if (!stage[0] || !stage[1]) {
+        hp_fail(err, errlen, "out of memory");
+        goto fail;
+    }
+    l->stage[0] = stage[0];
+    l->stage[1] = stage[1];
+    uintptr_t stubs = l->text.at + stubs_off, slots = l->text.at + slots_off;
 
     for (size_t i = 1; i < po->nsh; i++) {
         if (!hp_po_loaded(po, i))
             continue;
-        l->sec_addr[i] = (uintptr_t)base + sec_off[i];
+        int blk = !!(po->sh[i].sh_flags & SHF_WRITE);
+        l->sec_addr[i] = (blk ? l->data.at : l->text.at) + sec_off[i];
         if (po->sh[i].sh_type != SHT_NOBITS)
-            memcpy(base + sec_off[i], po->data + po->sh[i].sh_offset, po->sh[i].sh_size);
+            memcpy(stage[blk] + sec_off[i], po->data + po->sh[i].sh_offset, po->sh[i].sh_size);
     }
     for (size_t i = 0; i < po->nsyms; i++) {
         const Elf64_Sym *s = &po->syms[i];
@@ -534,13 +546,14 @@ int hp_link(const struct hp_patchobj *po, const struct hp_exe *exe, struct hp_li
     /* Slots and stubs. */
     for (size_t i = 0; i < po->nsyms; i++) {
         if (sr[i].need_slot)
-            memcpy((void *)(slots + (uintptr_t)sr[i].slot * 8), &l->sym_addr[i], 8);
+            memcpy(staged(l, slots + (uintptr_t)sr[i].slot * 8), &l->sym_addr[i], 8);
         if (sr[i].need_tls_slot)
-            memcpy((void *)(slots + (uintptr_t)sr[i].tls_slot * 8), &sr[i].tpoff, 8);
+            memcpy(staged(l, slots + (uintptr_t)sr[i].tls_slot * 8), &sr[i].tpoff, 8);
         if (sr[i].need_stub) {
-            uint8_t *st = (uint8_t *)(stubs + (uintptr_t)sr[i].stub * STUB_SIZE);
+            uintptr_t at = stubs + (uintptr_t)sr[i].stub * STUB_SIZE;
+            uint8_t *st = staged(l, at);
             uintptr_t slot = slots + (uintptr_t)sr[i].slot * 8;
-            int32_t rel = (int32_t)(int64_t)(slot - ((uintptr_t)st + 6));
+            int32_t rel = (int32_t)(int64_t)(slot - (at + 6));
             st[0] = 0xff; /* jmp *rel32(%rip) */
             st[1] = 0x25;
             memcpy(st + 2, &rel, 4);
@@ -561,15 +574,13 @@ int hp_link(const struct hp_patchobj *po, const struct hp_exe *exe, struct hp_li
                 goto fail;
         }
     }
-    /* Final protections: never W+X. */
-    if ((code_end && mprotect(base, code_end, PROT_READ | PROT_EXEC)) ||
-        (ro_end > code_end && mprotect(base + code_end, ro_end - code_end, PROT_READ))) {
-        hp_fail(err, errlen, "mprotect of the patch region failed: %m");
+    /* Text is never writable: it goes in through /proc/self/mem. */
+    if (hp_arena_write(&l->text, stage[0], off[0], err, errlen) ||
+        hp_arena_write(&l->data, stage[1], off[1], err, errlen))
         goto fail;
-    }
-    hp_log("patch region %p-%p: code %#zx, rodata %#zx, data %#zx bytes, %zu stubs, %zu slots",
-           (void *)base, (void *)(base + total), code_end, ro_end - code_end, total - ro_end,
-           l->nstubs, l->nslots);
+    hp_log("patch text %#lx-%#lx (%zu stubs, %zu slots), data %#lx-%#lx; %zu arena chunks",
+           (unsigned long)l->text.at, (unsigned long)(l->text.at + off[0]), l->nstubs, l->nslots,
+           (unsigned long)l->data.at, (unsigned long)(l->data.at + off[1]), hp_arena_chunks());
     const struct hp_exe_stats *st = hp_exe_stats();
     long long t1 = hp_exe_now_us();
     hp_log("prepare: %u functions in %lld us (find and fingerprint %lld us, of which loading the "
@@ -577,11 +588,17 @@ int hp_link(const struct hp_patchobj *po, const struct hp_exe *exe, struct hp_li
            po->nfuncs, t1 - st->start_us, t0 - st->start_us, st->load_us, t1 - t0, st->lookups);
     free(sr);
     free(sec_off);
+    free(stage[0]);
+    free(stage[1]);
+    l->stage[0] = l->stage[1] = NULL;
     return 0;
 fail:
     hp_link_unmap(l);
     hp_link_free_tables(l);
     free(sr);
     free(sec_off);
+    free(stage[0]);
+    free(stage[1]);
+    l->stage[0] = l->stage[1] = NULL;
     return -1;
 }

@@ -23,6 +23,7 @@
  *   apply.c    finding and verifying the replaced functions, apply
  *   revert.c   revert
  *   patchdefs.c  what applied patches define (for patches built on top)
+ *   reclaim.c  freeing lazily reverted patches' code once no thread is in it
  *   sites.c    checking the client's call sites, making them spans
  *   client.c   the conversation with hpctl (its stop, its call sites)
  *   switch.c   the switch protocol (numbered steps above hp_switch)
@@ -155,15 +156,15 @@ uintptr_t hp_active_code(uintptr_t func)
 
 int hp_patch_code_info(struct hp_code_info **out, size_t *n)
 {
-    size_t k = 0;
+    size_t k = hp_retired_code_info(NULL); /* lazily reverted, maybe still running */
     for (const struct applied *p = hp_patch_top; p; p = p->prev)
         k++;
     struct hp_code_info *ci = calloc(k ? k : 1, sizeof *ci);
     if (!ci)
         return -1;
-    k = 0;
+    k = hp_retired_code_info(ci);
     for (const struct applied *p = hp_patch_top; p; p = p->prev, k++)
-        ci[k] = (struct hp_code_info){(uintptr_t)p->region, (uintptr_t)p->region + p->region_size,
+        ci[k] = (struct hp_code_info){p->text.at, p->text.at + p->text.size,
                                       p->eh_frame, p->eh_size, p->id};
     *out = ci;
     *n = k;

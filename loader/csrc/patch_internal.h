@@ -50,8 +50,7 @@ struct applied {
     struct span *spans;  /* entry jumps (span i for r[i]), then call sites */
     size_t nspans;
     int call_sites;      /* applied with --redirect call-site */
-    void *region;
-    size_t region_size;
+    struct hp_block text, data; /* its code and data in the arena */
     uintptr_t eh_frame;   /* the patch's .eh_frame in the region, 0 if none */
     size_t eh_size;
     struct patch_def *defs; /* what it defines, names in the same block */
@@ -175,6 +174,9 @@ struct check {
     pid_t tid;       /* thread being walked */
     int stop_on_hit; /* consistent: one hit is enough to retry */
     size_t frames;
+    const struct busy_range *probes; /* retired patches' code (reclaim.c) */
+    uint8_t *probe_hit;              /* per probe: a frame was in it */
+    size_t nprobes;
     pid_t bad_tid;   /* first thread whose walk could not finish */
     size_t nbad, nguessed;
     char bad_why[160];
@@ -190,5 +192,18 @@ void hp_busy_report(const struct check *c, const char *reverting, char *details,
 /* Why a consistent wait gave up (from the last attempt). */
 int hp_consistent_failure(const struct check *c, const char *reverting, unsigned ms, char *err,
                           size_t errlen);
+
+/* ---- reclaim.c: code of lazily reverted patches -------------------------- */
+/* Takes over a lazily reverted patch's memory and id (a->id becomes NULL). */
+void hp_retire(struct applied *a);
+/* The retired patches' code, for the unwinder: fills out (when non-NULL)
+ * and returns how many there are. */
+size_t hp_retired_code_info(struct hp_code_info *out);
+/* Before a switch: probe ranges for the retired code (-1: out of memory,
+ * then nothing is reclaimed this time). */
+int hp_reclaim_prepare(struct check *c);
+/* After a switch whose stack check walked every thread to the end
+ * (walked_all): frees the retired code no frame was in; frees the probes. */
+void hp_reclaim_finish(struct check *c, int walked_all);
 
 #endif

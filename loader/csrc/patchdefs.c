@@ -110,7 +110,7 @@ int hp_patch_lookup(const char *file, const char *name, int funcs_only, struct h
 uint64_t hp_patch_room(uintptr_t addr)
 {
     for (const struct applied *p = hp_patch_top; p; p = p->prev) {
-        uintptr_t lo = (uintptr_t)p->region, next = lo + p->region_size;
+        uintptr_t lo = p->text.at, next = lo + p->text.size;
         if (addr < lo || addr >= next)
             continue;
         for (size_t i = 0; i < p->ndefs; i++)

@@ -1,5 +1,5 @@
 /*
- * Placing the patch region.
+ * Placing patch memory (arena.c's chunks).
  *
  * Patch code reaches the executable with rel32 (calls, jumps, RIP-relative
  * data) and the executable reaches the patch with the 5-byte `jmp rel32` we
@@ -123,7 +123,7 @@ static uintptr_t choose(const char *maps, uintptr_t lo, uintptr_t hi, size_t siz
     return best_below ? best_below : best_above;
 }
 
-int hp_region_map(uintptr_t lo, uintptr_t hi, size_t size, uintptr_t limit,
+int hp_region_map(uintptr_t lo, uintptr_t hi, size_t size, uintptr_t limit, int prot,
                   struct hp_region *out, char *err, size_t errlen)
 {
     size = (size + PAGE - 1) & ~(PAGE - 1);
@@ -142,8 +142,7 @@ int hp_region_map(uintptr_t lo, uintptr_t hi, size_t size, uintptr_t limit,
                            limit ? " and below 2 GiB (the patch has absolute 32-bit relocations "
                                    "to its own data: a -fno-pie build)"
                                  : "");
-        void *p = mmap((void *)at, size, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        void *p = mmap((void *)at, size, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
         if (p == (void *)at) {
             out->base = p;
             out->size = size;

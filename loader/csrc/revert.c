@@ -1,20 +1,25 @@
 /*
  * Revert: pop the newest patch and restore exactly the bytes it overwrote,
  * entry jumps and call sites alike (switch.c). A consistent revert also
- * unmaps the patch's code; a lazy one leaves it mapped for threads still
- * inside it. Overview in patch.c.
+ * frees the patch's code; a lazy one retires it until no thread is inside
+ * (reclaim.c). Overview in patch.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "patch_internal.h"
 
-static void drop(struct applied *a, int unmap)
+/* consistent: no frame is in the patch's code, it is freed now; else it
+ * is retired until a later switch finds no thread in it (reclaim.c). */
+static void drop(struct applied *a, int consistent)
 {
-    if (unmap)
-        munmap(a->region, a->region_size);
+    if (consistent) {
+        hp_arena_free(&a->text);
+        hp_arena_free(&a->data);
+    } else {
+        hp_retire(a);
+    }
     hp_free_redirects(a->r, a->n);
     free(a->spans);
     free(a->defs);
@@ -47,14 +52,14 @@ int hp_revert_locked(const struct hp_opts *o, char *msg, size_t msglen, char *de
          * and nothing jumps there any more: it can go. (A pointer the patch
          * code handed out to its own functions or data would dangle; such a
          * patch must be reverted with --lazy.) */
-        hp_log("reverted %s consistently; its code at %p (%zu bytes) is unmapped", a->id,
-               a->region, a->region_size);
-        snprintf(msg, msglen, "reverted %s (consistent: its code is unmapped)", a->id);
+        hp_log("reverted %s consistently; its code at %#lx (%zu bytes) is freed", a->id,
+               (unsigned long)a->text.at, a->text.size);
+        snprintf(msg, msglen, "reverted %s (consistent: its code is freed)", a->id);
     } else {
         /* A thread may still run in the new code, or return into it. */
-        hp_log("reverted %s; its code stays mapped at %p (%zu bytes) in case a thread is still "
-               "inside it",
-               a->id, a->region, a->region_size);
+        hp_log("reverted %s; its code at %#lx (%zu bytes) is freed by a later apply or revert "
+               "that finds no thread in it",
+               a->id, (unsigned long)a->text.at, a->text.size);
         snprintf(msg, msglen, "reverted %s", a->id);
     }
     drop(a, o->consistent);

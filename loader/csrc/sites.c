@@ -27,7 +27,7 @@ static int inside_known_code(uintptr_t at, size_t len)
     if (hp_exe_get(&exe, err, sizeof err) == 0 && at >= exe->lo && at + len <= exe->hi)
         return 1;
     for (const struct applied *p = hp_patch_top; p; p = p->prev)
-        if (at >= (uintptr_t)p->region && at + len <= (uintptr_t)p->region + p->region_size)
+        if (at >= p->text.at && at + len <= p->text.at + p->text.size)
             return 1;
     return 0;
 }

@@ -398,6 +398,7 @@ int hp_switch(const struct hp_switch *sw, char *err, size_t errlen, char *detail
     chk->ranges = sw->ranges;
     chk->nr = sw->nranges;
     chk->stop_on_hit = o->consistent;
+    int probing = hp_reclaim_prepare(chk) == 0; /* reverted patches' code still in use? */
     if (open_mem(err, errlen))
         goto out;
     long long deadline = now_us() + (long long)o->timeout_ms * 1000;
@@ -453,6 +454,9 @@ int hp_switch(const struct hp_switch *sw, char *err, size_t errlen, char *detail
                chk->nguessed ? " (some by the frame-pointer chain)" : "");
         if (res.v == V_SWITCHED) {
             hp_busy_report(chk, sw->reverting, details, detlen);
+            /* A lazy walk with busy hits went on past them: it saw every
+             * frame too (stop_on_hit is for consistent waits only). */
+            hp_reclaim_finish(chk, probing && (!o->consistent || !chk->nhits));
             rc = 0;
             break;
         }
@@ -477,6 +481,8 @@ int hp_switch(const struct hp_switch *sw, char *err, size_t errlen, char *detail
     }
 out:
     free_batches(&bt);
+    if (chk && chk->nprobes)
+        hp_reclaim_finish(chk, 0); /* frees the probes only */
     free(chk);
     free(ci);
     free(w.buf);

@@ -109,7 +109,7 @@ fn blocked_call(tag: &str, cc: &'static str, extra: &[&str]) {
         format!(
             "hpctl: patch serve2's serve() is on the stack of thread {tid} (it never returned \
              within 300 ms): it cannot be removed consistently; revert with --lazy to \
-             restore the old code for future calls (the patch's code then stays mapped)"
+             restore the old code for future calls (the patch's code is freed once no thread is in it)"
         )
     );
     // Release it in the middle of a consistent revert: that succeeds and unmaps.
@@ -129,9 +129,9 @@ fn blocked_call(tag: &str, cc: &'static str, extra: &[&str]) {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "reverted serve2 (consistent: its code is unmapped)"
+        "reverted serve2 (consistent: its code is freed)"
     );
-    assert!(s.p.log_text().contains("is unmapped"));
+    assert!(s.p.log_text().contains("is freed"));
     assert_eq!(s.p.ask("go"), "ok");
     assert_eq!(s.p.ask("feed 4"), "40");
     assert_eq!(s.p.ask("ping"), "pong");

@@ -107,8 +107,9 @@ enum Cmd {
     ///
     /// By default the switch is consistent: the old code comes back only at
     /// a moment when no thread has a frame in the patch's code, which is
-    /// then unmapped. With --lazy the old code comes back at once and the
-    /// patch's code stays mapped for threads still inside it.
+    /// then freed. With --lazy the old code comes back at once and the
+    /// patch's code is freed by a later apply or revert that finds no
+    /// thread inside it.
     Revert {
         pid: u32,
         #[command(flatten)]
