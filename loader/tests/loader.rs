@@ -866,3 +866,84 @@ fn non_pie_program_takes_absolute_32_bit_relocations() {
         .expect("the loader logs where the patch's code is");
     assert!(region <= 1 << 31, "region ends at {region:#x}, above 2 GiB");
 }
+
+/// Reads "value loops" from a file a forked child rewrites, until the value
+/// is `want` (5 s at most); returns the loop count then.
+fn wait_child_value(path: &std::path::Path, want: &str) -> u64 {
+    let mut seen = String::new();
+    for _ in 0..500 {
+        seen = std::fs::read_to_string(path).unwrap_or_default();
+        let mut fields = seen.split_whitespace();
+        if fields.next() == Some(want) {
+            return fields.next().unwrap().parse().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{}: wanted {want}, last read {seen:?}", path.display());
+}
+
+fn no_writable_code(pid: &str) {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let rwx: Vec<&str> = maps.lines().filter(|l| l.contains(" rwx")).collect();
+    assert!(rwx.is_empty(), "process {pid} has W+X pages: {rwx:?}");
+}
+
+/// A forked child and a daemon (fork, setsid, fork) each get their own
+/// listener: a patch applied before the fork is inherited and can be
+/// reverted in one process alone, and either can be patched on its own,
+/// with its threads and its state. No process ever has a writable and
+/// executable page.
+#[test]
+fn forked_children_and_daemons_are_patchable() {
+    let mut s = start("fork", &[]);
+    let pid = s.proc_.pid().to_string();
+    let file = patch_file(
+        &s,
+        "fk",
+        &version(&[("COMPUTE_FACTOR", "3")]),
+        &["compute"],
+        &[],
+    );
+    let (ok, _, err) = hpctl(&["apply", &pid, &file]);
+    assert!(ok, "{err}");
+    let child_out = s.work.path("child.txt");
+    let daemon_out = s.work.path("daemon.txt");
+    let child = s.proc_.ask(&format!("fork {}", child_out.display()));
+    let daemon = s.proc_.ask(&format!("daemon {}", daemon_out.display()));
+    let kill = |p: &str| {
+        let _ = std::process::Command::new("kill").args(["-9", p]).status();
+    };
+    let guard = [child.clone(), daemon.clone()];
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert!(child.parse::<u32>().unwrap() > 0 && daemon.parse::<u32>().unwrap() > 0);
+        // Both inherited the patched code.
+        wait_child_value(&child_out, "45");
+        wait_child_value(&daemon_out, "45");
+        // The child reverts alone; the parent keeps its patch.
+        let (ok, out, err) = hpctl(&["revert", &child]);
+        assert!(ok, "revert in the child: {err}");
+        assert!(out.contains("reverted fk"), "{out}");
+        let before = wait_child_value(&child_out, "44");
+        assert_eq!(s.proc_.ask("compute 1"), "45");
+        // And takes it again, its loop counter going on.
+        let (ok, _, err) = hpctl(&["apply", &child, &file]);
+        assert!(ok, "apply in the child: {err}");
+        assert!(wait_child_value(&child_out, "45") > before);
+        // The daemon, in its own session, likewise.
+        let (ok, _, err) = hpctl(&["revert", &daemon]);
+        assert!(ok, "revert in the daemon: {err}");
+        wait_child_value(&daemon_out, "44");
+        let (ok, out, _) = hpctl(&["list", &daemon]);
+        assert!(ok);
+        assert_eq!(out, format!("no patches applied to process {daemon}"));
+        for p in [&pid, &child, &daemon] {
+            no_writable_code(p);
+        }
+    }));
+    for p in &guard {
+        kill(p);
+    }
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "hotpatch.h"
@@ -106,6 +107,61 @@ static void *reader(void *arg)
     return NULL;
 }
 
+/* A forked child (or a daemon: fork, setsid, fork again) that writes
+ * "compute(1) loops" to `path` every few milliseconds, with threads of its
+ * own, until killed. Returns the pid to report, in the parent. */
+static void child_loop(const char *path)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, spinner, NULL);
+    pthread_create(&t, NULL, sleeper, NULL);
+    for (long loops = 1;; loops++) {
+        char tmp[1100], text[64];
+        snprintf(tmp, sizeof tmp, "%s.tmp", path);
+        FILE *f = fopen(tmp, "w");
+        if (f) {
+            snprintf(text, sizeof text, "%d %ld\n", compute(1), loops);
+            fputs(text, f);
+            fclose(f);
+            rename(tmp, path);
+        }
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int spawn(const char *path, int daemonize)
+{
+    int fds[2];
+    if (pipe(fds))
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        fclose(stdin);
+        if (daemonize) {
+            setsid();
+            if (fork() != 0)
+                _exit(0);
+            if (chdir("/"))
+                _exit(1);
+        }
+        int me = (int)getpid();
+        if (write(fds[1], &me, sizeof me) != sizeof me)
+            _exit(1);
+        close(fds[1]);
+        child_loop(path);
+    }
+    close(fds[1]);
+    int child = -1;
+    if (read(fds[0], &child, sizeof child) != sizeof child)
+        child = -1;
+    close(fds[0]);
+    if (daemonize)
+        waitpid(pid, NULL, 0);
+    return child;
+}
+
 static void *busy(void *arg)
 {
     (void)arg;
@@ -174,6 +230,10 @@ int main(void)
             for (int i = 0; i < 9; i++)
                 printf("%02x", c[i]);
             printf("\n");
+        } else if (strncmp(line, "fork ", 5) == 0) {
+            printf("%d\n", spawn(line + 5, 0));
+        } else if (strncmp(line, "daemon ", 7) == 0) {
+            printf("%d\n", spawn(line + 7, 1));
         } else if (strcmp(line, "quit") == 0)
             break;
         else
