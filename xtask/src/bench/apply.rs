@@ -163,16 +163,19 @@ fn build_base(dir: &Path, loader: &Path) -> Result<PathBuf, String> {
     Ok(exe)
 }
 
-/// The patch editing the first `n` functions (+`plus` each); checks that
-/// it ships n.
-fn build_patch(dir: &Path, n: usize, plus: usize) -> Result<PathBuf, String> {
+/// The patch editing the first `n` functions (+`plus` each), built against
+/// the tree `base` ("prog", or an earlier patch's tree for a patch on top
+/// of it); checks that it ships n.
+fn build_patch(dir: &Path, base: &str, n: usize, plus: usize) -> Result<PathBuf, String> {
     let fixed = format!("fix{n}plus{plus}");
     write_tree(&dir.join(&fixed), n, plus)?;
+    let base_dir = dir.join(base);
+    write(&base_dir.join("compile_commands.json"), &compile_db(&base_dir))?;
     let mut diff = Vec::new();
     for file in FILES {
         let out = Command::new("diff")
             .arg("-u")
-            .arg(format!("prog/{file}.c"))
+            .arg(format!("{base}/{file}.c"))
             .arg(format!("{fixed}/{file}.c"))
             .current_dir(dir)
             .output()
@@ -185,7 +188,7 @@ fn build_patch(dir: &Path, n: usize, plus: usize) -> Result<PathBuf, String> {
     tools::run(
         Command::new(bin("hpbuild"))
             .arg("--base")
-            .arg(dir.join("prog"))
+            .arg(&base_dir)
             .arg("--diff")
             .arg(&diff_path)
             .arg("-o")
@@ -367,15 +370,16 @@ pub fn rows(dir: &Path, loader: &Path) -> Result<Vec<Row>, String> {
     };
     let mut first_all = None;
     for n in SIZES {
-        let hpo = build_patch(&dir, n, 1)?;
+        let hpo = build_patch(&dir, "prog", n, 1)?;
         measure("", n, &[], &hpo, n)?;
         if n == FUNCS {
             first_all = Some(hpo);
         }
     }
-    // A second patch of every function on top of the first.
+    // A second patch of every function, built on top of the first (the
+    // loader refuses one built against the code under an applied patch).
     let first = first_all.ok_or("no patch of every function")?;
-    let second = build_patch(&dir, FUNCS, 2)?;
+    let second = build_patch(&dir, &format!("fix{FUNCS}plus1"), FUNCS, 2)?;
     measure(
         &format!(" on top of {FUNCS}"),
         FUNCS,
