@@ -480,6 +480,8 @@ fn garbage_over_the_socket_gives_err_and_process_survives() {
         assert!(!r.ok, "truncated to {len} accepted");
     }
     // Random byte flips in a valid patch must never crash the process.
+    // Sealed again (where the flips leave the hash findable), so they reach
+    // the checks behind the content hash.
     let mut seed = 0x1234_5678_u64;
     for _ in 0..200 {
         let mut p = good.clone();
@@ -490,6 +492,7 @@ fn garbage_over_the_socket_gives_err_and_process_survives() {
             let at = (seed >> 33) as usize % p.len();
             p[at] ^= (seed >> 8) as u8 | 1;
         }
+        let _ = format::seal(&mut p);
         let r = protocol::send(
             pid,
             &Request::Apply {
