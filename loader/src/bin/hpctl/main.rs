@@ -5,7 +5,9 @@
 //! one JSON object with `--json`). Every failure is one line that says what
 //! to do; the exit status is 0 on success and 1 on any failure (2 for usage
 //! errors). A patch file is validated before the target process is
-//! contacted, so a bad file never reaches it.
+//! contacted — its content hash first (`format::read_patch`), so a file
+//! changed after hpbuild wrote it is refused naming it — and a bad file
+//! never reaches the process.
 //!
 //! hpctl is also the loader's helper during a switch: it stops the target's
 //! threads with ptrace when the loader asks (`ptrace.rs`) and finds the
