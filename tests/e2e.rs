@@ -133,6 +133,7 @@ fixture_tests! {
     blocked_below_patch => "blocked-below-patch",
     busy_function => "busy-function",
     call_site => "call-site",
+    tail_call_relaxed => "tail-call-relaxed",
 }
 
 /// Each fixture's expectations hold for the original and the patched program

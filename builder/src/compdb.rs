@@ -137,6 +137,50 @@ impl Entry {
         (dir, cmd)
     }
 
+    /// The command that compiles this unit from `tree` into `output` as the
+    /// deployed build did: the recorded flags, moved into the tree, with no
+    /// added sections. The base check of each replaced function comes from
+    /// this object, since the assembler encodes jumps within one `.text`
+    /// differently (`differ::use_deployed_shape`). Only its code is read, so
+    /// it is compiled without debug information (`-g0` last): GCC and Clang
+    /// generate the same code with and without `-g`, and the compile is a
+    /// quarter cheaper.
+    pub fn deployed_command_in(
+        &self,
+        base_root: &Path,
+        tree: &Path,
+        output: &Path,
+    ) -> (PathBuf, Vec<String>) {
+        let (dir, mut cmd) = self.flags_in(base_root, tree);
+        cmd.extend([
+            "-c".to_string(),
+            "-g0".to_string(),
+            "-fno-lto".to_string(),
+            format!(
+                "-ffile-prefix-map={}={}",
+                tree.to_string_lossy(),
+                base_root.to_string_lossy()
+            ),
+            "-o".to_string(),
+            output.to_string_lossy().into_owned(),
+        ]);
+        (dir, cmd)
+    }
+
+    /// Does the recorded command already put every function in its own
+    /// section? Then the sectioned compile is the deployed shape.
+    pub fn has_function_sections(&self) -> bool {
+        self.args
+            .iter()
+            .rev()
+            .find_map(|a| match a.as_str() {
+                "-ffunction-sections" => Some(true),
+                "-fno-function-sections" => Some(false),
+                _ => None,
+            })
+            .unwrap_or(false)
+    }
+
     /// The command that lists the headers this unit includes when compiled
     /// from `tree` (`-M`: preprocess only, make-style dependencies on stdout).
     pub fn deps_command_in(&self, base_root: &Path, tree: &Path) -> (PathBuf, Vec<String>) {
@@ -218,5 +262,17 @@ mod tests {
         assert!(!cmd.iter().any(|a| a == "a.o" || a == "-MD" || a == "a.d"));
         assert!(cmd.ends_with(&["-o".to_string(), "/tmp/o.o".to_string()]));
         assert!(cmd.contains(&"-ffunction-sections".to_string()));
+        assert!(!e.has_function_sections());
+
+        let (_, deployed) = e.deployed_command_in(
+            Path::new("/base"),
+            Path::new("/tmp/t"),
+            Path::new("/tmp/d.o"),
+        );
+        assert!(!deployed
+            .iter()
+            .any(|a| a.contains("-sections") || a == "-g"));
+        assert!(deployed.contains(&"-O2".to_string()));
+        assert!(deployed.ends_with(&["-o".to_string(), "/tmp/d.o".to_string()]));
     }
 }

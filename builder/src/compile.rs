@@ -10,6 +10,8 @@ use std::process::Command;
 pub enum Side {
     Original,
     Patched,
+    /// The original tree compiled with the project's own flags only.
+    Deployed,
 }
 
 impl Side {
@@ -17,6 +19,7 @@ impl Side {
         match self {
             Side::Original => "original",
             Side::Patched => "patched",
+            Side::Deployed => "deployed-shape",
         }
     }
 }
@@ -30,7 +33,10 @@ pub fn compile(
     output: &Path,
     side: Side,
 ) -> Result<(Vec<u8>, Vec<String>)> {
-    let (dir, cmd) = entry.command_in(base_root, tree, output);
+    let (dir, cmd) = match side {
+        Side::Deployed => entry.deployed_command_in(base_root, tree, output),
+        Side::Original | Side::Patched => entry.command_in(base_root, tree, output),
+    };
     let out = Command::new(&cmd[0])
         .args(&cmd[1..])
         .current_dir(&dir)

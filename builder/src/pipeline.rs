@@ -235,22 +235,28 @@ fn build_unit(
     trees: &tree::Trees,
     source_diff: &diff::Diff,
 ) -> Result<Unit> {
-    let orig_out = compile::object_path(&trees.work, index, Side::Original);
-    let new_out = compile::object_path(&trees.work, index, Side::Patched);
-    let (orig_obj, orig_cmd) = compile::compile(
-        &entry,
-        &trees.base_root,
-        &trees.orig,
-        &orig_out,
-        Side::Original,
-    )?;
-    let (patched_obj, patched_cmd) = compile::compile(
-        &entry,
-        &trees.base_root,
-        &trees.patched,
-        &new_out,
-        Side::Patched,
-    )?;
+    let compile_side = |side: Side, tree: &Path| {
+        let out = compile::object_path(&trees.work, index, side);
+        compile::compile(&entry, &trees.base_root, tree, &out, side)
+    };
+    // The compiles are independent: run them side by side. The third one
+    // (the original as the deployed build compiled it, for the base check)
+    // is needed only when the project does not already use
+    // -ffunction-sections.
+    let need_deployed = !entry.has_function_sections();
+    let (orig, patched, deployed) = std::thread::scope(|sc| {
+        let patched = sc.spawn(|| compile_side(Side::Patched, &trees.patched));
+        let deployed =
+            need_deployed.then(|| sc.spawn(|| compile_side(Side::Deployed, &trees.orig)));
+        let orig = compile_side(Side::Original, &trees.orig);
+        let join = |h: std::thread::ScopedJoinHandle<'_, Result<(Vec<u8>, Vec<String>)>>| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::new("a compiler thread panicked")))
+        };
+        (orig, join(patched), deployed.map(join))
+    });
+    let (orig_obj, orig_cmd) = orig?;
+    let (patched_obj, patched_cmd) = patched?;
     // The functions the source diff edits (and their clones) keep the
     // differ from mistaking a real constant change for a shifted __LINE__.
     let edited = edits::edited_functions(
@@ -262,8 +268,18 @@ fn build_unit(
     let hints = differ::Hints {
         edited: edited.hint_names.clone(),
     };
-    let diff = differ::compare_with(&orig_obj, &patched_obj, &hints)
+    let mut diff = differ::compare_with(&orig_obj, &patched_obj, &hints)
         .map_err(|e| Error::new(format!("{rel}: cannot compare objects: {e}")))?;
+    match deployed {
+        // Already one section per function: the base check is exact.
+        None => {}
+        Some(Ok((obj, _))) => differ::use_deployed_shape(&mut diff, &obj)
+            .map_err(|e| Error::new(format!("{rel}: {e}")))?,
+        Some(Err(e)) => diff.notes.push(format!(
+            "the base check uses the -ffunction-sections code, which the deployed build may \
+             not have: {e}"
+        )),
+    }
     Ok(Unit {
         rel,
         patched_obj,

@@ -88,6 +88,9 @@ impl Section<'_> {
     pub fn is_alloc(&self) -> bool {
         self.flags & u64::from(elf::SHF_ALLOC) != 0
     }
+    pub fn is_exec(&self) -> bool {
+        self.flags & u64::from(elf::SHF_EXECINSTR) != 0
+    }
     pub fn is_write(&self) -> bool {
         self.flags & u64::from(elf::SHF_WRITE) != 0
     }

@@ -15,7 +15,9 @@
 //! `compare` gives verdicts and refusals (`explain` words the reasons,
 //! `lines` spots `__LINE__`-only changes); `why` adds the reasons that need
 //! DWARF or callees; `refuse` refuses layout, signature and static-local
-//! changes; `plan` computes what ships, the routes and the replacements.
+//! changes; `plan` computes what ships, the routes and the replacements;
+//! `deployed` takes each replacement's base check (size, masks, fingerprint)
+//! from the unit compiled as the deployed build was ([`use_deployed_shape`]).
 //!
 //! Entry point: [`compare`]. Its result, [`UnitDiff`], is consumed by
 //! hpbuild's emitter, which copies the planned sections of the *patched*
@@ -23,6 +25,7 @@
 
 mod compare;
 mod correlate;
+mod deployed;
 mod dwarf;
 mod elf;
 mod explain;
@@ -34,6 +37,7 @@ mod refuse;
 pub mod source_lines;
 mod why;
 
+pub use deployed::use_deployed_shape;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -81,10 +85,11 @@ pub struct Replacement {
     pub local: bool,
     /// Index in the patched object's symbol table of the new code.
     pub patched_symbol: usize,
-    /// Size of the original function.
+    /// Size of the original function: from the sectioned compile, or (after
+    /// [`use_deployed_shape`]) as the deployed build has it.
     pub old_size: u64,
-    /// `format::fingerprint` of the original section bytes, with
-    /// `masks` applied.
+    /// `format::fingerprint` of the original function's bytes, with
+    /// `masks` applied (same origin as `old_size`).
     pub fingerprint: u64,
     /// (offset, length) ranges of the original code that depend on linking:
     /// every relocated field, widened to the whole instruction tail for
