@@ -21,7 +21,7 @@
 
 mod apply;
 mod calls;
-mod fixture;
+pub mod fixture;
 mod stop;
 
 use crate::tools::{self, workspace};
@@ -40,25 +40,8 @@ pub fn run() -> Result<(), String> {
         ));
     }
     let all = only.is_none();
-    tools::ensure()?;
-    tools::cargo(&[
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "builder",
-        "-p",
-        "loader",
-    ])?;
-    let dir = std::env::temp_dir().join(format!("hpbuild-bench.{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let loader = dir.join("loader");
-    tools::run(
-        Command::new(bin("hpbuild"))
-            .args(["loader", "--out"])
-            .arg(&loader),
-    )?;
+    tools::release_binaries()?;
+    let (dir, loader) = fixture::workdir("bench")?;
     let mut rows = Vec::new();
     let mut tables = Vec::new();
     if all {
@@ -105,7 +88,7 @@ struct Row {
     ratio: f64,
 }
 
-fn bin(name: &str) -> PathBuf {
+pub fn bin(name: &str) -> PathBuf {
     workspace().join("target/release").join(name)
 }
 
@@ -201,12 +184,7 @@ impl Program {
     }
 
     fn start_logged(exe: &Path, log: &Path) -> Result<Program, String> {
-        let mut child = Command::new(exe)
-            .env("HOTPATCH_LOG", log)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        let mut child = fixture::spawn(exe, log)?;
         let input = child.stdin.take().expect("piped");
         let output = BufReader::new(child.stdout.take().expect("piped"));
         Ok(Program {

@@ -10,16 +10,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 pub fn run() -> Result<(), String> {
-    tools::ensure()?;
-    tools::cargo(&[
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "builder",
-        "-p",
-        "loader",
-    ])?;
+    tools::release_binaries()?;
     let bin = workspace().join("target/release");
     let dir = tempdir()?;
     let base = dir.join("base");
@@ -108,7 +99,7 @@ fn build_program(base: &Path, loader: &Path) -> Result<(), String> {
     )
 }
 
-fn forward_lines(child: &mut Child) -> Receiver<String> {
+pub fn forward_lines(child: &mut Child) -> Receiver<String> {
     let out = child.stdout.take().expect("stdout is piped");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {

@@ -5,6 +5,7 @@ mod bench;
 mod corpus;
 mod demo;
 mod fuzz;
+mod stress;
 mod tools;
 
 use std::process::ExitCode;
@@ -17,8 +18,9 @@ fn main() -> ExitCode {
         "test" => test(),
         "corpus" => corpus::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         "fuzz" => fuzz::run(&std::env::args().skip(2).collect::<Vec<_>>()),
+        "stress" => stress::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|corpus|bench|fuzz>\n  demo  build hpbuild, start a program, patch it live, show the change\n  test  install what the tests need, build release binaries, run every test\n  corpus [lua] [sqlite]  Debian's security fixes for Lua 5.4 and SQLite, applied live with reproducers\n  bench [apply|calls|stop]  costs as ratios measured side by side: build, patched call, apply pause, memory; apply time per patch size; call cost (plain, loader, entry jump, call site); time all threads are parked and EINTR (ptrace vs. signal stop)\n  fuzz [--seconds N] [TARGET...]  the fuzz targets (loader, diff_reader, differ_object, differ_pair, read_patch) for N s each (default 30) from their committed corpora; `fuzz seeds` rewrites the generated seeds");
+            eprintln!("usage: cargo xtask <demo|test|corpus|bench|stress|fuzz>\n  demo  build hpbuild, start a program, patch it live, show the change\n  test  install what the tests need, build release binaries, run every test\n  corpus [lua] [sqlite]  Debian's security fixes for Lua 5.4 and SQLite, applied live with reproducers\n  bench [apply|calls|stop]  costs as ratios measured side by side: build, patched call, apply pause, memory; apply time per patch size; call cost (plain, loader, entry jump, call site); time all threads are parked and EINTR (ptrace vs. signal stop)\n  fuzz [--seconds N] [TARGET...]  the fuzz targets (loader, diff_reader, differ_object, differ_pair, read_patch) for N s each (default 30) from their committed corpora; `fuzz seeds` rewrites the generated seeds\n  {}", stress::USAGE);
             return ExitCode::from(2);
         }
     };

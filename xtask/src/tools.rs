@@ -45,6 +45,21 @@ pub fn ensure() -> Result<(), String> {
         .args(&missing))
 }
 
+/// What every task that drives a live program needs: the tools, and the
+/// release builds of hpbuild and hpctl (`target/release`).
+pub fn release_binaries() -> Result<(), String> {
+    ensure()?;
+    cargo(&[
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "builder",
+        "-p",
+        "loader",
+    ])
+}
+
 pub fn run(cmd: &mut Command) -> Result<(), String> {
     let status = cmd
         .status()

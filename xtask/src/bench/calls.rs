@@ -96,13 +96,6 @@ fn start(exe: &Path, log: &Path, name: &'static str, how: &str) -> Result<Varian
     })
 }
 
-/// Call sites `hpctl list --json` counts for the one applied patch.
-fn call_sites(pid: &str) -> Result<u64, String> {
-    let out = fixture::hpctl(&["list", "--json", pid])?;
-    let json: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
-    Ok(json["patches"][0]["call_sites"][0].as_u64().unwrap_or(0))
-}
-
 /// The rows for the main table and this bench's own table.
 pub fn rows(dir: &Path, loader: &Path) -> Result<(Vec<Row>, String), String> {
     let dir = dir.join("calls");
@@ -111,7 +104,7 @@ pub fn rows(dir: &Path, loader: &Path) -> Result<(Vec<Row>, String), String> {
     let plain = fixture::link(&dir, &obj, "calls-plain", None)?;
     let linked = fixture::link(&dir, &obj, "calls", Some(loader))?;
     let loop_at = [loop_calls_callee(&plain)?, loop_calls_callee(&linked)?];
-    let hpo = fixture::patch(&dir, "calls", "callee")?;
+    let hpo = fixture::patch(&dir, "calls", &["callee"])?;
     let hpo = hpo.to_str().ok_or("non-UTF-8 temp path")?;
 
     let log = |n: &str| dir.join(format!("{n}.log"));
@@ -148,8 +141,8 @@ pub fn rows(dir: &Path, loader: &Path) -> Result<(Vec<Row>, String), String> {
             return Err(format!("{}: callee(0) = {got}, expected {want}", v.name));
         }
     }
-    let entry_sites = call_sites(&pid(&vs[2]))?;
-    let sites = call_sites(&pid(&vs[3]))?;
+    let entry_sites = fixture::call_sites(&pid(&vs[2]))?;
+    let sites = fixture::call_sites(&pid(&vs[3]))?;
     if entry_sites != 0 || sites == 0 {
         return Err(format!(
             "call sites rewritten: {entry_sites} with the entry jump (expected 0), {sites} with --redirect call-site (expected some)"

@@ -1,13 +1,30 @@
-//! Building the one-file bench programs of `fixtures/bench/` (`calls.c`,
-//! `stop.c`) the way a user links the loader, their patches with hpbuild,
-//! and running hpctl on them.
+//! Building the one-file programs of `fixtures/bench/` (`calls.c`, `stop.c`,
+//! and `stress.c` for `cargo xtask stress`) the way a user links the loader,
+//! their patches with hpbuild, and running hpctl on them.
 
 use super::bin;
 use crate::tools::{self, workspace};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 const CFLAGS: [&str; 3] = ["-O2", "-g", "-c"];
+
+/// A fresh `hpbuild-TASK.PID` directory under the temporary directory, with
+/// the loader (`hpbuild loader --out`) in its `loader/`: (directory, loader).
+pub fn workdir(task: &str) -> Result<(PathBuf, PathBuf), String> {
+    let dir = std::env::temp_dir().join(format!("hpbuild-{task}.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let loader = dir.join("loader");
+    tools::run(
+        Command::new(bin("hpbuild"))
+            .args(["loader", "--out"])
+            .arg(&loader),
+    )?;
+    Ok((dir, loader))
+}
 
 /// `fixtures/bench/NAME.c` compiled once into `dir/NAME.o` (every variant
 /// of a program links this same object).
@@ -38,9 +55,10 @@ pub fn link(dir: &Path, obj: &Path, exe: &str, loader: Option<&Path>) -> Result<
 
 /// `fixtures/bench/NAME-fix.patch` built with hpbuild against a copy of
 /// `NAME.c` (compiled as in [`compile`]) into `dir/NAME-fix.hpo`; checks that
-/// the patch replaces exactly `function` (a caller shipped along would run
-/// the new code without going through the redirect being measured).
-pub fn patch(dir: &Path, name: &str, function: &str) -> Result<PathBuf, String> {
+/// the patch replaces exactly `functions`, in the manifest's order (a caller
+/// shipped along would run the new code without going through the redirect
+/// being measured).
+pub fn patch(dir: &Path, name: &str, functions: &[&str]) -> Result<PathBuf, String> {
     let base = dir.join(format!("{name}-base"));
     std::fs::create_dir_all(&base).map_err(|e| e.to_string())?;
     let src = format!("{name}.c");
@@ -77,21 +95,52 @@ pub fn patch(dir: &Path, name: &str, function: &str) -> Result<PathBuf, String> 
         .flatten()
         .filter_map(|f| f["name"].as_str().or_else(|| f.as_str()))
         .collect();
-    if replaced != [function] {
+    if replaced != functions {
         return Err(format!(
-            "{} replaces {replaced:?}, expected only {function}",
+            "{} replaces {replaced:?}, expected only {functions:?}",
             hpo.display()
         ));
     }
     Ok(hpo)
 }
 
-/// Runs `hpctl ARGS`; its stdout, or its error.
+/// How long one hpctl command may take before it counts as hung (a
+/// consistent switch gives up after 5 s by default).
+const HPCTL_LIMIT: Duration = Duration::from_secs(60);
+
+/// Starts `exe` with stdin and stdout piped (a program driven line by line)
+/// and the loader's log in `log`.
+pub fn spawn(exe: &Path, log: &Path) -> Result<Child, String> {
+    Command::new(exe)
+        .env("HOTPATCH_LOG", log)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", exe.display()))
+}
+
+/// Runs `hpctl ARGS`; its stdout, or its error (also when it hangs: it is
+/// killed after [`HPCTL_LIMIT`]).
 pub fn hpctl(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(bin("hpctl"))
+    let child = Command::new(bin("hpctl"))
         .args(args)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| format!("cannot run hpctl: {e}"))?;
+    let pid = child.id().to_string();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let Ok(out) = rx.recv_timeout(HPCTL_LIMIT) else {
+        // Not reaped yet (the waiting thread still holds it): the pid is ours.
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        return Err(format!(
+            "hpctl {} did not finish within {} s (killed)",
+            args.join(" "),
+            HPCTL_LIMIT.as_secs()
+        ));
+    };
+    let out = out.map_err(|e| format!("hpctl: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "hpctl {} failed: {}{}",
@@ -101,6 +150,18 @@ pub fn hpctl(args: &[&str]) -> Result<String, String> {
         ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Call sites `hpctl list --json` counts for the first applied patch, all
+/// its functions together.
+pub fn call_sites(pid: &str) -> Result<u64, String> {
+    let out = hpctl(&["list", "--json", pid])?;
+    let json: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    let sites = json["patches"][0]["call_sites"]
+        .as_array()
+        .into_iter()
+        .flatten();
+    Ok(sites.filter_map(|n| n.as_u64()).sum())
 }
 
 /// The `q`-quantile of `v` (nearest rank; `v` need not be sorted).

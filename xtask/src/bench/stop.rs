@@ -496,7 +496,7 @@ pub fn rows(dir: &Path, loader: &Path) -> Result<(Vec<Row>, String), String> {
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let obj = fixture::compile(&dir, "stop")?;
     let exe = fixture::link(&dir, &obj, "stop", Some(loader))?;
-    let hpo = fixture::patch(&dir, "stop", "step")?;
+    let hpo = fixture::patch(&dir, "stop", &["step"])?;
     let hpo = hpo.to_str().ok_or("non-UTF-8 temp path")?;
     let log = dir.join("stop.log");
     let prog = Program::start_logged(&exe, &log)?;

@@ -107,16 +107,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if which.is_empty() {
         which = vec!["lua", "sqlite"];
     }
-    tools::ensure()?;
-    tools::cargo(&[
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "builder",
-        "-p",
-        "loader",
-    ])?;
+    tools::release_binaries()?;
     let bin = workspace().join("target/release");
     let work = cache.join("work");
     let _ = std::fs::remove_dir_all(&work);
