@@ -11,7 +11,9 @@ mod ccwrap;
 mod compdb;
 mod compile;
 mod deps;
+mod diff;
 mod edits;
+mod error;
 mod hook;
 mod layout;
 mod manifest;
@@ -19,10 +21,6 @@ mod pipeline;
 mod progress;
 mod review;
 mod tree;
-
-// The diff reader and the error type live in the library (lib.rs), where
-// the fuzz targets reach them.
-use builder::{bail, diff, error};
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
