@@ -327,30 +327,59 @@ static int blocks_signal(pid_t tid)
     return (mask >> (g_signal - 1)) & 1;
 }
 
-static int refuse_blocked(pid_t self, char *err, size_t errlen)
+#define BLOCK_SCANS 8      /* a thread blocking the signal in every scan is refused */
+#define BLOCK_SCAN_NS 5000000LL
+#define BLOCK_MAX 16
+
+/* The threads blocking our signal now, at most BLOCK_MAX. */
+static size_t scan_blocked(pid_t self, pid_t *out)
 {
     char buf[4096];
     int fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     long n;
-    pid_t blocked = 0;
-    while (fd >= 0 && !blocked && (n = syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0)
-        for (long off = 0; off < n && !blocked;) {
+    size_t k = 0;
+    while (fd >= 0 && k < BLOCK_MAX && (n = syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0)
+        for (long off = 0; off < n && k < BLOCK_MAX;) {
             struct dirent64 *d = (struct dirent64 *)(buf + off);
             off += d->d_reclen;
             pid_t tid = (pid_t)atoi(d->d_name);
             if (tid > 0 && tid != self && tid != g_listener_tid && blocks_signal(tid))
-                blocked = tid;
+                out[k++] = tid;
         }
     if (fd >= 0)
         close(fd);
-    if (!blocked)
+    return k;
+}
+
+/* Refuses when a thread keeps our signal blocked. Blocking it for a moment
+ * is normal (glibc blocks every signal around clone in pthread_create, so
+ * a program that starts threads all the time always has one): only a
+ * thread found blocking it in every one of BLOCK_SCANS scans, 5 ms apart,
+ * is refused. The threads still run here. */
+static int refuse_blocked(pid_t self, char *err, size_t errlen)
+{
+    pid_t keep[BLOCK_MAX], now[BLOCK_MAX];
+    size_t nkeep = scan_blocked(self, keep);
+    for (int scan = 1; scan < BLOCK_SCANS && nkeep; scan++) {
+        struct timespec ts = {0, BLOCK_SCAN_NS};
+        nanosleep(&ts, NULL);
+        size_t nnow = scan_blocked(self, now), k = 0;
+        for (size_t i = 0; i < nkeep; i++)
+            for (size_t j = 0; j < nnow; j++)
+                if (keep[i] == now[j]) {
+                    keep[k++] = keep[i];
+                    break;
+                }
+        nkeep = k;
+    }
+    if (!nkeep)
         return 0;
     char name[32];
-    thread_name(blocked, name, sizeof name);
+    thread_name(keep[0], name, sizeof name);
     return hp_fail(err, errlen,
                    "thread %d (%s) blocks signal %d, so the loader cannot stop it with its "
                    "signal (nothing was stopped or changed)",
-                   (int)blocked, name, g_signal);
+                   (int)keep[0], name, g_signal);
 }
 
 int hp_stop_all(struct hp_stopset *set, char *err, size_t errlen)

@@ -50,7 +50,8 @@
  * formats it. One exception, kept small: the unwinder writes why a walk
  * stopped with snprintf into the caller's buffer (%s, %d and %lx only,
  * which glibc formats without a lock or an allocation). The only system
- * calls there are the client's socket, open/getdents64/close of /proc/self/task,
+ * calls there are the client's socket, open/getdents64/close of /proc/self/task
+ * (and open/read/close of a thread's stat there, to skip an exiting thread),
  * process_vm_readv (the unwinder), pwrite/read-back on /proc/self/mem and
  * membarrier.
  */
@@ -181,6 +182,30 @@ static void resume_world(struct world *w, const struct hp_opts *o)
 /* Step 2, verified: every thread of the process other than us and the
  * listener is in the stopped set (a client's claim is checked, not
  * trusted). getdents64 into a stack buffer: no malloc. */
+/* Is thread tid on its way out (exiting, a zombie, or gone)? It runs no
+ * more user code, so it needs no stop. A read of /proc/self/task/T/stat:
+ * no allocation, no lock. */
+static int dying(pid_t tid)
+{
+    char path[64] = "/proc/self/task/", digits[16], buf[256];
+    size_t nd = 0, len = strlen(path);
+    for (unsigned v = (unsigned)tid; nd == 0 || v; v /= 10) /* no stdio here */
+        digits[nd++] = (char)('0' + v % 10);
+    while (nd)
+        path[len++] = digits[--nd];
+    memcpy(path + len, "/stat", 6);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 1;
+    buf[n] = 0;
+    const char *paren = strrchr(buf, ')'); /* the state follows "(comm) " */
+    return paren && (paren[2] == 'Z' || paren[2] == 'X');
+}
+
 static pid_t unstopped_thread(const struct hp_stopset *set)
 {
     char buf[4096];
@@ -197,7 +222,7 @@ static pid_t unstopped_thread(const struct hp_stopset *set)
             size_t i = 0;
             while (i < set->n && set->threads[i].tid != tid)
                 i++;
-            if (i == set->n)
+            if (i == set->n && !dying(tid))
                 missing = tid;
         }
     if (fd >= 0)
@@ -460,7 +485,8 @@ int hp_switch(const struct hp_switch *sw, char *err, size_t errlen, char *detail
             rc = 0;
             break;
         }
-        int waiting = res.v == V_BUSY || res.v == V_FIRST_BYTES;
+        /* A thread that started between the stop and the check: stop again. */
+        int waiting = res.v == V_BUSY || res.v == V_FIRST_BYTES || res.v == V_NOT_STOPPED;
         if (!waiting) {
             explain(&res, sw, err, errlen);
             break;
@@ -475,7 +501,9 @@ int hp_switch(const struct hp_switch *sw, char *err, size_t errlen, char *detail
         }
         if (attempt == 0)
             hp_log("attempt 1: %s; retrying",
-                   res.v == V_BUSY ? "code to replace is on a stack" : "a thread is in the first bytes");
+                   res.v == V_BUSY          ? "code to replace is on a stack"
+                   : res.v == V_NOT_STOPPED ? "a thread started during the stop"
+                                            : "a thread is in the first bytes");
         long ms = o->consistent ? (2L << (attempt < 5 ? attempt : 5)) : FIRST_BYTES_WAIT_MS;
         sleep_ms(ms < MAX_WAIT_MS ? ms : MAX_WAIT_MS);
     }

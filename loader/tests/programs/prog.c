@@ -162,6 +162,28 @@ static int spawn(const char *path, int daemonize)
     return child;
 }
 
+/* Threads that live a moment, started one after another for ever: there
+ * is always one being created or exiting (with its signals blocked). */
+static void *short_lived(void *arg)
+{
+    (void)arg;
+    long x = 1;
+    for (int i = 0; i < 200; i++)
+        x = work_unit(x) & 0xffff;
+    return (void *)x;
+}
+
+static void *churn(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, short_lived, NULL) == 0)
+            pthread_join(t, NULL);
+    }
+    return NULL;
+}
+
 static void *busy(void *arg)
 {
     (void)arg;
@@ -230,6 +252,10 @@ int main(void)
             for (int i = 0; i < 9; i++)
                 printf("%02x", c[i]);
             printf("\n");
+        } else if (strcmp(line, "churn") == 0) {
+            for (int i = 0; i < 3; i++)
+                pthread_create(&t, NULL, churn, NULL);
+            printf("churning\n");
         } else if (strncmp(line, "fork ", 5) == 0) {
             printf("%d\n", spawn(line + 5, 0));
         } else if (strncmp(line, "daemon ", 7) == 0) {

@@ -110,6 +110,17 @@ fn wait_stop(tid: i32) -> Waited {
     }
 }
 
+/// Is the thread gone, or a zombie on its way out?
+fn exiting(pid: i32, tid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_none_or(|state| state == 'Z' || state == 'X'),
+    }
+}
+
 fn thread_label(pid: i32, tid: i32) -> String {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
     format!("thread {tid} ({})", comm.trim())
@@ -185,6 +196,9 @@ impl Stopper {
             match ptrace(libc::PTRACE_SEIZE, tid, 0) {
                 Ok(()) => seized.push(tid),
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                // The kernel refuses to attach to a thread that is exiting:
+                // it runs no more user code, so it needs no stop.
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) && exiting(self.pid, tid) => {}
                 Err(e) => {
                     self.held.extend(seized.iter().map(|&t| (t, 0)));
                     return Err(format!(
