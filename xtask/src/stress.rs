@@ -35,6 +35,8 @@ use std::time::{Duration, Instant};
 
 /// How long the program may take to answer one command.
 const ANSWER_LIMIT: Duration = Duration::from_secs(10);
+/// How long the program runs before its first sample.
+const SETTLE: Duration = Duration::from_millis(200);
 /// Busy refusals in a row before the run gives up.
 const MAX_RETRIES_IN_A_ROW: u32 = 20;
 /// What hpctl says when a consistent switch waited in vain.
@@ -140,6 +142,7 @@ fn run_mode(exe: &Path, hpo: &Path, mode: Redirect, opts: &Options, dir: &Path) 
     let started = Instant::now();
     let outcome = Target::start(exe, &log).and_then(|target| {
         let mut run = Run::new(target, hpo, mode)?;
+        std::thread::sleep(SETTLE); // every thread running before the first sample
         s.start = run.sample()?;
         println!(
             "stress {}: pid {} {}",
