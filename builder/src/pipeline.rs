@@ -273,7 +273,7 @@ fn build_unit(
     match deployed {
         // Already one section per function: the base check is exact.
         None => {}
-        Some(Ok((obj, _))) => differ::use_deployed_shape(&mut diff, &obj)
+        Some(Ok((obj, _))) => differ::use_deployed_shape(&mut diff, &orig_obj, &obj)
             .map_err(|e| Error::new(format!("{rel}: {e}")))?,
         Some(Err(e)) => diff.notes.push(format!(
             "the base check uses the -ffunction-sections code, which the deployed build may \

@@ -22,7 +22,9 @@ use crate::{DiffError, Replacement, UnitDiff};
 /// Where a replacement's base check came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Found {
-    /// Taken from the deployed shape, which equals the sectioned values.
+    /// Taken from the deployed shape, the same code as the sectioned compile
+    /// but for fields one of them leaves to the linker (a call the assembler
+    /// resolved within one `.text`).
     Same,
     /// Taken from the deployed shape, which differs from the sectioned
     /// values (old size in the sectioned compile).
@@ -32,14 +34,21 @@ enum Found {
 }
 
 /// Replaces the size, masks and fingerprint of every replacement in `diff`
-/// with those of the same function in `deployed` (the original unit
-/// compiled with the project's own flags, no added sections), and adds a
-/// note for each function whose deployed code differs from the sectioned
-/// compile or that the deployed object does not hold unambiguously.
-pub fn use_deployed_shape(diff: &mut UnitDiff, deployed: &[u8]) -> Result<(), DiffError> {
+/// (made from `original`, the sectioned compile) with those of the same
+/// function in `deployed` (the original unit compiled with the project's
+/// own flags, no added sections), and adds a note for each function whose
+/// deployed code differs from the sectioned compile or that the deployed
+/// object does not hold unambiguously.
+pub fn use_deployed_shape(
+    diff: &mut UnitDiff,
+    original: &[u8],
+    deployed: &[u8],
+) -> Result<(), DiffError> {
+    let sectioned = elf::parse(original, "original")?;
     let obj = elf::parse(deployed, "deployed-shape")?;
     for r in &mut diff.replacements {
-        let note = match rebase(r, &obj) {
+        let before = code_of(&sectioned, &r.name, r.local);
+        let note = match rebase(r, &obj, before) {
             Found::Same => continue,
             Found::Differs(sectioned) if sectioned != r.old_size => format!(
                 "{}: the deployed build has it in {} bytes, the -ffunction-sections compile in \
@@ -64,32 +73,52 @@ pub fn use_deployed_shape(diff: &mut UnitDiff, deployed: &[u8]) -> Result<(), Di
     Ok(())
 }
 
+/// The one function named `name` with that binding in `obj`, defined in
+/// executable code: (section, start, end).
+fn function(obj: &Object, name: &str, local: bool) -> Option<(usize, u64, u64)> {
+    let mut candidates = obj
+        .symbols
+        .iter()
+        .filter(|s| s.kind == SymKind::Func && s.name == name && s.global != local && !s.external);
+    let (Some(sym), None) = (candidates.next(), candidates.next()) else {
+        return None;
+    };
+    let sec = sym.section.filter(|&s| obj.sections[s].is_exec())?;
+    let end = sym.value.checked_add(sym.size)?;
+    (sym.size != 0 && end <= obj.sections[sec].size).then_some((sec, sym.value, end))
+}
+
+/// A function's bytes and its masks.
+type Code = (Vec<u8>, Vec<(u32, u32)>);
+
+fn code_of(obj: &Object, name: &str, local: bool) -> Option<Code> {
+    let (sec, start, end) = function(obj, name, local)?;
+    Some((
+        obj.sections[sec].bytes(start, end),
+        crate::plan::masks(obj, sec, start, end),
+    ))
+}
+
 /// Sets `r`'s base check from the function of the same name and binding in
-/// `obj`, if there is exactly one, defined in executable code.
-fn rebase(r: &mut Replacement, obj: &Object) -> Found {
-    let mut candidates = obj.symbols.iter().enumerate().filter(|(_, s)| {
-        s.kind == SymKind::Func && s.name == r.name && s.global != r.local && !s.external
+/// `obj`, if there is exactly one, defined in executable code. `sectioned`:
+/// the same function's code in the sectioned compile, to tell whether the
+/// deployed code really differs.
+fn rebase(r: &mut Replacement, obj: &Object, sectioned: Option<Code>) -> Found {
+    let Some((code, masks)) = code_of(obj, &r.name, r.local) else {
+        return Found::Kept;
+    };
+    let old_size = r.old_size;
+    let same = sectioned.is_some_and(|(old, old_masks)| {
+        let both: Vec<(u32, u32)> = masks.iter().chain(&old_masks).copied().collect();
+        old.len() == code.len()
+            && format::fingerprint(&old, &both) == format::fingerprint(&code, &both)
     });
-    let (Some((_, sym)), None) = (candidates.next(), candidates.next()) else {
-        return Found::Kept;
-    };
-    let Some(sec) = sym.section.filter(|&s| obj.sections[s].is_exec()) else {
-        return Found::Kept;
-    };
-    let end = sym.value.saturating_add(sym.size);
-    if sym.size == 0 || end > obj.sections[sec].size {
-        return Found::Kept;
-    }
-    let masks = crate::plan::masks(obj, sec, sym.value, end);
-    let code = obj.sections[sec].bytes(sym.value, end);
-    let fingerprint = format::fingerprint(&code, &masks);
-    let found = if sym.size == r.old_size && fingerprint == r.fingerprint {
+    r.old_size = code.len() as u64;
+    r.fingerprint = format::fingerprint(&code, &masks);
+    r.masks = masks;
+    if same {
         Found::Same
     } else {
-        Found::Differs(r.old_size)
-    };
-    r.old_size = sym.size;
-    r.fingerprint = fingerprint;
-    r.masks = masks;
-    found
+        Found::Differs(old_size)
+    }
 }
