@@ -3,8 +3,14 @@
  * libhotpatch.a links into any program and brings nothing with it). Used
  * once per apply, on the patch's bytes, by patchobj.c; loader/tests/
  * integrity.rs checks it against the Rust side (crate sha2) on every length
- * around the block and padding boundaries.
+ * around the block and padding boundaries, both ways of compressing.
+ *
+ * Two ways to compress blocks: the portable one (about 270 MB/s here), and
+ * the x86 SHA extensions where the CPU has them (several times faster: a
+ * 1000-function patch is ~400 KB, hashed on every apply).
  */
+#include <cpuid.h>
+#include <immintrin.h>
 #include <string.h>
 
 #include "sha256.h"
@@ -42,8 +48,8 @@ static void store_be32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)v;
 }
 
-/* One 64-byte block into the state. */
-static void compress(uint32_t state[8], const uint8_t *block)
+/* One 64-byte block into the state, portably. */
+static void compress_portable(uint32_t state[8], const uint8_t *block)
 {
     uint32_t w[64];
     for (int t = 0; t < 16; t++)
@@ -81,6 +87,81 @@ static void compress(uint32_t state[8], const uint8_t *block)
     state[7] += h;
 }
 
+/* The same with the SHA extensions, for n blocks. The instructions keep
+ * the state as two registers, ABEF and CDGH (A in the highest lane), and
+ * do two rounds at a time with W[t] + K[t] of those rounds in the low
+ * lanes; sha256msg1/msg2 extend the message schedule four words at a time.
+ */
+__attribute__((target("sha,ssse3,sse4.1"))) static void compress_sha_ni(uint32_t state[8],
+                                                                         const uint8_t *p,
+                                                                         size_t n)
+{
+    const __m128i swap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
+    __m128i dcba = _mm_loadu_si128((const __m128i *)&state[0]);
+    __m128i hgfe = _mm_loadu_si128((const __m128i *)&state[4]);
+    __m128i cdab = _mm_shuffle_epi32(dcba, 0xb1);
+    __m128i efgh = _mm_shuffle_epi32(hgfe, 0x1b);
+    __m128i abef = _mm_alignr_epi8(cdab, efgh, 8);
+    __m128i cdgh = _mm_blend_epi16(efgh, cdab, 0xf0);
+    for (; n > 0; n--, p += 64) {
+        __m128i saved_abef = abef, saved_cdgh = cdgh, w[4];
+        for (int i = 0; i < 16; i++) {
+            /* w[i % 4] becomes W[4i .. 4i+3]. */
+            if (i < 4) {
+                w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), swap);
+            } else {
+                __m128i x = _mm_sha256msg1_epu32(w[i % 4], w[(i + 1) % 4]);
+                x = _mm_add_epi32(x, _mm_alignr_epi8(w[(i + 3) % 4], w[(i + 2) % 4], 4));
+                w[i % 4] = _mm_sha256msg2_epu32(x, w[(i + 3) % 4]);
+            }
+            __m128i wk = _mm_add_epi32(w[i % 4], _mm_loadu_si128((const __m128i *)&K[4 * i]));
+            cdgh = _mm_sha256rnds2_epu32(cdgh, abef, wk);
+            abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(wk, 0x0e));
+        }
+        abef = _mm_add_epi32(abef, saved_abef);
+        cdgh = _mm_add_epi32(cdgh, saved_cdgh);
+    }
+    __m128i feba = _mm_shuffle_epi32(abef, 0x1b);
+    __m128i dchg = _mm_shuffle_epi32(cdgh, 0xb1);
+    _mm_storeu_si128((__m128i *)&state[0], _mm_blend_epi16(feba, dchg, 0xf0));
+    _mm_storeu_si128((__m128i *)&state[4], _mm_alignr_epi8(dchg, feba, 8));
+}
+
+/* 1: the CPU has the SHA extensions (and SSSE3, SSE4.1); 0: it has not;
+ * -1: not asked yet. hp_sha256_force_portable sets 0 for tests. */
+static int sha_ni = -1;
+
+static int use_sha_ni(void)
+{
+    int have = __atomic_load_n(&sha_ni, __ATOMIC_RELAXED);
+    if (have < 0) {
+        unsigned a, b, c, d;
+        have = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_SSSE3) && (c & bit_SSE4_1) &&
+               __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & bit_SHA);
+        __atomic_store_n(&sha_ni, have, __ATOMIC_RELAXED);
+    }
+    return have;
+}
+
+void hp_sha256_force_portable(void)
+{
+    __atomic_store_n(&sha_ni, 0, __ATOMIC_RELAXED);
+}
+
+int hp_sha256_accelerated(void)
+{
+    return use_sha_ni();
+}
+
+static void compress(uint32_t state[8], const uint8_t *p, size_t n)
+{
+    if (use_sha_ni())
+        compress_sha_ni(state, p, n);
+    else
+        for (; n > 0; n--, p += 64)
+            compress_portable(state, p);
+}
+
 void hp_sha256_init(struct hp_sha256 *c)
 {
     /* The first 32 bits of the fractional parts of the square roots of the
@@ -104,11 +185,12 @@ void hp_sha256_update(struct hp_sha256 *c, const void *data, size_t len)
         len -= take;
         if (c->used < 64)
             return;
-        compress(c->state, c->block);
+        compress(c->state, c->block, 1);
         c->used = 0;
     }
-    for (; len >= 64; p += 64, len -= 64)
-        compress(c->state, p);
+    compress(c->state, p, len / 64);
+    p += len / 64 * 64;
+    len %= 64;
     memcpy(c->block, p, len);
     c->used = len;
 }
@@ -121,13 +203,13 @@ void hp_sha256_final(struct hp_sha256 *c, uint8_t digest[32])
     c->block[c->used++] = 0x80;
     if (c->used > 56) {
         memset(c->block + c->used, 0, 64 - c->used);
-        compress(c->state, c->block);
+        compress(c->state, c->block, 1);
         c->used = 0;
     }
     memset(c->block + c->used, 0, 56 - c->used);
     store_be32(c->block + 56, (uint32_t)(bits >> 32));
     store_be32(c->block + 60, (uint32_t)bits);
-    compress(c->state, c->block);
+    compress(c->state, c->block, 1);
     for (int i = 0; i < 8; i++)
         store_be32(digest + 4 * i, c->state[i]);
     memset(c, 0, sizeof *c);

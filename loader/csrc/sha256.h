@@ -20,4 +20,9 @@ void hp_sha256_init(struct hp_sha256 *c);
 void hp_sha256_update(struct hp_sha256 *c, const void *data, size_t len);
 void hp_sha256_final(struct hp_sha256 *c, uint8_t digest[32]);
 
+/* Whether blocks are compressed with the x86 SHA extensions (asked once). */
+int hp_sha256_accelerated(void);
+/* From now on, the portable code only (tests compare both ways). */
+void hp_sha256_force_portable(void);
+
 #endif

@@ -6,6 +6,8 @@
  *                    hotpatch_apply_file
  *   hash PATH K   -> the loader's SHA-256 (sha256.c) of the file, fed K
  *                    bytes at a time, in hex
+ *   portable      -> "sha-ni" or "portable": how blocks were compressed so
+ *                    far; from now on, portably
  * scale() multiplies by FACTOR; the test prepends "#define FACTOR 3" for
  * the patched version. */
 #include <stdio.h>
@@ -68,6 +70,9 @@ int main(void)
             printf("%s %s\n", rc == 0 ? "ok" : "err", err);
         } else if (sscanf(line, "hash %3999s %zu", path, &step) == 2) {
             hash(path, step);
+        } else if (strcmp(line, "portable\n") == 0) {
+            printf("%s\n", hp_sha256_accelerated() ? "sha-ni" : "portable");
+            hp_sha256_force_portable();
         } else {
             printf("unknown command\n");
         }
