@@ -997,3 +997,70 @@ fn threads_starting_and_exiting_during_apply() {
     }
     assert!(s.proc_.alive());
 }
+
+/// (mappings, private KiB) of a process.
+fn memory_of(pid: &str) -> (usize, u64) {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
+    let private = rollup
+        .lines()
+        .filter(|l| l.starts_with("Private_"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    (maps.lines().count(), private)
+}
+
+/// Patches share pages, and a reverted patch's memory comes back, lazily
+/// reverted ones included (freed by a later switch that finds no thread in
+/// them): the mapping count stays flat over many cycles and a patch costs
+/// at most a page.
+#[test]
+fn memory_comes_back_after_revert() {
+    let mut s = start("memory", &[]);
+    let pid = s.proc_.pid().to_string();
+    let file = patch_file(
+        &s,
+        "mem",
+        &version(&[("COMPUTE_FACTOR", "3")]),
+        &["compute"],
+        &[],
+    );
+    let cycle = |lazy: bool| {
+        let (ok, _, err) = hpctl(&["apply", &pid, &file]);
+        assert!(ok, "{err}");
+        let revert: &[&str] = if lazy {
+            &["revert", "--lazy"]
+        } else {
+            &["revert"]
+        };
+        let (ok, _, err) = hpctl(&[revert, &[pid.as_str()]].concat());
+        assert!(ok, "{err}");
+    };
+    for _ in 0..3 {
+        cycle(true); // the loader's one-time tables and caches
+    }
+    let (maps0, private0) = memory_of(&pid);
+    for i in 0..40 {
+        cycle(i % 2 == 0);
+    }
+    let (maps1, private1) = memory_of(&pid);
+    assert_eq!(maps1, maps0, "mappings after 40 apply/revert cycles");
+    assert!(
+        private1 <= private0 + 16,
+        "private memory grew from {private0} to {private1} KiB over 40 cycles"
+    );
+    // One applied patch costs at most a page.
+    let (ok, _, err) = hpctl(&["apply", &pid, &file]);
+    assert!(ok, "{err}");
+    let (maps2, private2) = memory_of(&pid);
+    assert_eq!(
+        maps2, maps1,
+        "an apply into the existing patch memory maps nothing"
+    );
+    assert!(
+        private2 <= private1 + 4,
+        "a 1-function patch took {} KiB",
+        private2 - private1
+    );
+    assert_eq!(s.proc_.ask("compute 1"), "45");
+}
