@@ -112,11 +112,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let summaries: Vec<Summary> = opts
         .modes
         .iter()
-        .map(|&mode| run_mode(&exe, &hpo, mode, &opts, &dir))
+        .map(|&mode| {
+            let s = run_mode(&exe, &hpo, mode, &opts, &dir);
+            println!("{}", s.line());
+            s
+        })
         .collect();
-    for s in &summaries {
-        println!("{}", s.line());
-    }
     let failed: Vec<String> = summaries
         .iter()
         .filter_map(|s| Some(format!("{}: {}", s.mode.name(), s.failure.as_ref()?)))
