@@ -351,8 +351,11 @@ int hp_patchobj_parse(struct hp_patchobj *po, const uint8_t *data, size_t size, 
 
     for (size_t i = 0; i < po->nsh; i++) {
         const Elf64_Shdr *s = &po->sh[i];
-        if (s->sh_type != SHT_NOBITS && s->sh_type != SHT_NULL &&
-            !in_bounds(s->sh_offset, s->sh_size, size))
+        /* A NULL header holds no bytes, unless it is SHF_ALLOC: hp_link
+         * copies every loaded section that is not NOBITS. */
+        int has_bytes = s->sh_type != SHT_NOBITS &&
+                        (s->sh_type != SHT_NULL || (s->sh_flags & SHF_ALLOC));
+        if (has_bytes && !in_bounds(s->sh_offset, s->sh_size, size))
             return hp_fail(err, errlen, "section %zu lies outside the file (truncated patch?)", i);
         if (s->sh_addralign & (s->sh_addralign - 1))
             return hp_fail(err, errlen, "section %zu has a bad alignment", i);
