@@ -190,6 +190,38 @@ static int find_target(const struct prep *p, const struct hp_func_rec *f, struct
     return 0;
 }
 
+/* Where the jump after an endbr64 goes in code at `at` (size bytes). */
+static size_t endbr_skip(const struct prep *p, uintptr_t at, uint64_t size)
+{
+    uint8_t head[sizeof ENDBR64];
+    if (size < sizeof ENDBR64)
+        return 0;
+    hp_original_bytes(&p->saved, at, sizeof head, head);
+    return memcmp(head, ENDBR64, sizeof head) == 0 ? sizeof head : 0;
+}
+
+/* A function an older patch replaced: that patch's code calls its own
+ * replacement directly, not through the entry everyone else calls, so the
+ * new code needs a jump at the replacement's entry too (reverted with this
+ * patch). Sets r->chain_at, or 0 when no patch replaced func. */
+static int chain_entry(const struct prep *p, const struct hp_func_rec *f, uintptr_t func,
+                       struct redirect *r, char *err, size_t errlen)
+{
+    struct label l;
+    const struct redirect *act = hp_active_redirect(func, NULL);
+    r->chain_at = 0;
+    if (!act)
+        return 0;
+    size_t skip = endbr_skip(p, act->target, act->target_size);
+    if (!padding_fits(p, act->target, act->target_size, skip))
+        return hp_fail(err, errlen,
+                       "function %s: the older patch's code for it is too small (%llu bytes) "
+                       "for a %d-byte jump; revert that patch and apply a fix of both",
+                       label(f, &l), (unsigned long long)act->target_size, JUMP_LEN);
+    r->chain_at = act->target + skip;
+    return 0;
+}
+
 /* The redirect and entry-jump span of record f (the jump after endbr64). */
 static int prepare_entry(struct prep *p, const struct hp_func_rec *f, struct redirect *r,
                          struct span *s, size_t i, char *err, size_t errlen)
@@ -206,12 +238,7 @@ static int prepare_entry(struct prep *p, const struct hp_func_rec *f, struct red
     /* The jump goes at the entry everyone calls (the executable's, or that
      * of the patch that added the function), whatever code is active. */
     uintptr_t func = fn.addr;
-    uint8_t head[sizeof ENDBR64];
-    size_t skip = 0;
-    if (fn.size >= sizeof ENDBR64) {
-        hp_original_bytes(&p->saved, func, sizeof head, head);
-        skip = memcmp(head, ENDBR64, sizeof head) == 0 ? sizeof head : 0;
-    }
+    size_t skip = endbr_skip(p, func, fn.size);
     if (fn.size < skip + JUMP_LEN && !padding_fits(p, func, fn.size, skip))
         return hp_fail(err, errlen,
                        "function %s is too small (%llu bytes) for a %d-byte jump%s and no "
@@ -220,6 +247,8 @@ static int prepare_entry(struct prep *p, const struct hp_func_rec *f, struct red
                        skip ? " after endbr64" : "");
     if (taken_before(p, func))
         return hp_fail(err, errlen, "function %s is replaced twice by this patch", label(f, &l));
+    if (chain_entry(p, f, func, r, err, errlen))
+        return -1;
     r->func = func;
     r->size = fn.size;
     *s = (struct span){.at = func + skip, .len = JUMP_LEN, .func = (uint32_t)i};
@@ -266,29 +295,54 @@ static int aim_entries(const struct hp_patchobj *po, const struct hp_linked *l, 
     return 0;
 }
 
+/* The chained entry jumps (redirect.chain_at), as spans after the entry
+ * jumps. Returns the new span count, 0 when out of memory. */
+static size_t add_chains(const struct redirect *r, size_t n, struct span **spans)
+{
+    size_t k = n;
+    for (size_t i = 0; i < n; i++)
+        k += r[i].chain_at != 0;
+    struct span *grown = realloc(*spans, k * sizeof *grown);
+    if (!grown)
+        return 0;
+    *spans = grown;
+    k = n;
+    for (size_t i = 0; i < n; i++) {
+        if (!r[i].chain_at)
+            continue;
+        struct span *s = &grown[k++];
+        int32_t rel32 = (int32_t)(int64_t)(r[i].target - (r[i].chain_at + JUMP_LEN));
+        *s = (struct span){.at = r[i].chain_at, .len = JUMP_LEN, .func = (uint32_t)i};
+        memcpy(s->old, (const void *)s->at, JUMP_LEN);
+        s->new[0] = 0xe9;
+        memcpy(s->new + 1, &rel32, 4);
+    }
+    return k;
+}
+
 /* With --redirect call-site: the client's sites, checked, as spans after
- * the entry jumps. Returns the new span count (n on any problem: the entry
- * jumps alone still switch every call). */
+ * the entry jumps. Returns the new span count (nspans on any problem: the
+ * entry jumps alone still switch every call). */
 static size_t add_call_sites(const struct hp_opts *o, struct redirect *r, size_t n,
-                             struct span **spans, size_t *skipped)
+                             struct span **spans, size_t nspans, size_t *skipped)
 {
     struct hp_site_line *lines = NULL;
     size_t nlines = 0;
     char err[256];
     *skipped = 0;
     if (!o->call_sites || !o->client)
-        return n;
+        return nspans;
     if (hp_client_sites(o->client, r, n, &lines, &nlines, err, sizeof err)) {
         hp_log("call sites: %s; redirecting by entry jumps only", err);
-        return n;
+        return nspans;
     }
-    struct span *grown = realloc(*spans, (n + nlines + 1) * sizeof *grown);
+    struct span *grown = realloc(*spans, (nspans + nlines + 1) * sizeof *grown);
     if (!grown) {
         free(lines);
-        return n;
+        return nspans;
     }
     *spans = grown;
-    size_t total = hp_sites_to_spans(lines, nlines, r, n, grown, n, skipped);
+    size_t total = hp_sites_to_spans(lines, nlines, r, n, grown, nspans, skipped);
     free(lines);
     return total;
 }
@@ -382,7 +436,12 @@ int hp_apply_mem_locked(const void *data, size_t size, const struct hp_opts *o, 
     linked = 1;
     if (aim_entries(&po, &l, r, spans, msg, msglen))
         goto fail;
-    nspans = add_call_sites(o, r, po.nfuncs, &spans, &skipped);
+    nspans = add_chains(r, po.nfuncs, &spans);
+    if (!nspans) {
+        hp_fail(msg, msglen, "out of memory");
+        goto fail;
+    }
+    nspans = add_call_sites(o, r, po.nfuncs, &spans, nspans, &skipped);
     ranges = hp_busy_ranges(r, po.nfuncs, NULL, &nranges);
     if (!ranges) {
         hp_fail(msg, msglen, "out of memory");

@@ -31,6 +31,8 @@ struct redirect {
     uintptr_t func;      /* function entry */
     uint64_t size;       /* function size */
     uintptr_t target;    /* new code */
+    uintptr_t chain_at;  /* a second entry jump, or 0: in the replaced code of
+                          * the patch below (its own direct calls go there) */
     uint64_t target_size;
     size_t nsites;       /* call sites redirected straight to target */
 };
@@ -47,7 +49,8 @@ struct applied {
     char *id;
     struct redirect *r;
     size_t n;
-    struct span *spans;  /* entry jumps (span i for r[i]), then call sites */
+    struct span *spans;  /* entry jumps (span i for r[i]), chained entry
+                          * jumps (r[i].chain_at), then call sites */
     size_t nspans;
     int call_sites;      /* applied with --redirect call-site */
     struct hp_block text, data; /* its code and data in the arena */

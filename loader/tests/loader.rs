@@ -222,21 +222,23 @@ fn stacked_patches_and_c_api() {
     assert_eq!(s.proc_.ask("revert"), "-1 no patch applied");
 }
 
-/// Three levels, each built on the one below: every level changes the size
-/// of compute, level 2 replaces a function level 1 added (it is in no
-/// symbol table of the executable), level 3 calls it. Reverts go back one
-/// level at a time, through hpctl (consistent switches).
+/// Levels, each built on the one below: levels 1-3 each change the size of
+/// compute, level 2 replaces a function level 1 added (it is in no symbol
+/// table of the executable), level 3 replaces it again and calls it from
+/// its own compute, level 4 replaces only that function (level 3's direct
+/// call must reach it). Reverts go back one level at a time, through hpctl
+/// (consistent switches).
 #[test]
-fn three_stacked_levels_built_on_each_other() {
-    three_levels("levels", &[]);
+fn stacked_levels_built_on_each_other() {
+    levels("levels", &[]);
 }
 
 #[test]
-fn three_stacked_levels_with_call_site_redirects() {
-    three_levels("levels-cs", &["--redirect", "call-site"]);
+fn stacked_levels_with_call_site_redirects() {
+    levels("levels-cs", &["--redirect", "call-site"]);
 }
 
-fn three_levels(tag: &str, redirect: &[&str]) {
+fn levels(tag: &str, redirect: &[&str]) {
     let mut s = start(tag, &[]);
     let pid = s.proc_.pid().to_string();
     let bonus = |body: &str| {
@@ -250,16 +252,21 @@ fn three_levels(tag: &str, redirect: &[&str]) {
         ("COMPUTE_PRELUDE", &bonus("x * 7 + 1000")),
         ("COMPUTE_EXTRA", "+ level_bonus(x) + level_bonus(x + 1)"),
     ]);
+    let three = "+ level_bonus(x) + level_bonus(x + 1) + level_bonus(x + 2)";
     let l3 = version(&[
-        ("COMPUTE_PRELUDE", &bonus("x * 7 + 1000")),
-        (
-            "COMPUTE_EXTRA",
-            "+ level_bonus(x) + level_bonus(x + 1) + level_bonus(x + 2)",
-        ),
+        ("COMPUTE_PRELUDE", &bonus("x * 8 + 1500")),
+        ("COMPUTE_EXTRA", three),
+    ]);
+    // Level 4 replaces only level_bonus, which level 3's compute calls
+    // inside level 3's own code: that call must reach level 4 too.
+    let l4 = version(&[
+        ("COMPUTE_PRELUDE", &bonus("x * 9 + 2000")),
+        ("COMPUTE_EXTRA", three),
     ]);
     let l1f = patch_from(&s, "l1", &v1(), &l1, &["compute"], &[]);
     let l2f = patch_from(&s, "l2", &l1, &l2, &["compute", "level_bonus"], &[]);
-    let l3f = patch_from(&s, "l3", &l2, &l3, &["compute"], &[]);
+    let l3f = patch_from(&s, "l3", &l2, &l3, &["compute", "level_bonus"], &[]);
+    let l4f = patch_from(&s, "l4", &l3, &l4, &["level_bonus"], &[]);
 
     // Level 2 needs level 1 below it: its base check fails on v1.
     let apply = |path: &str| {
@@ -275,7 +282,8 @@ fn three_levels(tag: &str, redirect: &[&str]) {
     let levels = [
         (&l1f, "l1", "145"),
         (&l2f, "l2", "2065"),
-        (&l3f, "l3", "3086"),
+        (&l3f, "l3", "4592"),
+        (&l4f, "l4", "6098"),
     ];
     for (path, id, want) in levels {
         let (ok, out, err) = apply(path);
@@ -298,15 +306,15 @@ fn three_levels(tag: &str, redirect: &[&str]) {
         })
         .collect();
     let calls = out.matches(" call sites)").count();
-    assert_eq!(calls, if redirect.is_empty() { 0 } else { 4 }, "{out}");
+    assert_eq!(calls, if redirect.is_empty() { 0 } else { 6 }, "{out}");
     assert_eq!(
         shown.join("\n"),
-        "l1 compute\nl2 prog.c::level_bonus compute\nl3 compute"
+        "l1 compute\nl2 prog.c::level_bonus compute\nl3 prog.c::level_bonus compute\nl4 prog.c::level_bonus"
     );
     // The static counter compute bumps is the program's through every level.
     let calls: u64 = s.proc_.ask("calls").parse().unwrap();
-    assert_eq!(calls, 4);
-    for (id, want) in [("l3", "2065"), ("l2", "145"), ("l1", "44")] {
+    assert_eq!(calls, 5);
+    for (id, want) in [("l4", "4592"), ("l3", "2065"), ("l2", "145"), ("l1", "44")] {
         let (ok, out, err) = hpctl(&["revert", &pid]);
         assert!(ok, "revert {id}: {err}");
         assert!(out.contains(id), "{out}");
