@@ -134,6 +134,8 @@ fixture_tests! {
     busy_function => "busy-function",
     call_site => "call-site",
     tail_call_relaxed => "tail-call-relaxed",
+    cross_unit_helper => "cross-unit-helper",
+    ifunc => "ifunc",
 }
 
 /// Each fixture's expectations hold for the original and the patched program

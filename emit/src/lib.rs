@@ -90,8 +90,15 @@ pub fn emit(units: &[Unit], patch_id: &str, base_id: &str, flags: u32) -> Result
     // of that name.
     let mut eh = EhFrame::default();
     let mut notes = Vec::new();
-    for unit in units {
-        funcs.extend(emit_unit(&mut out, &mut names, &mut eh, &mut notes, unit)?);
+    // Every unit's code and symbols first, so a reference from one unit to
+    // a global another unit of the patch defines (a new helper, new data)
+    // reaches that definition.
+    let copied = units
+        .iter()
+        .map(|unit| copy_unit(&mut out, &mut names, unit))
+        .collect::<Result<Vec<_>>>()?;
+    for (unit, copy) in units.iter().zip(&copied) {
+        funcs.extend(link_unit(&mut out, &mut names, &mut eh, &mut notes, unit, copy)?);
     }
     eh.finish(&mut out)?;
     let meta = Meta {
@@ -121,11 +128,13 @@ pub fn emit(units: &[Unit], patch_id: &str, base_id: &str, flags: u32) -> Result
 
 /// Defined-symbol names must be unique in the patch (the metadata and the
 /// loader find replacement code by name), and undefined references to the
-/// same base symbol are shared.
+/// same base symbol are shared. `globals`: the global symbols the patch
+/// defines, by name, for references between its units.
 #[derive(Default)]
 struct Names {
     defined: HashSet<String>,
     undefined: HashMap<String, SymbolId>,
+    globals: HashMap<String, SymbolId>,
 }
 
 impl Names {
@@ -164,13 +173,14 @@ impl Names {
     }
 }
 
-fn emit_unit(
-    out: &mut write::Object,
-    names: &mut Names,
-    eh: &mut EhFrame,
-    notes: &mut Vec<String>,
-    unit: &Unit,
-) -> Result<Vec<FuncRecord>> {
+/// One unit's shipped sections and symbols, copied into the patch.
+struct Copied<'a> {
+    file: object::File<'a>,
+    sections: HashMap<SectionIndex, SectionId>,
+    symbols: HashMap<SymbolIndex, SymbolId>,
+}
+
+fn copy_unit<'a>(out: &mut write::Object, names: &mut Names, unit: &Unit<'a>) -> Result<Copied<'a>> {
     let file = object::File::parse(unit.patched)
         .map_err(|e| Error::new(format!("cannot read patched object: {e}")))?;
     let sections = copy_sections(out, &file, unit.diff)?;
@@ -179,8 +189,25 @@ fn emit_unit(
     // (file, name), like the executable's.
     out.add_file_symbol(unit.diff.file.as_bytes().to_vec());
     let symbols = copy_symbols(out, names, &file, &sections)?;
-    copy_relocations(out, names, &file, unit.diff, &sections, &symbols)?;
-    eh.add_object(out, &file, unit.rel, &sections, notes)?;
+    Ok(Copied {
+        file,
+        sections,
+        symbols,
+    })
+}
+
+/// The unit's relocations and unwind information, and its records.
+fn link_unit(
+    out: &mut write::Object,
+    names: &mut Names,
+    eh: &mut EhFrame,
+    notes: &mut Vec<String>,
+    unit: &Unit,
+    copy: &Copied,
+) -> Result<Vec<FuncRecord>> {
+    let (file, sections, symbols) = (&copy.file, &copy.sections, &copy.symbols);
+    copy_relocations(out, names, file, unit.diff, sections, symbols)?;
+    eh.add_object(out, file, unit.rel, sections, notes)?;
     unit.diff
         .replacements
         .iter()
@@ -278,8 +305,9 @@ fn copy_symbols(
         } else {
             SymbolScope::Compilation
         };
+        let unique = names.unique(name);
         let id = out.add_symbol(write::Symbol {
-            name: names.unique(name).into_bytes(),
+            name: unique.clone().into_bytes(),
             value: sym.address(),
             size: sym.size(),
             // A defined STT_NOTYPE symbol (GCC's `.LC0` string labels) reads
@@ -293,6 +321,9 @@ fn copy_symbols(
             section: SymbolSection::Section(*section),
             flags: object::SymbolFlags::None,
         });
+        if sym.is_global() && unique == name {
+            names.globals.insert(unique, id);
+        }
         map.insert(sym.index(), id);
     }
     Ok(map)
@@ -348,6 +379,10 @@ fn route_to_base(
         .symbol_by_index(target)
         .is_ok_and(|s| s.kind() == SymbolKind::Tls);
     let name = match diff.routes.get(&target.0) {
+        // Defined by another unit of this patch (a helper the fix adds).
+        Some(Route::BaseGlobal(name)) if names.globals.contains_key(name) => {
+            return Ok(names.globals[name]);
+        }
         Some(Route::BaseGlobal(name)) => name.clone(),
         Some(Route::BaseLocal(name)) => format::local_symbol_name(&diff.file, name),
         other => {
