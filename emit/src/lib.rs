@@ -98,7 +98,9 @@ pub fn emit(units: &[Unit], patch_id: &str, base_id: &str, flags: u32) -> Result
         .map(|unit| copy_unit(&mut out, &mut names, unit))
         .collect::<Result<Vec<_>>>()?;
     for (unit, copy) in units.iter().zip(&copied) {
-        funcs.extend(link_unit(&mut out, &mut names, &mut eh, &mut notes, unit, copy)?);
+        funcs.extend(link_unit(
+            &mut out, &mut names, &mut eh, &mut notes, unit, copy,
+        )?);
     }
     eh.finish(&mut out)?;
     let meta = Meta {
@@ -180,7 +182,11 @@ struct Copied<'a> {
     symbols: HashMap<SymbolIndex, SymbolId>,
 }
 
-fn copy_unit<'a>(out: &mut write::Object, names: &mut Names, unit: &Unit<'a>) -> Result<Copied<'a>> {
+fn copy_unit<'a>(
+    out: &mut write::Object,
+    names: &mut Names,
+    unit: &Unit<'a>,
+) -> Result<Copied<'a>> {
     let file = object::File::parse(unit.patched)
         .map_err(|e| Error::new(format!("cannot read patched object: {e}")))?;
     let sections = copy_sections(out, &file, unit.diff)?;
