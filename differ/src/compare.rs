@@ -5,7 +5,7 @@
 //! a note (`lines`).
 
 use crate::correlate::{
-    data_symbols, functions, is_numbered_local, is_static_local, named_refs, Correlation,
+    data_symbols, functions, ifuncs, is_numbered_local, is_static_local, named_refs, Correlation,
 };
 use crate::elf::{Object, SymKind};
 use crate::explain::explain;
@@ -60,7 +60,8 @@ impl Analysis<'_, '_> {
 /// 5. [`with_static_local_reasons`]: shipped code keeps static locals' storage;
 /// 6. [`data_verdicts`]: new data, and refusals of changed existing data;
 /// 7. [`ambiguous_static_locals`]: refuse static locals with several
-///    candidate originals (they are not new data either).
+///    candidate originals (they are not new data either);
+/// 8. [`ifunc_refusals`]: refuse new IFUNCs and changed resolvers.
 pub fn analyze<'o, 'a>(
     original: &'o Object<'a>,
     patched: &'o Object<'a>,
@@ -79,6 +80,7 @@ pub fn analyze<'o, 'a>(
     let (new_data, static_refusals) = ambiguous_static_locals(new_data, &pat, original, corr, file);
     refusals.extend(data_refusals);
     refusals.extend(static_refusals);
+    refusals.extend(ifunc_refusals(&funcs, original, patched, corr, file));
     let by_patched = funcs
         .iter()
         .enumerate()
@@ -427,6 +429,57 @@ fn ambiguous_static_locals(
         new_data.retain(|&d| d != *p);
     }
     (new_data, refusals)
+}
+
+/// Refusals of what a running program cannot take from IFUNCs: it ran every
+/// resolver at start-up (the dynamic linker stored each choice), so a new
+/// IFUNC would never be resolved for it, and a changed resolver would never
+/// run again. A fix to an implementation (a target_clones clone, or a
+/// function a resolver returns) ships like any function.
+fn ifunc_refusals(
+    funcs: &[FuncInfo],
+    original: &Object,
+    patched: &Object,
+    corr: &Correlation,
+    file: &str,
+) -> Vec<Refusal> {
+    let mut refusals = Vec::new();
+    for p in ifuncs(patched) {
+        if !corr.p2o.contains_key(&p) {
+            let name = &patched.symbols[p].name;
+            refusals.push(Refusal {
+                symbol: name.clone(),
+                message: format!(
+                    "new IFUNC `{name}` ({file}): a running program resolves IFUNCs only when it \
+                     starts. Call one of its implementations directly, or restart."
+                ),
+            });
+        }
+    }
+    let orig_ifuncs = ifuncs(original);
+    for f in funcs.iter().filter(|f| f.change == Change::Changed) {
+        let Some(o) = f.original else { continue };
+        let r = &original.symbols[o];
+        let served: Vec<&str> = orig_ifuncs
+            .iter()
+            .map(|&i| &original.symbols[i])
+            .filter(|i| i.section == r.section && i.value == r.value)
+            .map(|i| i.name.as_str())
+            .collect();
+        if let Some(first) = served.first() {
+            refusals.push(Refusal {
+                symbol: r.name.clone(),
+                message: format!(
+                    "resolver `{}` of IFUNC `{}` ({file}) changed: the running program chose \
+                     `{first}`'s implementation when it started and never asks again. Change the \
+                     implementations instead, or restart.",
+                    r.name,
+                    served.join("`, `")
+                ),
+            });
+        }
+    }
+    refusals
 }
 
 /// Read-only data defined locally: safe to replace by a fresh copy.

@@ -56,7 +56,17 @@ pub fn data_symbols(obj: &Object) -> Vec<usize> {
     (0..obj.symbols.len())
         .filter(|&i| {
             let s = &obj.symbols[i];
-            s.section.is_some() && s.is_named() && s.kind != SymKind::Func
+            s.section.is_some() && s.is_named() && !matches!(s.kind, SymKind::Func | SymKind::Ifunc)
+        })
+        .collect()
+}
+
+/// Defined IFUNC symbols (each sits on its resolver).
+pub fn ifuncs(obj: &Object) -> Vec<usize> {
+    (0..obj.symbols.len())
+        .filter(|&i| {
+            let s = &obj.symbols[i];
+            s.kind == SymKind::Ifunc && s.section.is_some() && !s.name.is_empty()
         })
         .collect()
 }
@@ -207,7 +217,8 @@ fn pair_clones(
 
 /// Correlates both objects' named symbols: functions first (plain names,
 /// then clones, then whatever is left by name), then static locals through
-/// the functions using them, then the other data by name.
+/// the functions using them, then the other data by name, then IFUNCs by
+/// name.
 pub fn correlate(original: &Object, patched: &Object) -> Correlation {
     let mut c = Correlation::default();
     let (of, pf) = (functions(original), functions(patched));
@@ -228,6 +239,8 @@ pub fn correlate(original: &Object, patched: &Object) -> Correlation {
     c.pair_by_name(original, patched, &of, &pf);
     let undecided = pair_static_locals(&mut c, original, patched, &of, &pf);
     pair_other_data(&mut c, original, patched, &undecided);
+    // An IFUNC is the name callers use; the source gives it.
+    c.pair_by_name(original, patched, &ifuncs(original), &ifuncs(patched));
     c
 }
 

@@ -18,6 +18,11 @@ use object::LittleEndian as LE;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SymKind {
     Func,
+    /// STT_GNU_IFUNC: not code of its own but a name the dynamic linker
+    /// resolves by calling the resolver it sits on (same section, same
+    /// address), e.g. `add` for `__attribute__((ifunc("resolve_add")))` or a
+    /// target_clones function's dispatcher.
+    Ifunc,
     Object,
     Tls,
     Section,
@@ -50,7 +55,9 @@ impl Symbol {
     /// anonymous: they only stand for a place in a section.
     pub fn is_named(&self) -> bool {
         match self.kind {
-            SymKind::Func | SymKind::Object | SymKind::Tls => !self.name.is_empty(),
+            SymKind::Func | SymKind::Ifunc | SymKind::Object | SymKind::Tls => {
+                !self.name.is_empty()
+            }
             SymKind::NoType => self.global && self.section.is_some() && !self.name.is_empty(),
             _ => false,
         }
@@ -313,7 +320,8 @@ fn read_symbols(
 /// What the differ makes of a symbol's ELF type.
 fn sym_kind(st_type: u8, st_bind: u8, name: &str) -> SymKind {
     match st_type {
-        elf::STT_FUNC | elf::STT_GNU_IFUNC => SymKind::Func,
+        elf::STT_FUNC => SymKind::Func,
+        elf::STT_GNU_IFUNC => SymKind::Ifunc,
         // Assembler-local names (clang's `.L.str`, `.L__const.f.t`) are
         // labels for a place in a section, like GCC's `.LC0`, even when the
         // compiler typed them as objects: compare them by contents.
@@ -436,10 +444,16 @@ fn checked_reloc(
 impl<'a> Object<'a> {
     /// The only named symbol of `section` if it sits at offset 0: with
     /// -ffunction-sections / -fdata-sections a section symbol then simply
-    /// stands for that symbol.
+    /// stands for that symbol. An IFUNC sharing its resolver's section does
+    /// not count: the bytes there are the resolver's code.
     pub fn single_named_at_zero(&self, section: usize) -> Option<usize> {
-        match self.sections[section].named.as_slice() {
-            [only] if self.symbols[*only].value == 0 => Some(*only),
+        let mut named = self.sections[section]
+            .named
+            .iter()
+            .copied()
+            .filter(|&s| self.symbols[s].kind != SymKind::Ifunc);
+        match (named.next(), named.next()) {
+            (Some(only), None) if self.symbols[only].value == 0 => Some(only),
             _ => None,
         }
     }

@@ -68,6 +68,10 @@ fn decide(a: &Analysis, corr: &Correlation, sym: usize, file: &str) -> Decision 
             (_, Some(_)) if a.pat.changed_ro.contains(&n) => Decision::Ship(sec),
             (_, Some(o)) => Decision::Route(base_route(original, o)),
             (SymKind::Tls, None) => Decision::Refuse(String::new()), // refused in analysis
+            // An existing IFUNC took the arm above: the running program's,
+            // which the loader resolves as the dynamic linker did. A new one
+            // is refused in analysis.
+            (SymKind::Ifunc, None) => Decision::Refuse(String::new()),
             (_, None) => Decision::Ship(sec),
         };
     }
