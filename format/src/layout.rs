@@ -20,6 +20,16 @@ pub const HP_META_SECTION: &str = ".hotpatch.meta";
 /// running program's symbol table. Any other undefined name is global.
 pub const HP_LOCAL_SEP: &str = "::";
 
+/// Sections of callback pointers a patch may carry (`HOTPATCH_PRE_APPLY(fn)`
+/// and friends in hotpatch.h put `int (*)(void)` pointers there): pre-apply
+/// callbacks run before the switch and a non-zero return cancels the apply;
+/// post-apply ones right after it; pre-revert (non-zero cancels) and
+/// post-revert ones around a revert.
+pub const HP_CB_PRE_APPLY_SECTION: &str = ".hotpatch.pre_apply";
+pub const HP_CB_POST_APPLY_SECTION: &str = ".hotpatch.post_apply";
+pub const HP_CB_PRE_REVERT_SECTION: &str = ".hotpatch.pre_revert";
+pub const HP_CB_POST_REVERT_SECTION: &str = ".hotpatch.post_revert";
+
 // Header, at offset 0 of the section.
 pub const HP_HDR_SIZE: u32 = 48;
 pub const HP_HDR_MAGIC: u32 = 0; // [u8; 8]

@@ -349,7 +349,8 @@ static size_t add_call_sites(const struct hp_opts *o, struct redirect *r, size_t
 
 /* Records the switched patch on the stack. */
 static struct applied *record(const struct hp_patchobj *po, const struct hp_linked *l,
-                              struct redirect *r, struct span *spans, size_t nspans, int sites)
+                              struct redirect *r, struct span *spans, size_t nspans, int sites,
+                              const struct hp_callbacks *cb)
 {
     struct applied *a = calloc(1, sizeof *a);
     char *id = strdup(po->patch_id);
@@ -367,7 +368,7 @@ static struct applied *record(const struct hp_patchobj *po, const struct hp_link
     }
     *a = (struct applied){.id = id, .r = r, .n = po->nfuncs, .spans = spans, .nspans = nspans,
                           .call_sites = sites, .text = l->text, .data = l->data,
-                          .defs = defs, .ndefs = ndefs,
+                          .cb = *cb, .defs = defs, .ndefs = ndefs,
                           .prev = hp_patch_top};
     for (size_t i = 1; i < po->nsh; i++) /* its CFI lets threads in it be unwound */
         if (l->sec_addr[i] && strcmp(hp_po_secname(po, i), ".eh_frame") == 0) {
@@ -409,8 +410,9 @@ int hp_apply_mem_locked(const void *data, size_t size, const struct hp_opts *o, 
     struct span *spans = NULL;
     struct busy_range *ranges = NULL;
     struct prep prep = {0};
+    struct hp_callbacks cb = {0};
     size_t nspans = 0, nranges = 0, skipped = 0;
-    int linked = 0;
+    int linked = 0, called = 0;
 
     if (hp_patchobj_parse(&po, data, size, msg, msglen))
         goto fail;
@@ -434,7 +436,8 @@ int hp_apply_mem_locked(const void *data, size_t size, const struct hp_opts *o, 
     if (hp_link(&po, exe, &l, msg, msglen))
         goto fail;
     linked = 1;
-    if (aim_entries(&po, &l, r, spans, msg, msglen))
+    if (aim_entries(&po, &l, r, spans, msg, msglen) ||
+        hp_callbacks_collect(&po, &l, &cb, msg, msglen))
         goto fail;
     nspans = add_chains(r, po.nfuncs, &spans);
     if (!nspans) {
@@ -447,11 +450,18 @@ int hp_apply_mem_locked(const void *data, size_t size, const struct hp_opts *o, 
         hp_fail(msg, msglen, "out of memory");
         goto fail;
     }
+    if (o->client && hp_client_gone(o->client)) { /* before anything the patch does */
+        hp_fail(msg, msglen, "the client went away before the switch; nothing was changed");
+        goto fail;
+    }
+    if (hp_callbacks_run(&cb, HP_CB_PRE_APPLY, po.patch_id, msg, msglen))
+        goto fail;
+    called = 1; /* from here a failure runs the post-revert callbacks (undo) */
     struct hp_switch sw = {.r = r, .nr = po.nfuncs, .spans = spans, .nspans = nspans,
                            .ranges = ranges, .nranges = nranges, .opts = o};
     if (hp_switch(&sw, msg, msglen, details, detlen))
         goto fail;
-    struct applied *a = record(&po, &l, r, spans, nspans, o->call_sites && o->client);
+    struct applied *a = record(&po, &l, r, spans, nspans, o->call_sites && o->client, &cb);
     if (!a) {
         /* Cannot record it: undo, so the stack always matches the code. */
         char e2[128];
@@ -462,6 +472,7 @@ int hp_apply_mem_locked(const void *data, size_t size, const struct hp_opts *o, 
         hp_fail(msg, msglen, "out of memory");
         goto fail;
     }
+    hp_callbacks_run(&a->cb, HP_CB_POST_APPLY, a->id, NULL, 0);
     size_t nsites = count_sites(r, po.nfuncs);
     char extra[96] = "";
     if (a->call_sites)
@@ -478,6 +489,9 @@ int hp_apply_mem_locked(const void *data, size_t size, const struct hp_opts *o, 
     return 0;
 fail:
     hp_log("apply failed: %s", msg);
+    if (called) /* the pre-apply callbacks ran: let the patch undo them */
+        hp_callbacks_run(&cb, HP_CB_POST_REVERT, po.patch_id, NULL, 0);
+    hp_callbacks_free(&cb);
     prep_free(&prep);
     if (linked) {
         hp_link_unmap(&l); /* no jump points into it */

@@ -289,6 +289,8 @@ void hp_lock(void);
 void hp_unlock(void);
 void hp_patch_after_fork(void);
 void hp_membarrier_init(void);
+/* shadow.c: after fork, every shadow-table lock is free in the child. */
+void hp_shadow_after_fork(void);
 
 /* ---- client.c: socket helpers shared with listener.c ------------------- */
 long long hp_now_ms(void); /* CLOCK_MONOTONIC */

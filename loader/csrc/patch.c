@@ -59,6 +59,7 @@ void hp_unlock(void)
 void hp_patch_after_fork(void)
 {
     hp_text_after_fork(); /* the parent's /proc/self/mem descriptor */
+    hp_shadow_after_fork();
     pthread_mutex_init(&g_lock, NULL);
     hp_membarrier_init();
 }

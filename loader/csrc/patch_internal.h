@@ -37,6 +37,13 @@ struct redirect {
     size_t nsites;       /* call sites redirected straight to target */
 };
 
+/* A patch's callbacks (callbacks.c), by kind. */
+enum { HP_CB_PRE_APPLY, HP_CB_POST_APPLY, HP_CB_PRE_REVERT, HP_CB_POST_REVERT, HP_CB_KINDS };
+struct hp_callbacks {
+    uintptr_t *fn[HP_CB_KINDS];
+    size_t n[HP_CB_KINDS];
+};
+
 /* A symbol a patch defines (patchdefs.c). */
 struct patch_def {
     const char *name, *file; /* file: "" for a global */
@@ -56,6 +63,7 @@ struct applied {
     struct hp_block text, data; /* its code and data in the arena */
     uintptr_t eh_frame;   /* the patch's .eh_frame in the region, 0 if none */
     size_t eh_size;
+    struct hp_callbacks cb;  /* its pre/post revert callbacks run on revert */
     struct patch_def *defs; /* what it defines, names in the same block */
     size_t ndefs;
     struct applied *prev; /* older patch */
@@ -195,6 +203,16 @@ void hp_busy_report(const struct check *c, const char *reverting, char *details,
 /* Why a consistent wait gave up (from the last attempt). */
 int hp_consistent_failure(const struct check *c, const char *reverting, unsigned ms, char *err,
                           size_t errlen);
+
+/* ---- callbacks.c ----------------------------------------------------------- */
+/* The callbacks of a linked patch (each must point into its code). */
+int hp_callbacks_collect(const struct hp_patchobj *po, const struct hp_linked *l,
+                         struct hp_callbacks *cb, char *err, size_t errlen);
+/* Runs the callbacks of one kind in order; a pre-* callback returning
+ * non-zero stops there and fails (the reason in err). */
+int hp_callbacks_run(const struct hp_callbacks *cb, int kind, const char *patch_id, char *err,
+                     size_t errlen);
+void hp_callbacks_free(struct hp_callbacks *cb);
 
 /* ---- reclaim.c: code of lazily reverted patches -------------------------- */
 /* Takes over a lazily reverted patch's memory and id (a->id becomes NULL). */

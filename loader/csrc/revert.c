@@ -20,6 +20,7 @@ static void drop(struct applied *a, int consistent)
     } else {
         hp_retire(a);
     }
+    hp_callbacks_free(&a->cb);
     hp_free_redirects(a->r, a->n);
     free(a->spans);
     free(a->defs);
@@ -33,6 +34,10 @@ int hp_revert_locked(const struct hp_opts *o, char *msg, size_t msglen, char *de
     struct applied *a = hp_patch_top;
     if (!a)
         return hp_fail(msg, msglen, "no patch applied");
+    if (hp_callbacks_run(&a->cb, HP_CB_PRE_REVERT, a->id, msg, msglen)) {
+        hp_log("revert failed: %s", msg);
+        return -1;
+    }
     size_t nranges = 0;
     struct busy_range *ranges = hp_busy_ranges(a->r, a->n, a, &nranges);
     if (!ranges)
@@ -44,9 +49,12 @@ int hp_revert_locked(const struct hp_opts *o, char *msg, size_t msglen, char *de
     free(ranges);
     if (rc) {
         hp_log("revert failed: %s", msg);
+        /* The patch stays: undo what its pre-revert callbacks did. */
+        hp_callbacks_run(&a->cb, HP_CB_POST_APPLY, a->id, NULL, 0);
         return -1;
     }
     hp_patch_top = a->prev;
+    hp_callbacks_run(&a->cb, HP_CB_POST_REVERT, a->id, NULL, 0);
     if (o->consistent) {
         /* No frame was in the patch's code when the old bytes came back,
          * and nothing jumps there any more: it can go. (A pointer the patch
