@@ -79,6 +79,18 @@ pub struct Unit<'a> {
 
 /// Writes the patch object for `units` (one per compared translation unit).
 pub fn emit(units: &[Unit], patch_id: &str, base_id: &str, flags: u32) -> Result<Patch> {
+    emit_for("", units, patch_id, base_id, flags)
+}
+
+/// [`emit`] for a shared library the process loaded (`target`: its path,
+/// file name or soname; empty: the executable).
+pub fn emit_for(
+    target: &str,
+    units: &[Unit],
+    patch_id: &str,
+    base_id: &str,
+    flags: u32,
+) -> Result<Patch> {
     let mut out = write::Object::new(
         object::BinaryFormat::Elf,
         object::Architecture::X86_64,
@@ -107,6 +119,7 @@ pub fn emit(units: &[Unit], patch_id: &str, base_id: &str, flags: u32) -> Result
         patch_id: patch_id.into(),
         flags,
         base_id: base_id.into(),
+        target: target.into(),
         funcs,
     };
     let section = out.add_section(

@@ -63,6 +63,16 @@ pub const HP_SHA256_SIZE: u32 = 32;
 /// Header and content hash: where the tables may start.
 pub const HP_HDR_SEALED_SIZE: u32 = 80;
 
+/// The patch is for a shared library the process loaded, not for the
+/// executable: HP_HDR_TARGET names it, and the tables start at
+/// HP_HDR_TARGETED_SIZE or later. The loader finds the library by that
+/// name (its path, file name or soname), looks the patch's functions and
+/// statics up in the library's symbol table and places the patch within
+/// reach of it.
+pub const HP_HDR_F_TARGET: u32 = 4;
+pub const HP_HDR_TARGET: u32 = 80; // str, the library (with HP_HDR_F_TARGET)
+pub const HP_HDR_TARGETED_SIZE: u32 = 88;
+
 // Function record: one per function of the running program that the patch
 // replaces.
 pub const HP_FUNC_SIZE: u32 = 48;

@@ -63,6 +63,10 @@ pub struct Meta {
     pub flags: u32,
     /// Free text describing what the patch was built against.
     pub base_id: String,
+    /// The shared library the patch is for (path, file name or soname);
+    /// empty: the executable. Written as [`HP_HDR_TARGET`] with
+    /// [`HP_HDR_F_TARGET`], which `decode` removes from `flags`.
+    pub target: String,
     pub funcs: Vec<FuncRecord>,
 }
 
@@ -146,14 +150,28 @@ impl Meta {
     pub fn encode(&self) -> Vec<u8> {
         let mut strs = StrTab::new();
         let nmasks: usize = self.funcs.iter().map(|f| f.masks.len()).sum();
-        let funcs_off = HP_HDR_SEALED_SIZE;
+        let funcs_off = if self.target.is_empty() {
+            HP_HDR_SEALED_SIZE
+        } else {
+            HP_HDR_TARGETED_SIZE
+        };
         let masks_off = funcs_off + HP_FUNC_SIZE * self.funcs.len() as u32;
         let strtab_off = masks_off + HP_MASK_SIZE * nmasks as u32;
         let mut out = vec![0u8; strtab_off as usize];
 
         out[..8].copy_from_slice(HP_MAGIC);
         put_u32(&mut out, HP_HDR_VERSION, HP_FORMAT_VERSION);
-        put_u32(&mut out, HP_HDR_FLAGS, self.flags | HP_HDR_F_SHA256);
+        let target_flag = if self.target.is_empty() {
+            0
+        } else {
+            put_u32(&mut out, HP_HDR_TARGET, strs.add(&self.target));
+            HP_HDR_F_TARGET
+        };
+        put_u32(
+            &mut out,
+            HP_HDR_FLAGS,
+            (self.flags & !HP_HDR_F_TARGET) | HP_HDR_F_SHA256 | target_flag,
+        );
         put_u32(&mut out, HP_HDR_PATCH_ID, strs.add(&self.patch_id));
         put_u32(&mut out, HP_HDR_BASE_ID, strs.add(&self.base_id));
         put_u32(&mut out, HP_HDR_NFUNCS, self.funcs.len() as u32);
@@ -215,6 +233,18 @@ impl Meta {
         }
         let patch_id = s(r.u32(HP_HDR_PATCH_ID)?)?;
         let base_id = s(r.u32(HP_HDR_BASE_ID)?)?;
+        let flags = r.u32(HP_HDR_FLAGS)?;
+        let target = if flags & HP_HDR_F_TARGET != 0 {
+            r.slice(0, HP_HDR_TARGETED_SIZE as u64)
+                .map_err(|_| bad("metadata is too short for its target field"))?;
+            let t = s(r.u32(HP_HDR_TARGET)?)?;
+            if t.is_empty() {
+                return Err(bad("patch names an empty target library"));
+            }
+            t
+        } else {
+            String::new()
+        };
 
         let mut funcs = Vec::new();
         for i in 0..nfuncs {
@@ -249,8 +279,9 @@ impl Meta {
         }
         Ok(Meta {
             patch_id,
-            flags: r.u32(HP_HDR_FLAGS)? & !HP_HDR_F_SHA256,
+            flags: flags & !(HP_HDR_F_SHA256 | HP_HDR_F_TARGET),
             base_id,
+            target,
             funcs,
         })
     }
@@ -491,6 +522,7 @@ mod tests {
             flags: HP_HDR_F_CALL_SITES,
             patch_id: "fix-1".into(),
             base_id: "v1".into(),
+            target: String::new(),
             funcs: vec![
                 FuncRecord {
                     name: "helper".into(),
@@ -518,6 +550,14 @@ mod tests {
     fn meta_round_trips() {
         let meta = sample();
         assert_eq!(Meta::decode(&meta.encode()).unwrap(), meta);
+        let for_lib = Meta {
+            target: "liblua5.4.so.0".into(),
+            ..sample()
+        };
+        let bytes = for_lib.encode();
+        assert_eq!(Meta::decode(&bytes).unwrap(), for_lib);
+        let flags = u32::from_le_bytes(bytes[12..16].try_into().unwrap());
+        assert_eq!(flags & HP_HDR_F_TARGET, HP_HDR_F_TARGET);
     }
 
     #[test]

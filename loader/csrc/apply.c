@@ -421,7 +421,7 @@ int hp_apply_mem_locked(const void *data, size_t size, const struct hp_opts *o, 
             hp_fail(msg, msglen, "patch %s is already applied", po.patch_id);
             goto fail;
         }
-    if (hp_exe_get(&exe, msg, msglen))
+    if (hp_target_get(po.target, &exe, msg, msglen)) /* the executable or a library */
         goto fail;
     r = new_redirects(&po);
     spans = calloc(po.nfuncs, sizeof *spans);

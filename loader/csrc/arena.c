@@ -78,16 +78,19 @@ static int carve(struct chunk *c, size_t k, uintptr_t at, size_t size)
     return 0;
 }
 
-static int fits(const struct chunk *c, int exec, uintptr_t limit)
+/* Chunks serve every patch, of the executable or of a library: a chunk is
+ * used only within reach of the code the patch is for. */
+static int fits(const struct chunk *c, int exec, uintptr_t limit, uintptr_t lo, uintptr_t hi)
 {
-    return c->exec == exec && (!limit || c->hi <= limit);
+    return c->exec == exec && (!limit || c->hi <= limit) && hp_region_reaches(lo, hi, c->lo, c->hi);
 }
 
 /* First fit in the existing chunks; 0 when none has room. */
-static uintptr_t first_fit(size_t size, size_t align, int exec, uintptr_t limit)
+static uintptr_t first_fit(uintptr_t lo, uintptr_t hi, size_t size, size_t align, int exec,
+                           uintptr_t limit)
 {
     for (struct chunk *c = g_chunks; c; c = c->next) {
-        if (!fits(c, exec, limit))
+        if (!fits(c, exec, limit, lo, hi))
             continue;
         for (size_t k = 0; k < c->nfree; k++) {
             uintptr_t at = align_up(c->free[k].lo, align);
@@ -136,11 +139,11 @@ int hp_arena_alloc(uintptr_t lo, uintptr_t hi, size_t size, size_t align, int ex
     align = align < ARENA_ALIGN ? ARENA_ALIGN : align;
     if (align > PAGE || (align & (align - 1)))
         return hp_fail(err, errlen, "patch section alignment %zu is not supported", align);
-    uintptr_t at = first_fit(size, align, exec, limit);
+    uintptr_t at = first_fit(lo, hi, size, align, exec, limit);
     if (!at) {
         if (!new_chunk(lo, hi, size, exec, limit, err, errlen))
             return -1;
-        at = first_fit(size, align, exec, limit);
+        at = first_fit(lo, hi, size, align, exec, limit);
         if (!at)
             return hp_fail(err, errlen, "out of memory");
     }

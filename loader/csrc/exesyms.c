@@ -18,6 +18,7 @@
  * falls back to them when no real global matches.
  */
 #include <fcntl.h>
+#include <stdio.h>
 #include <link.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,21 +73,26 @@ static const char *exe_symname(const struct hp_exe *exe, const Elf64_Sym *s)
 
 static int index_build(struct hp_exe *exe, char *err, size_t errlen);
 
-static int load_exe(struct hp_exe *exe, char *err, size_t errlen)
+/* Maps the ELF file `path` and reads its .symtab into exe; `place` fills
+ * the runtime range (bias, lo, hi). `what`: "executable" or the library's
+ * name, for the messages. */
+static int load_object(struct hp_exe *exe, const char *path, const char *what,
+                       void (*place)(struct hp_exe *, const void *), const void *arg, char *err,
+                       size_t errlen)
 {
     struct stat stbuf;
-    int fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return hp_fail(err, errlen, "cannot open /proc/self/exe: %m");
+        return hp_fail(err, errlen, "cannot open %s: %m", path);
     if (fstat(fd, &stbuf) < 0 || stbuf.st_size < (off_t)sizeof(Elf64_Ehdr)) {
         close(fd);
-        return hp_fail(err, errlen, "cannot read /proc/self/exe");
+        return hp_fail(err, errlen, "cannot read %s", path);
     }
     size_t size = (size_t)stbuf.st_size;
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (map == MAP_FAILED)
-        return hp_fail(err, errlen, "cannot map /proc/self/exe: %m");
+        return hp_fail(err, errlen, "cannot map %s: %m", path);
     const uint8_t *m = map;
     Elf64_Ehdr eh;
     memcpy(&eh, m, sizeof eh);
@@ -95,7 +101,7 @@ static int load_exe(struct hp_exe *exe, char *err, size_t errlen)
              (uint64_t)eh.e_shnum * sizeof(Elf64_Shdr) <= size - eh.e_shoff;
     if (!ok) {
         munmap(map, size);
-        return hp_fail(err, errlen, "/proc/self/exe is not a readable ELF64 file");
+        return hp_fail(err, errlen, "%s is not a readable ELF64 file", path);
     }
     for (size_t i = 0; i < eh.e_shnum; i++) {
         Elf64_Shdr sh, str;
@@ -114,17 +120,29 @@ static int load_exe(struct hp_exe *exe, char *err, size_t errlen)
         exe->first_global = sh.sh_info < exe->nsyms ? sh.sh_info : exe->nsyms;
         exe->strtab = (const char *)m + str.sh_offset;
         exe->strtab_size = str.sh_size;
-        dl_iterate_phdr(first_phdr_cb, exe);
+        place(exe, arg);
         if (index_build(exe, err, errlen)) {
             munmap(map, size);
             return -1;
         }
-        hp_log("executable symbols: %zu (bias %#lx, image %#lx-%#lx), indexed", exe->nsyms,
+        hp_log("%s symbols: %zu (bias %#lx, image %#lx-%#lx), indexed", what, exe->nsyms,
                (unsigned long)exe->bias, (unsigned long)exe->lo, (unsigned long)exe->hi);
         return 0;
     }
     munmap(map, size);
-    return hp_fail(err, errlen, "executable has no symbol table; keep .symtab (do not strip)");
+    return hp_fail(err, errlen, "%s has no symbol table; keep .symtab (do not strip)", what);
+}
+
+static void place_main(struct hp_exe *exe, const void *arg)
+{
+    (void)arg;
+    dl_iterate_phdr(first_phdr_cb, exe);
+}
+
+static int load_exe(struct hp_exe *exe, char *err, size_t errlen)
+{
+    exe->name = "";
+    return load_object(exe, "/proc/self/exe", "executable", place_main, NULL, err, errlen);
 }
 
 int hp_exe_get(const struct hp_exe **out, char *err, size_t errlen)
@@ -459,4 +477,106 @@ uint64_t hp_exe_room(const struct hp_exe *exe, uintptr_t addr)
     }
     uintptr_t next = lo < x->naddrs && x->addrs[lo] < exe->hi ? x->addrs[lo] : exe->hi;
     return addr < next ? (uint64_t)(next - addr) : 0;
+}
+
+/* ---- shared libraries a patch is for ------------------------------------ */
+
+/* A loaded library, found by its path, file name or soname. */
+struct lib_find {
+    const char *want;
+    char path[4096];
+    uintptr_t bias, lo, hi;
+    int found;
+};
+
+static const char *file_part(const char *p)
+{
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+/* "liblua5.4.so.0" names "/usr/lib/liblua5.4.so.0" (the soname, which is
+ * how the dynamic linker found it) and "liblua5.4.so" names it too. */
+static int names_library(const char *want, const char *path)
+{
+    if (!*path)
+        return 0;
+    const char *f = file_part(path);
+    size_t n = strlen(want);
+    return strcmp(want, path) == 0 || strcmp(file_part(want), f) == 0 ||
+           (strncmp(f, want, n) == 0 && f[n] == '.');
+}
+
+static int lib_phdr_cb(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    struct lib_find *lf = data;
+    if (!info->dlpi_name || !names_library(lf->want, info->dlpi_name))
+        return 0;
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD)
+            continue;
+        uintptr_t a = info->dlpi_addr + ph->p_vaddr, b = a + ph->p_memsz;
+        lo = a < lo ? a : lo;
+        hi = b > hi ? b : hi;
+    }
+    snprintf(lf->path, sizeof lf->path, "%s", info->dlpi_name);
+    lf->bias = info->dlpi_addr;
+    lf->lo = lo & ~(uintptr_t)4095;
+    lf->hi = (hi + 4095) & ~(uintptr_t)4095;
+    lf->found = 1;
+    return 1;
+}
+
+static void place_lib(struct hp_exe *exe, const void *arg)
+{
+    const struct lib_find *lf = arg;
+    exe->bias = lf->bias;
+    exe->lo = lf->lo;
+    exe->hi = lf->hi;
+}
+
+struct lib_entry {
+    struct hp_exe obj;
+    char *want;
+    struct lib_entry *next;
+};
+static struct lib_entry *g_libs;
+
+int hp_target_get(const char *target, const struct hp_exe **out, char *err, size_t errlen)
+{
+    if (!target || !*target)
+        return hp_exe_get(out, err, errlen);
+    g_stats.start_us = hp_exe_now_us();
+    g_stats.load_us = 0;
+    g_stats.lookups = 0;
+    struct lib_find lf = {.want = target};
+    dl_iterate_phdr(lib_phdr_cb, &lf);
+    if (!lf.found)
+        return hp_fail(err, errlen,
+                       "the patch is for shared library %s, which this process has not loaded",
+                       target);
+    for (struct lib_entry *e = g_libs; e; e = e->next) /* loaded before, same place */
+        if (strcmp(e->want, target) == 0 && e->obj.bias == lf.bias) {
+            *out = &e->obj;
+            return 0;
+        }
+    struct lib_entry *e = calloc(1, sizeof *e);
+    if (!e || !(e->want = strdup(target))) {
+        free(e);
+        return hp_fail(err, errlen, "out of memory");
+    }
+    e->obj.name = e->want;
+    if (load_object(&e->obj, lf.path, target, place_lib, &lf, err, errlen)) {
+        free(e->want);
+        free(e);
+        return -1;
+    }
+    g_stats.load_us = hp_exe_now_us() - g_stats.start_us;
+    e->next = g_libs;
+    g_libs = e;
+    *out = &e->obj;
+    return 0;
 }

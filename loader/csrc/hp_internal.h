@@ -81,6 +81,7 @@ struct hp_patchobj {
     size_t strtab_size;
     const char *patch_id;
     const char *base_id;
+    const char *target;  /* the shared library it is for; "": the executable */
     struct hp_func_rec *funcs;
     uint32_t nfuncs;
     struct hp_mask *masks;
@@ -104,6 +105,7 @@ void hp_po_rela(const struct hp_patchobj *po, size_t shndx, size_t i, Elf64_Rela
 
 /* ---- exesyms.c ---------------------------------------------------------- */
 struct hp_exe {
+    const char *name;    /* "" for the executable, else the library's as asked */
     const uint8_t *map;
     size_t map_size;
     size_t symoff, nsyms, first_global;
@@ -122,6 +124,11 @@ struct hp_symref {
 
 /* The executable's symbols, loaded once and cached. */
 int hp_exe_get(const struct hp_exe **out, char *err, size_t errlen);
+/* The object a patch is for: the executable (target "" or NULL), or the
+ * loaded shared library named `target` (its path, file name or soname),
+ * whose .symtab is read from the file it was loaded from. Same interface
+ * as the executable's: struct hp_exe. */
+int hp_target_get(const char *target, const struct hp_exe **out, char *err, size_t errlen);
 /* Looks up a defined symbol. file == NULL or "" → global (version suffix
  * "@..." ignored); otherwise the local `name` after STT_FILE `file`.
  * funcs_only restricts to STT_FUNC / STT_GNU_IFUNC. Returns the number of
@@ -157,6 +164,8 @@ struct hp_region {
  * 32-bit relocations to its own data needs the region below 2 GiB). */
 int hp_region_map(uintptr_t lo, uintptr_t hi, size_t size, uintptr_t limit, int prot,
                   struct hp_region *out, char *err, size_t errlen);
+/* Is all of [a, b) within rel32 reach (minus the margin) of all of [lo, hi)? */
+int hp_region_reaches(uintptr_t lo, uintptr_t hi, uintptr_t a, uintptr_t b);
 
 /* ---- arena.c: patch memory shared by all patches ------------------------- */
 struct hp_block {

@@ -168,6 +168,11 @@ static int resolve_undef(const struct hp_patchobj *po, const struct hp_exe *exe,
         if (n == 0)
             n = hp_patch_lookup(NULL, full, 0, refs);
     }
+    if (n == 1 && refs[0].type == STT_TLS && *exe->name)
+        return hp_fail(err, errlen,
+                       "thread-local %s is defined in shared library %s: thread-locals of "
+                       "shared libraries are not supported",
+                       full, exe->name);
     if (n == 1 && refs[0].type == STT_TLS) {
         int64_t block;
         if (hp_tls_block_offset(&block, err, errlen))

@@ -260,6 +260,14 @@ static int parse_meta(struct hp_patchobj *po, const uint8_t *m, uint64_t msize, 
     } while (0)
     STR(rd32(m + HP_HDR_PATCH_ID), po->patch_id);
     STR(rd32(m + HP_HDR_BASE_ID), po->base_id);
+    po->target = "";
+    if (rd32(m + HP_HDR_FLAGS) & HP_HDR_F_TARGET) {
+        if (msize < HP_HDR_TARGETED_SIZE)
+            return hp_fail(err, errlen, "metadata is too short for its target field");
+        STR(rd32(m + HP_HDR_TARGET), po->target);
+        if (!*po->target)
+            return hp_fail(err, errlen, "patch names an empty target library");
+    }
 
     po->masks = calloc(nmasks ? nmasks : 1, sizeof *po->masks);
     po->funcs = calloc(nfuncs, sizeof *po->funcs);

@@ -123,6 +123,12 @@ static uintptr_t choose(const char *maps, uintptr_t lo, uintptr_t hi, size_t siz
     return best_below ? best_below : best_above;
 }
 
+int hp_region_reaches(uintptr_t lo, uintptr_t hi, uintptr_t a, uintptr_t b)
+{
+    uintptr_t win_lo = hi > REACH - MARGIN ? hi - (REACH - MARGIN) : 0;
+    return a >= win_lo && b <= lo + (REACH - MARGIN);
+}
+
 int hp_region_map(uintptr_t lo, uintptr_t hi, size_t size, uintptr_t limit, int prot,
                   struct hp_region *out, char *err, size_t errlen)
 {

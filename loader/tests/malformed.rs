@@ -246,6 +246,27 @@ const MALFORMED: &[Case] = &[
         says: "metadata string is not UTF-8",
         edit: |p| with_decoded(p, |m| m.base_id.push_str(" \u{1d11e}"), &[0]),
     },
+    // The target library (HP_HDR_F_TARGET).
+    Case {
+        name: "target flag with an empty target name",
+        says: "patch names an empty target library",
+        edit: |p| {
+            with_meta(p, |m| {
+                m.write32(HP_HDR_FLAGS, m.read32(HP_HDR_FLAGS) | HP_HDR_F_TARGET);
+                m.write32(HP_HDR_TARGET, 0);
+            })
+        },
+    },
+    Case {
+        name: "target name offset out of range",
+        says: "metadata string offset 16777215 out of range",
+        edit: |p| {
+            with_meta(p, |m| {
+                m.write32(HP_HDR_FLAGS, m.read32(HP_HDR_FLAGS) | HP_HDR_F_TARGET);
+                m.write32(HP_HDR_TARGET, 0xff_ffff);
+            })
+        },
+    },
     // Function records.
     Case {
         name: "masks run past the mask table",

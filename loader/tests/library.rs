@@ -1,0 +1,114 @@
+//! Shared libraries (issue 9 item 1): a patch built from a library's own
+//! source is applied to that library's code in the running process. The
+//! loader finds the library by the name the patch carries, looks its
+//! functions and statics up in the library's symbol table, checks the base
+//! against the library's code and places the patch within reach of it.
+
+mod common;
+
+use common::{hpctl, Proc, Work};
+use std::process::Command;
+
+const LIB: &str = include_str!("programs/libdemo.c");
+const PROG: &str = include_str!("programs/uselib.c");
+
+fn lib_version(factor: u32, extra: &str) -> String {
+    format!("#define LIB_FACTOR {factor}\n#define LIB_EXTRA {extra}\n{LIB}")
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The patch for `new` over `orig`, both compiled as the library's unit.
+fn library_patch(work: &Work, id: &str, target: &str, orig: &str, new: &str) -> Vec<u8> {
+    let o = std::fs::read(common::compile(
+        work,
+        &format!("{id}/o"),
+        "libdemo.c",
+        orig,
+        &["-fPIC"],
+    ))
+    .unwrap();
+    let n = std::fs::read(common::compile(
+        work,
+        &format!("{id}/n"),
+        "libdemo.c",
+        new,
+        &["-fPIC"],
+    ))
+    .unwrap();
+    let diff = differ::compare(&o, &n).unwrap();
+    assert!(diff.refusals.is_empty(), "{:?}", diff.refusals);
+    let unit = emit::Unit {
+        patched: &n,
+        diff: &diff,
+        rel: "libdemo.c",
+    };
+    emit::emit_for(target, &[unit], id, "test", 0)
+        .unwrap()
+        .object
+}
+
+#[test]
+fn a_fix_to_a_shared_library_applies_to_its_code() {
+    let work = Work::new("library");
+    let v1 = lib_version(2, "");
+    let lib_obj = common::compile(&work, "lib", "libdemo.c", &v1, &["-fPIC"]);
+    let lib_dir = work.path("lib");
+    run(Command::new("gcc")
+        .args(["-shared", "-Wl,-soname,libdemo.so.1", "-o", "libdemo.so.1"])
+        .arg(&lib_obj)
+        .current_dir(&lib_dir));
+    run(Command::new("ln")
+        .args(["-sf", "libdemo.so.1", "libdemo.so"])
+        .current_dir(&lib_dir));
+    let prog_obj = common::compile(&work, "prog", "uselib.c", PROG, &[]);
+    let exe = work.path("prog/uselib");
+    let lib_arg = format!("-L{}", lib_dir.display());
+    let rpath = format!("-Wl,-rpath,{}", lib_dir.display());
+    run(Command::new("gcc")
+        .arg(&prog_obj)
+        .args(["-o", exe.to_str().unwrap(), &lib_arg, "-ldemo", &rpath])
+        .args(loader::link_args(&work.path("loader"))));
+
+    let fixed = lib_version(3, "+ 1000");
+    let patch = library_patch(&work, "libfix", "libdemo.so.1", &v1, &fixed);
+    let file = work.path("libfix.hpo");
+    std::fs::write(&file, &patch).unwrap();
+    // The same patch said to be for the executable is refused: lib_scale
+    // is not the executable's.
+    let wrong = library_patch(&work, "exefix", "", &v1, &fixed);
+    let wrong_file = work.path("exefix.hpo");
+    std::fs::write(&wrong_file, &wrong).unwrap();
+    let absent = library_patch(&work, "nolib", "libnothere.so", &v1, &fixed);
+    let absent_file = work.path("nolib.hpo");
+    std::fs::write(&absent_file, &absent).unwrap();
+
+    let mut p = Proc::start(&exe, &work);
+    let pid = p.pid().to_string();
+    assert_eq!(p.ask("scale 5"), "11"); // 5*2 + bump 1
+    let (ok, _, err) = hpctl(&["apply", &pid, wrong_file.to_str().unwrap()]);
+    assert!(!ok && err.contains("lib_scale"), "{err}");
+    let (ok, _, err) = hpctl(&["apply", &pid, absent_file.to_str().unwrap()]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("shared library libnothere.so, which this process has not loaded"),
+        "{err}"
+    );
+    let (ok, out, err) = hpctl(&["apply", &pid, file.to_str().unwrap()]);
+    assert!(ok, "{err}\n{}", p.log_text());
+    assert!(out.starts_with("applied libfix: 1 functions"), "{out}");
+    // New code in the library, its static counter kept: 5*3 + bump 2 + 1000.
+    assert_eq!(p.ask("scale 5"), "1017");
+    let log = p.log_text();
+    assert!(log.contains("libdemo.so.1 symbols:"), "{log}");
+    let (ok, _, err) = hpctl(&["revert", &pid]);
+    assert!(ok, "{err}");
+    assert_eq!(p.ask("scale 5"), "13");
+}
