@@ -5,7 +5,9 @@
 //! Configuration lives in the repository's git config:
 //! - `hpbuild.deployed`: the commit the running program was built from
 //!   (stored as a full sha: a branch name would move with the new commits);
-//! - `hpbuild.patchdir`: where patches go (default `.git/hpbuild/patches`).
+//! - `hpbuild.patchdir`: where patches go (default `.git/hpbuild/patches`);
+//! - `hpbuild.target`: the shared library the patches are for (`--target`),
+//!   when the fixes go into a library rather than the executable.
 //!
 //! Each commit `<sha>` gets `<patchdir>/<sha>.hpo` (+ `.json` manifest, `.c`
 //! reviewable source, `.diff` the cumulative diff deployed..sha), or
@@ -169,6 +171,10 @@ fn build(deployed: &str, head: &str, dir: &Path) -> Result<PathBuf> {
         output: Some(output.clone()),
         compile_db,
         redirect: "entry".into(),
+        // A repository whose fixes go into a library says which one.
+        target: git(&["config", "--get", "hpbuild.target"])
+            .ok()
+            .filter(|s| !s.is_empty()),
         explain: false,
         json: false,
         verbose: false,

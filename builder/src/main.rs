@@ -113,6 +113,12 @@ pub struct BuildArgs {
     #[arg(long, value_name = "KIND", default_value = "entry",
           value_parser = ["entry", "call-site"])]
     pub redirect: String,
+    /// The shared library the patch is for, as the running process loaded
+    /// it (its soname, file name or path, e.g. `liblua5.4.so.0`), when the
+    /// changed units are linked into a library rather than the executable.
+    /// Recorded in the patch; the loader patches that library's code.
+    #[arg(long, value_name = "LIB")]
+    pub target: Option<String>,
     /// Print each shipped function and why it ships.
     #[arg(long)]
     pub explain: bool,

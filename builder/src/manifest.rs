@@ -19,6 +19,10 @@ pub struct Manifest {
     pub sha256: String,
     pub reviewable_source: String,
     pub base: String,
+    /// The shared library the patch is for (`hpbuild --target`); absent:
+    /// the executable.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub target: String,
     pub diff: DiffInfo,
     pub compiler: String,
     pub units: Vec<UnitInfo>,

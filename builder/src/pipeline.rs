@@ -70,7 +70,8 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         "call-site" => format::HP_HDR_F_CALL_SITES,
         _ => 0,
     };
-    let patch = emit::emit(&emit_units, &patch_id, &trees.base_label, flags)
+    let target = args.target.as_deref().unwrap_or("");
+    let patch = emit::emit_for(target, &emit_units, &patch_id, &trees.base_label, flags)
         .map_err(|e| Error::new(e.to_string()))?;
     notes.extend(patch.notes);
     write(output, &patch.object)?;
@@ -110,6 +111,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         sha256,
         notes,
     );
+    manifest.target = target.to_string();
     if flags & format::HP_HDR_F_CALL_SITES != 0 {
         for r in &mut manifest.replaced {
             r.redirect = "call-site";
@@ -401,6 +403,7 @@ fn build_manifest(
         .collect();
     Manifest {
         format_version: format::HP_FORMAT_VERSION,
+        target: String::new(),
         patch_id,
         patch_object: output.display().to_string(),
         sha256,
