@@ -136,6 +136,7 @@ fixture_tests! {
     tail_call_relaxed => "tail-call-relaxed",
     cross_unit_helper => "cross-unit-helper",
     ifunc => "ifunc",
+    outside_data => "outside-data",
 }
 
 /// Each fixture's expectations hold for the original and the patched program

@@ -12,6 +12,9 @@ pub enum Side {
     Patched,
     /// The original tree compiled with the project's own flags only.
     Deployed,
+    /// The patched tree compiled like `Patched` plus this flag, which makes
+    /// the code reach outside data through the GOT.
+    OutsideViaGot(&'static str),
 }
 
 impl Side {
@@ -20,6 +23,7 @@ impl Side {
             Side::Original => "original",
             Side::Patched => "patched",
             Side::Deployed => "deployed-shape",
+            Side::OutsideViaGot(_) => "got-shaped",
         }
     }
 }
@@ -36,6 +40,12 @@ pub fn compile(
     let (dir, cmd) = match side {
         Side::Deployed => entry.deployed_command_in(base_root, tree, output),
         Side::Original | Side::Patched => entry.command_in(base_root, tree, output),
+        Side::OutsideViaGot(flag) => {
+            let (dir, mut cmd) = entry.command_in(base_root, tree, output);
+            // Before the trailing `-o OUTPUT`.
+            cmd.insert(cmd.len().saturating_sub(2), flag.to_string());
+            (dir, cmd)
+        }
     };
     let out = Command::new(&cmd[0])
         .args(&cmd[1..])

@@ -258,7 +258,7 @@ fn build_unit(
         (orig, join(patched), deployed.map(join))
     });
     let (orig_obj, orig_cmd) = orig?;
-    let (patched_obj, patched_cmd) = patched?;
+    let (mut patched_obj, mut patched_cmd) = patched?;
     // The functions the source diff edits (and their clones) keep the
     // differ from mistaking a real constant change for a shifted __LINE__.
     let edited = edits::edited_functions(
@@ -272,6 +272,39 @@ fn build_unit(
     };
     let mut diff = differ::compare_with(&orig_obj, &patched_obj, &hints)
         .map_err(|e| Error::new(format!("{rel}: cannot compare objects: {e}")))?;
+    let outside = differ::direct_outside_refs(&diff, &patched_obj);
+    if diff.refusals.is_empty() && !outside.is_empty() {
+        let compile_got = |flag| compile_side(Side::OutsideViaGot(flag), &trees.patched);
+        match outside_via_got(&diff, &orig_obj, &patched_cmd, &hints, compile_got) {
+            Ok(ViaGot {
+                diff: d,
+                obj,
+                cmd,
+                flag,
+            }) => {
+                let shipped: Vec<&str> = d
+                    .functions
+                    .iter()
+                    .filter(|f| matches!(f.change, differ::Change::Changed | differ::Change::New))
+                    .map(|f| f.name.as_str())
+                    .collect();
+                let note = format!(
+                    "shipped code ({}) compiled with {flag}: it reaches {} through the GOT, which \
+                     works whether or not the running program holds a copy",
+                    shipped.join(", "),
+                    outside.join(", ")
+                );
+                (diff, patched_obj, patched_cmd) = (d, obj, cmd);
+                diff.notes.push(note);
+            }
+            Err(why) => diff.notes.push(format!(
+                "shipped code reaches {} with a 32-bit field: if the running program never \
+                 used it (holds no copy of it), the loader refuses the patch; reaching it \
+                 through the GOT was not possible: {why}",
+                outside.join(", ")
+            )),
+        }
+    }
     match deployed {
         // Already one section per function: the base check is exact.
         None => {}
@@ -289,6 +322,49 @@ fn build_unit(
         patched_cmd,
         diff,
         edited,
+    })
+}
+
+/// The patched unit as compiled to reach outside data through the GOT.
+struct ViaGot {
+    diff: UnitDiff,
+    obj: Vec<u8>,
+    cmd: Vec<String>,
+    flag: &'static str,
+}
+
+/// The unit's shipped code compiled once more so that it reaches data it
+/// does not define through the GOT (`differ::ship_from`): with GCC's
+/// `-mno-direct-extern-access` or Clang's `-fno-direct-access-external-data`,
+/// the compiler's own flag first. The new diff, object, command and the
+/// flag used, or why not.
+fn outside_via_got(
+    diff: &UnitDiff,
+    orig_obj: &[u8],
+    patched_cmd: &[String],
+    hints: &differ::Hints,
+    compile: impl Fn(&'static str) -> Result<(Vec<u8>, Vec<String>)>,
+) -> std::result::Result<ViaGot, String> {
+    const GCC: &str = "-mno-direct-extern-access";
+    const CLANG: &str = "-fno-direct-access-external-data";
+    let flags = if compiler_version(patched_cmd).contains("clang") {
+        [CLANG, GCC]
+    } else {
+        [GCC, CLANG]
+    };
+    let (obj, cmd, flag) = match compile(flags[0]) {
+        Ok((obj, cmd)) => (obj, cmd, flags[0]),
+        Err(first) => match compile(flags[1]) {
+            Ok((obj, cmd)) => (obj, cmd, flags[1]),
+            Err(_) => return Err(first.to_string()),
+        },
+    };
+    let diff = differ::ship_from(diff, orig_obj, &obj, hints)?;
+    Ok(ViaGot {
+        diff,
+        obj,
+        cmd,
+        flag,
     })
 }
 

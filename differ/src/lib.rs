@@ -17,7 +17,9 @@
 //! DWARF or callees; `refuse` refuses layout, signature and static-local
 //! changes; `plan` computes what ships, the routes and the replacements;
 //! `deployed` takes each replacement's base check (size, masks, fingerprint)
-//! from the unit compiled as the deployed build was ([`use_deployed_shape`]).
+//! from the unit compiled as the deployed build was ([`use_deployed_shape`]);
+//! `outside` ships the same functions from a compile that reaches outside
+//! data through the GOT ([`ship_from`]) when they reference it directly.
 //!
 //! Entry point: [`compare`]. Its result, [`UnitDiff`], is consumed by
 //! hpbuild's emitter, which copies the planned sections of the *patched*
@@ -32,12 +34,14 @@ mod explain;
 mod lines;
 pub mod names;
 mod normalize;
+mod outside;
 mod plan;
 mod refuse;
 pub mod source_lines;
 mod why;
 
 pub use deployed::use_deployed_shape;
+pub use outside::{direct_outside_refs, ship_from};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
