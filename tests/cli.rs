@@ -126,10 +126,104 @@ fn hpbuild_rejects_diff_that_does_not_apply() {
     )
     .unwrap();
     let out = must(run_hpbuild(&base, &diff, &tmp.path().join("out.hpo")));
-    one_line_refusal(&out, &[], "hpbuild with a diff that does not apply");
+    one_line_refusal(
+        &out,
+        &["prog.c: Hunk #1 FAILED"],
+        "hpbuild with a diff that does not apply",
+    );
     assert!(
         !tmp.path().join("out.hpo").exists(),
         "hpbuild refused but left out.hpo behind"
+    );
+}
+
+/// The body-change fixture's fix, for diffs that add hunks elsewhere.
+fn body_fix() -> String {
+    fs::read_to_string(fixtures_dir().join("body-change/fix.patch")).unwrap()
+}
+
+/// The manifest's notes of a successful build (`out.json`).
+fn notes_of(out: &Output, tmp: &Path) -> Vec<String> {
+    assert!(out.status.success(), "hpbuild failed\n{}", out.report());
+    let json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(tmp.join("out.json")).unwrap()).unwrap();
+    json["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A hunk that does not apply to a file the build never compiles (docs)
+/// does not fail the build: it is noted and skipped, and so is a hunk
+/// applied at an offset.
+#[test]
+fn hpbuild_skips_a_failing_hunk_in_a_file_it_does_not_compile() {
+    let (tmp, base) = plain_base();
+    fs::write(base.join("NEWS"), "release 1\n").unwrap();
+    let diff = tmp.path().join("with-docs.patch");
+    let shifted = body_fix().replace("@@ -10,7 +10,7 @@", "@@ -7,7 +7,7 @@");
+    fs::write(
+        &diff,
+        format!("--- a/NEWS\n+++ b/NEWS\n@@ -1 +1 @@\n-release 0\n+release 2\n{shifted}"),
+    )
+    .unwrap();
+    let out = must(run_hpbuild(&base, &diff, &tmp.path().join("out.hpo")));
+    let notes = notes_of(&out, tmp.path());
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("NEWS: Hunk #1 FAILED at 1.")
+                && n.contains("hpbuild does not compile this file")),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("prog.c: Hunk #1 succeeded at 10 (offset 3 lines)")),
+        "{notes:?}"
+    );
+}
+
+/// A compile database entry whose source is gone (a build's compiler probe
+/// on a throwaway file) does not stop a header fix: it is skipped, noted.
+#[test]
+fn hpbuild_skips_units_whose_source_is_gone() {
+    let (tmp, base) = plain_base();
+    let db_path = base.join("compile_commands.json");
+    let mut db: Vec<serde_json::Value> =
+        serde_json::from_str(&fs::read_to_string(&db_path).unwrap()).unwrap();
+    let mut probe = db[0].clone();
+    let src = probe["file"].as_str().unwrap().replace("prog.c", "probe.c");
+    probe["file"] = serde_json::Value::from(src);
+    if let Some(args) = probe["arguments"].as_array_mut() {
+        for a in args.iter_mut() {
+            if a.as_str() == Some("prog.c") {
+                *a = serde_json::Value::from("probe.c");
+            }
+        }
+    }
+    db.push(probe);
+    fs::write(&db_path, serde_json::to_string(&db).unwrap()).unwrap();
+    let header = fs::read_to_string(base.join("repl.h")).unwrap();
+    let first = header.lines().next().unwrap();
+    let diff = tmp.path().join("header.patch");
+    fs::write(
+        &diff,
+        format!(
+            "--- a/repl.h\n+++ b/repl.h\n@@ -1 +1 @@\n-{first}\n+{first} \n{}",
+            body_fix()
+        ),
+    )
+    .unwrap();
+    let out = must(run_hpbuild(&base, &diff, &tmp.path().join("out.hpo")));
+    let notes = notes_of(&out, tmp.path());
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("skipped probe.c: its source no longer exists")),
+        "{notes:?}"
     );
 }
 

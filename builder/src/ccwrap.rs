@@ -1,7 +1,8 @@
 //! `hpbuild cc-wrap NAME ARGS…` (hidden): the compiler shim behind
 //! `hpbuild capture`. Runs the real compiler exactly as asked, and when it
-//! compiled C sources to objects, appends one record per source to the
-//! capture log. The build's result is the compiler's: the wrapper never
+//! compiled C sources (to objects, or compiled and linked them in one
+//! command: then the record is the compile half), appends one record per
+//! source to the capture log. The build's result is the compiler's: the wrapper never
 //! changes arguments and exits with the compiler's status.
 
 use crate::capture::Recorded;
@@ -99,10 +100,47 @@ fn sources(args: &[String]) -> Vec<usize> {
 /// Only real compiles to objects are units: `-c` present, no
 /// preprocess-only or assembly-only mode.
 fn is_compile(args: &[String]) -> bool {
-    args.iter().any(|a| a == "-c")
-        && !args
-            .iter()
-            .any(|a| matches!(a.as_str(), "-E" | "-S" | "-M" | "-MM" | "-fsyntax-only"))
+    args.iter().any(|a| a == "-c") && !is_other_mode(args)
+}
+
+fn is_other_mode(args: &[String]) -> bool {
+    args.iter()
+        .any(|a| matches!(a.as_str(), "-E" | "-S" | "-M" | "-MM" | "-fsyntax-only"))
+}
+
+/// `cc -o shell shell.c sqlite3.o -lm`: C sources compiled and linked in one
+/// command (no `-c`). Each source is a unit too.
+fn is_compile_and_link(args: &[String]) -> bool {
+    !args.iter().any(|a| a == "-c") && !is_other_mode(args) && !sources(args).is_empty()
+}
+
+/// The compile half of a compile-and-link command for the source at `i`:
+/// the other inputs (sources, objects, archives), the output and the link
+/// options dropped, `-c` added.
+fn compile_half(name: &str, args: &[String], i: usize, srcs: &[usize]) -> Vec<String> {
+    let mut out = vec![name.to_string(), "-c".to_string()];
+    let mut skip = false;
+    for (j, a) in args.iter().enumerate() {
+        if skip {
+            skip = false;
+            continue;
+        }
+        let link_only = matches!(a.as_str(), "-o" | "-l" | "-L" | "-Xlinker" | "-T");
+        if link_only {
+            skip = true;
+            continue;
+        }
+        let input = !a.starts_with('-')
+            && (srcs.contains(&j)
+                || [".o", ".a", ".so", ".lo"].iter().any(|e| a.ends_with(e))
+                || a.contains(".so."));
+        let link_flag = ["-l", "-L", "-Wl,", "-o"].iter().any(|p| a.starts_with(p));
+        if (input && j != i) || link_flag {
+            continue;
+        }
+        out.push(a.clone());
+    }
+    out
 }
 
 fn output_of(args: &[String], source: &str) -> String {
@@ -125,7 +163,8 @@ fn record(name: &str, args: &[String]) -> std::io::Result<()> {
     let Ok(log) = std::env::var(LOG_ENV) else {
         return Ok(());
     };
-    if !is_compile(args) {
+    let linked = is_compile_and_link(args);
+    if !is_compile(args) && !linked {
         return Ok(());
     }
     let srcs = sources(args);
@@ -133,17 +172,27 @@ fn record(name: &str, args: &[String]) -> std::io::Result<()> {
     let mut lines = String::new();
     for &i in &srcs {
         // `cc -c a.c b.c` is two units: each entry keeps only its own source.
-        let mut arguments = vec![name.to_string()];
-        arguments.extend(
-            args.iter()
-                .enumerate()
-                .filter(|(j, _)| *j == i || !srcs.contains(j))
-                .map(|(_, a)| a.clone()),
-        );
+        let arguments = if linked {
+            compile_half(name, args, i, &srcs)
+        } else {
+            let mut a = vec![name.to_string()];
+            a.extend(
+                args.iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j == i || !srcs.contains(j))
+                    .map(|(_, a)| a.clone()),
+            );
+            a
+        };
+        let output = if linked {
+            output_of(&[], &args[i]) // the object the compile half would write
+        } else {
+            output_of(args, &args[i])
+        };
         let r = Recorded {
             directory: directory.clone(),
             file: args[i].clone(),
-            output: output_of(args, &args[i]),
+            output,
             arguments,
         };
         lines.push_str(&serde_json::to_string(&r).expect("record serialises"));
@@ -179,7 +228,20 @@ mod tests {
     #[test]
     fn link_and_preprocess_are_not_units() {
         assert!(!is_compile(&v("-o lua lua.o liblua.a -lm")));
+        assert!(!is_compile_and_link(&v("-o lua lua.o liblua.a -lm")));
         assert!(!is_compile(&v("-M -c a.c")));
         assert_eq!(output_of(&v("-c src/a.c"), "src/a.c"), "a.o");
+    }
+
+    #[test]
+    fn compile_and_link_in_one_command_is_a_unit() {
+        let a = v("-O2 -DSQLITE_X -I. -o sqlite3 shell.c sqlite3.o -lm -ldl -Wl,-z,now");
+        assert!(is_compile_and_link(&a));
+        let srcs = sources(&a);
+        assert_eq!(
+            compile_half("gcc", &a, srcs[0], &srcs),
+            v("gcc -c -O2 -DSQLITE_X -I. shell.c")
+        );
+        assert_eq!(output_of(&[], "shell.c"), "shell.o");
     }
 }

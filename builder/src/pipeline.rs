@@ -29,11 +29,17 @@ pub fn run(args: &BuildArgs) -> Result<()> {
 
     let trees = tree::prepare(base)?;
     let diff = diff::parse(&diff_text, &trees.orig)?;
-    trees.apply(&diff)?;
     let db_path = compdb::locate(&trees.base_root, args.compile_db.as_deref())?;
     let entries = compdb::load(&db_path)?;
+    // A hunk that fails in a file no unit compiles (docs, tests) is noted.
+    let compiled = |rel: &str| {
+        let full = compdb::normalize(&trees.base_root.join(rel));
+        rel.ends_with(".h") || entries.iter().any(|e| e.file == full)
+    };
+    let applied = trees.apply(&diff, compiled)?;
     layout::refuse_layout_changes(&diff, &trees)?;
     let (selected, mut notes) = select_units(&diff, &entries, &trees)?;
+    notes.splice(0..0, applied);
 
     let mut units = Vec::new();
     for (i, entry) in selected.into_iter().enumerate() {
@@ -184,6 +190,14 @@ fn select_units(
                 match d {
                     Ok(files) if files.contains(path) => users.push(e),
                     Ok(_) => {}
+                    Err(_) if !source_exists(e, trees) => {
+                        // A compiler probe's throwaway file, deleted since.
+                        notes.push(format!(
+                            "skipped {}: its source no longer exists and the diff does not \
+                             touch it",
+                            e.relative_to(base_root).unwrap_or_default()
+                        ));
+                    }
                     Err(why) => {
                         notes.push(format!(
                             "{}: its dependencies are unknown ({why}); compared in case it includes {rel}",
@@ -214,6 +228,14 @@ fn select_units(
         bail!("the diff changes no C source file that the build compiles");
     }
     Ok((selected, notes))
+}
+
+/// Does the unit's source exist in the original tree?
+fn source_exists(e: &Entry, trees: &tree::Trees) -> bool {
+    e.relative_to(&trees.base_root)
+        .map(|rel| trees.orig.join(rel))
+        .unwrap_or_else(|| e.file.clone())
+        .exists()
 }
 
 fn add_unit(e: &Entry, selected: &mut Vec<Entry>) {

@@ -54,8 +54,12 @@ pub fn prepare(base: &str) -> Result<Trees> {
 
 impl Trees {
     /// Applies the diff to the patched copy with GNU patch, which handles
-    /// offsets and fuzz the way projects expect.
-    pub fn apply(&self, diff: &Diff) -> Result<()> {
+    /// offsets and fuzz the way projects expect. A hunk that does not apply
+    /// to a file hpbuild never compiles (`compiled(path)` is false: docs,
+    /// tests, build files) is noted and skipped; in any other file it stops
+    /// the build, naming the file. Hunks applied at an offset or with fuzz
+    /// are noted. Returns the notes.
+    pub fn apply(&self, diff: &Diff, compiled: impl Fn(&str) -> bool) -> Result<Vec<String>> {
         let diff_file = self.work.join("fix.diff");
         fs::write(&diff_file, &diff.text)
             .map_err(|e| Error::new(format!("cannot write {}: {e}", diff_file.display())))?;
@@ -74,22 +78,57 @@ impl Trees {
             .stdin(Stdio::null())
             .output()
             .map_err(|e| Error::new(format!("cannot run `patch` (install GNU patch): {e}")))?;
-        if !out.status.success() {
-            let text = String::from_utf8_lossy(&out.stdout);
-            let why = text
-                .lines()
-                .find(|l| {
-                    l.contains("FAILED")
-                        || l.contains("failed")
-                        || l.contains("Reversed")
-                        || l.contains("malformed")
-                })
-                .or_else(|| text.lines().last())
-                .unwrap_or("patch failed");
-            bail!("the diff does not apply to the base: {}", why.trim());
+        let text = String::from_utf8_lossy(&out.stdout);
+        let outcome = patch_outcome(&text);
+        let mut notes = outcome.shifted;
+        for (file, why) in outcome.failed {
+            if file.is_empty() || compiled(&file) {
+                bail!(
+                    "the diff does not apply to the base: {}{}",
+                    if file.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{file}: ")
+                    },
+                    why
+                );
+            }
+            notes.push(format!(
+                "{file}: {why} — skipped: hpbuild does not compile this file"
+            ));
         }
-        Ok(())
+        if !out.status.success() && notes.is_empty() {
+            let last = text.lines().last().unwrap_or("patch failed");
+            bail!("the diff does not apply to the base: {}", last.trim());
+        }
+        Ok(notes)
     }
+}
+
+/// What GNU patch said, per file: hunks that failed (file, why), and notes
+/// on hunks applied at an offset or with fuzz.
+#[derive(Default, Debug)]
+struct Outcome {
+    failed: Vec<(String, String)>,
+    shifted: Vec<String>,
+}
+
+fn patch_outcome(text: &str) -> Outcome {
+    let mut o = Outcome::default();
+    let mut file = String::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(f) = line.strip_prefix("patching file ") {
+            file = f.trim_matches(['\'', '`']).to_string();
+        } else if line.contains("FAILED at")
+            || line.contains("Reversed")
+            || line.contains("malformed")
+        {
+            o.failed.push((file.clone(), line.to_string()));
+        } else if line.starts_with("Hunk #") && line.contains("succeeded") {
+            o.shifted.push(format!("{file}: {line}"));
+        }
+    }
+    o
 }
 
 fn mkdir(p: &Path) -> Result<()> {
@@ -176,4 +215,25 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         copied?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_output_is_read_per_file() {
+        let o = patch_outcome(
+            "patching file src/a.c\nHunk #2 succeeded at 1040 (offset 9 lines).\n\
+             patching file doc/x.md\nHunk #1 FAILED at 12.\n1 out of 1 hunk FAILED -- saving rejects to file -\n",
+        );
+        assert_eq!(
+            o.failed,
+            vec![("doc/x.md".to_string(), "Hunk #1 FAILED at 12.".to_string())]
+        );
+        assert_eq!(
+            o.shifted,
+            vec!["src/a.c: Hunk #2 succeeded at 1040 (offset 9 lines)."]
+        );
+    }
 }
