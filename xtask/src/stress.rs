@@ -9,11 +9,12 @@
 //! version is in force (`expect 2`: its main thread checks one call itself),
 //! then the same for `hpctl revert --json PID` (`expect 1`). hpctl's answer
 //! must say the switch happened, and the revert must name the patch the apply
-//! put in. A refusal because a thread stayed busy (a consistent switch
-//! that waited `--timeout-ms` in vain) is retried and counted; any other
-//! failure ends the run. Switches the loader itself had to retry (a replaced
-//! function on a stack when the threads were stopped) are counted from its
-//! log.
+//! put in. A refusal that changed nothing because a thread stayed busy (a
+//! consistent switch that waited 5 s in vain) or did not reach its stop in
+//! time is retried, and counted by kind; any other failure ends the run.
+//! Switches the loader itself had to retry (a replaced function on a stack,
+//! or a stack it could not walk, when the threads were stopped) are counted
+//! from its log.
 //!
 //! Each redirect mode gets a fresh process. Its mapping count (lines of
 //! `/proc/PID/maps`) and private memory (`Private_*` of `smaps_rollup`) are
@@ -41,6 +42,29 @@ const SETTLE: Duration = Duration::from_millis(200);
 const MAX_RETRIES_IN_A_ROW: u32 = 20;
 /// What hpctl says when a consistent switch waited in vain.
 const BUSY: &str = "is on the stack of thread";
+/// What hpctl says when a thread did not reach its stop in time (nothing
+/// was changed). Seen on a loaded 2-core machine for a runnable thread that
+/// got no CPU for 500 ms: retried like a busy refusal, counted apart.
+const STOP_TIMEOUT: &str = "did not stop within";
+
+/// hpctl refusals that were retried.
+#[derive(Clone, Copy, Default)]
+struct Retries {
+    busy: u64,
+    stop_timeouts: u64,
+}
+
+impl std::fmt::Display for Retries {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "{} hpctl retries ({} busy, {} stop timeouts)",
+            self.busy + self.stop_timeouts,
+            self.busy,
+            self.stop_timeouts
+        )
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Redirect {
@@ -304,7 +328,7 @@ struct Run {
     pid: u32,
     hpo: String,
     mode: Redirect,
-    retries: u64,
+    retries: Retries,
     /// hpctl runs (retries included) and their wall time together.
     switches: u32,
     hpctl_time: Duration,
@@ -323,7 +347,7 @@ impl Run {
             pid,
             hpo,
             mode,
-            retries: 0,
+            retries: Retries::default(),
             switches: 0,
             hpctl_time: Duration::ZERO,
             applied_id: String::new(),
@@ -353,7 +377,7 @@ impl Run {
                 self.check(&now.status)?;
                 let rate = cycle as f64 / started.elapsed().as_secs_f64();
                 println!(
-                    "stress {}: cycle {cycle}/{}: {}, {} retries, {rate:.1} cycles/s",
+                    "stress {}: cycle {cycle}/{}: {}, {}, {rate:.1} cycles/s",
                     self.mode.name(),
                     opts.cycles,
                     now.describe(),
@@ -405,7 +429,12 @@ impl Run {
             match out {
                 Ok(out) => break out,
                 Err(e) if e.contains(BUSY) && in_a_row < MAX_RETRIES_IN_A_ROW => {
-                    self.retries += 1;
+                    self.retries.busy += 1;
+                    in_a_row += 1;
+                }
+                Err(e) if e.contains(STOP_TIMEOUT) && in_a_row < MAX_RETRIES_IN_A_ROW => {
+                    eprintln!("stress {}: retrying: {e}", self.mode.name());
+                    self.retries.stop_timeouts += 1;
                     in_a_row += 1;
                 }
                 Err(e) => return Err(e),
@@ -472,7 +501,7 @@ struct Summary {
     mode: Redirect,
     log: PathBuf,
     cycles: u64,
-    retries: u64,
+    retries: Retries,
     loader_waits: usize,
     hpctl_per_switch: Duration,
     wall: Duration,
@@ -487,7 +516,7 @@ impl Summary {
             mode,
             log,
             cycles: 0,
-            retries: 0,
+            retries: Retries::default(),
             loader_waits: 0,
             hpctl_per_switch: Duration::ZERO,
             wall: Duration::ZERO,
@@ -516,7 +545,7 @@ impl Summary {
             .as_deref()
             .is_some_and(|f| f.contains("crashed") || f.contains("exited"));
         format!(
-            "stress {}: {} cycles, {} calls checked ({} against the version in force), {} wrong, {} stale, {} crashes, {} hpctl retries, {} loader waits, {} threads created, {secs:.1} s, {:.1} cycles/s, hpctl {:.1} ms per switch, maps {}→{}, private {}→{} KiB{}",
+            "stress {}: {} cycles, {} calls checked ({} against the version in force), {} wrong, {} stale, {} crashes, {}, {} loader waits, {} threads created, {secs:.1} s, {:.1} cycles/s, hpctl {:.1} ms per switch, maps {}→{}, private {}→{} KiB{}",
             self.mode.name(),
             self.cycles,
             b.status.calls,
