@@ -13,8 +13,11 @@
 //! directory under `target/fuzz/` that is emptied first, so runs are
 //! comparable and the checkout stays clean. A crash fails the task and
 //! names the input libFuzzer wrote; once understood, keep it (minimised,
-//! `-minimize_crash=1`) in the target's `crashes/` directory under its
-//! corpus, where every later run executes it first.
+//! `-minimize_crash=1`, or the one field that matters changed in a seed) in
+//! the target's `crashes/` directory under its corpus, where every later run
+//! executes it first. An input whose fix is still to come waits in
+//! `fuzz/unfixed/<target>/`, outside the corpus, so that CI stays green
+//! meanwhile; it moves into `crashes/` with the fix.
 
 use crate::tools::{self, workspace};
 use std::path::{Path, PathBuf};
