@@ -475,6 +475,11 @@ int hp_patchobj_parse(struct hp_patchobj *po, const uint8_t *data, size_t size, 
         if (!hp_po_loaded(po, shndx) || !(po->sh[shndx].sh_flags & SHF_EXECINSTR))
             return hp_fail(err, errlen, "replacement symbol %s is not in an executable section",
                            po->funcs[i].new_sym);
+        /* The redirect jumps to its first byte: it must be in the section
+         * (other symbols may sit at the end, st_value == sh_size). */
+        if (po->syms[s].st_value >= po->sh[shndx].sh_size)
+            return hp_fail(err, errlen, "replacement symbol %s lies outside its section",
+                           po->funcs[i].new_sym);
         po->funcs[i].new_idx = (uint32_t)s;
     }
     return 0;
