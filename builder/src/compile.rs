@@ -1,5 +1,6 @@
 //! Running the project's compiler for one translation unit.
 
+use crate::cache;
 use crate::compdb::Entry;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -47,8 +48,37 @@ pub fn compile(
             (dir, cmd)
         }
     };
-    let out = Command::new(&cmd[0])
-        .args(&cmd[1..])
+    // Both trees' originals read the deployed base: they may come from the
+    // object cache (cache.rs), and go into it.
+    let cache = match side {
+        Side::Original | Side::Deployed => cache::global(),
+        _ => None,
+    };
+    let job = cache::Job {
+        cmd: &cmd,
+        dir: &dir,
+        tree,
+    };
+    if let Some(obj) = cache.and_then(|c| c.lookup(&job)) {
+        cache::note_hit();
+        return Ok((obj, cmd));
+    }
+    let depfile = output.with_extension("d");
+    let mut run = cmd.clone();
+    if cache.is_some() {
+        // The files the compiler reads, for the cache entry's validity.
+        let at = run.len().saturating_sub(2); // before the trailing `-o OUTPUT`
+        run.splice(
+            at..at,
+            [
+                "-MD".to_string(),
+                "-MF".to_string(),
+                depfile.to_string_lossy().into_owned(),
+            ],
+        );
+    }
+    let out = Command::new(&run[0])
+        .args(&run[1..])
         .current_dir(&dir)
         .output()
         .map_err(|e| {
@@ -76,6 +106,9 @@ pub fn compile(
     }
     let bytes = std::fs::read(output)
         .map_err(|e| Error::new(format!("the compiler wrote no object for {rel}: {e}")))?;
+    if let Some(c) = cache {
+        c.store(&job, &bytes, &depfile);
+    }
     Ok((bytes, cmd))
 }
 

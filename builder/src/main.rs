@@ -6,6 +6,7 @@
 //! source (crate `extern-gen`), and write the patch object (crate `emit`) and
 //! its manifest (`manifest`). `pipeline` runs them in order.
 
+mod cache;
 mod capture;
 mod ccwrap;
 mod compdb;

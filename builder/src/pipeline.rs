@@ -80,6 +80,13 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     let patch = emit::emit_for(target, &emit_units, &patch_id, &trees.base_label, flags)
         .map_err(|e| Error::new(e.to_string()))?;
     notes.extend(patch.notes);
+    if crate::cache::hits() > 0 {
+        notes.push(format!(
+            "{} original object(s) from the object cache ({}): their inputs are unchanged",
+            crate::cache::hits(),
+            crate::cache::location().map_or(String::new(), |p| p.display().to_string())
+        ));
+    }
     write(output, &patch.object)?;
     let sha256 = format::hex(&patch.sha256);
 
