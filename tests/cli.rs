@@ -227,6 +227,59 @@ fn hpbuild_skips_units_whose_source_is_gone() {
     );
 }
 
+/// A source compiled into two programs, each with its own flags, has two
+/// entries: hpbuild uses one, says which, and `--unit-output` chooses.
+#[test]
+fn hpbuild_says_which_entry_of_a_source_it_compiles() {
+    let (tmp, base) = plain_base();
+    let db_path = base.join("compile_commands.json");
+    let mut db: Vec<serde_json::Value> =
+        serde_json::from_str(&fs::read_to_string(&db_path).unwrap()).unwrap();
+    let i = db
+        .iter()
+        .position(|e| e["file"].as_str().unwrap().ends_with("prog.c"))
+        .unwrap();
+    let mut other = db[i].clone();
+    for (e, out) in [(&mut db[i], "server/prog.o"), (&mut other, "cli/prog.o")] {
+        e["output"] = serde_json::Value::from(out);
+    }
+    if let Some(args) = other["arguments"].as_array_mut() {
+        args.push(serde_json::Value::from("-DCLI_BUILD=1"));
+    }
+    db.push(other);
+    fs::write(&db_path, serde_json::to_string(&db).unwrap()).unwrap();
+    let diff = tmp.path().join("fix.patch");
+    fs::write(&diff, body_fix()).unwrap();
+    let out = must(run_hpbuild(&base, &diff, &tmp.path().join("out.hpo")));
+    let notes = notes_of(&out, tmp.path());
+    assert!(
+        notes.iter().any(
+            |n| n.starts_with("prog.c: 2 entries in the compile database")
+                && n.contains("used the one writing server/prog.o — pass --unit-output")
+        ),
+        "{notes:?}"
+    );
+    let bin = must(hpbuild_bin());
+    let chosen = must(run_timeout(
+        Command::new(bin)
+            .arg("--base")
+            .arg(&base)
+            .arg("--diff")
+            .arg(&diff)
+            .arg("-o")
+            .arg(tmp.path().join("out.hpo"))
+            .args(["--unit-output", "cli/prog.o"]),
+        HPBUILD_TIMEOUT,
+    ));
+    let notes = notes_of(&chosen, tmp.path());
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("used the one writing cli/prog.o")),
+        "{notes:?}"
+    );
+}
+
 /// A diff that only adds a function changes nothing the running program
 /// calls: hpbuild says so, naming the function, and writes no patch (the
 /// loader would refuse a patch that replaces no function).

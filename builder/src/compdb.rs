@@ -15,6 +15,8 @@ struct RawEntry {
     arguments: Option<Vec<String>>,
     #[serde(default)]
     command: Option<String>,
+    #[serde(default)]
+    output: Option<String>,
 }
 
 /// One translation unit of the project.
@@ -25,6 +27,9 @@ pub struct Entry {
     pub file: PathBuf,
     /// The compiler and its arguments, as recorded.
     pub args: Vec<String>,
+    /// The object it writes (the entry's `output`, else its `-o`), if known:
+    /// tells apart the entries of a source compiled into several programs.
+    pub output: Option<String>,
 }
 
 /// `--compile-db` if given, else `<base>/compile_commands.json`.
@@ -79,10 +84,16 @@ fn entry(r: RawEntry, db: &Path) -> Result<Entry> {
     };
     let directory = PathBuf::from(&r.directory);
     let file = normalize(&directory.join(&r.file));
+    let output = r.output.or_else(|| {
+        args.iter()
+            .position(|a| a == "-o")
+            .and_then(|i| args.get(i + 1).cloned())
+    });
     Ok(Entry {
         directory,
         file,
         args,
+        output,
     })
 }
 
@@ -242,6 +253,7 @@ mod tests {
                 file: "../src/a.c".into(),
                 arguments: None,
                 command: Some("gcc -O2 -I/base/include -MD -MF a.d -o a.o -c ../src/a.c".into()),
+                output: None,
             },
             Path::new("db"),
         )

@@ -175,6 +175,7 @@ fn build(deployed: &str, head: &str, dir: &Path) -> Result<PathBuf> {
         target: git(&["config", "--get", "hpbuild.target"])
             .ok()
             .filter(|s| !s.is_empty()),
+        unit_output: None,
         explain: false,
         json: false,
         verbose: false,

@@ -120,6 +120,12 @@ pub struct BuildArgs {
     /// Recorded in the patch; the loader patches that library's code.
     #[arg(long, value_name = "LIB")]
     pub target: Option<String>,
+    /// A source compiled into several programs has several entries in the
+    /// compile database (a server and its CLI, each with its own flags):
+    /// use the one whose object path ends with this (e.g. `server/net.o`).
+    /// Without it hpbuild uses the first and says which.
+    #[arg(long, value_name = "OBJECT")]
+    pub unit_output: Option<String>,
     /// Print each shipped function and why it ships.
     #[arg(long)]
     pub explain: bool,

@@ -38,7 +38,9 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     };
     let applied = trees.apply(&diff, compiled)?;
     layout::refuse_layout_changes(&diff, &trees)?;
-    let (selected, mut notes) = select_units(&diff, &entries, &trees)?;
+    let entries = one_entry_per_source(entries, args.unit_output.as_deref(), &trees.base_root)?;
+    let (selected, mut notes) = select_units(&diff, &entries.kept, &trees)?;
+    notes.splice(0..0, entries.notes);
     notes.splice(0..0, applied);
 
     let mut units = Vec::new();
@@ -235,6 +237,71 @@ fn select_units(
         bail!("the diff changes no C source file that the build compiles");
     }
     Ok((selected, notes))
+}
+
+/// The compile database with one entry per source.
+struct Chosen {
+    kept: Vec<Entry>,
+    notes: Vec<String>,
+}
+
+/// A source with several entries (compiled into several programs with
+/// their own flags) keeps the one whose object ends with `--unit-output`,
+/// else the first; the note says which, and how to choose another.
+fn one_entry_per_source(entries: Vec<Entry>, want: Option<&str>, base: &Path) -> Result<Chosen> {
+    let mut kept: Vec<Entry> = Vec::new();
+    let mut notes = Vec::new();
+    let mut groups: Vec<Vec<Entry>> = Vec::new();
+    for e in entries {
+        match groups.iter_mut().find(|g| g[0].file == e.file) {
+            Some(g) if !g.iter().any(|o| o.args == e.args) => g.push(e),
+            Some(_) => {} // the same command twice
+            None => groups.push(vec![e]),
+        }
+    }
+    for g in groups {
+        if g.len() == 1 {
+            kept.extend(g);
+            continue;
+        }
+        let rel = g[0].relative_to(base).unwrap_or_default();
+        let outputs: Vec<String> = g
+            .iter()
+            .map(|e| e.output.clone().unwrap_or_else(|| "?".into()))
+            .collect();
+        let pick = match want {
+            Some(w) => g
+                .iter()
+                .position(|e| e.output.as_deref().is_some_and(|o| o.ends_with(w)))
+                .unwrap_or(usize::MAX),
+            None => 0,
+        };
+        if pick == usize::MAX {
+            // --unit-output names one program's objects; a source that
+            // program does not compile keeps its first entry.
+            notes.push(format!(
+                "{rel}: {} entries ({}), none writes {}; used the first",
+                g.len(),
+                outputs.join(", "),
+                want.unwrap_or_default()
+            ));
+            kept.push(g.into_iter().next().unwrap());
+            continue;
+        }
+        notes.push(format!(
+            "{rel}: {} entries in the compile database ({}); used the one writing {}{}",
+            g.len(),
+            outputs.join(", "),
+            outputs[pick],
+            if want.is_none() {
+                " — pass --unit-output to use another"
+            } else {
+                ""
+            }
+        ));
+        kept.push(g.into_iter().nth(pick).unwrap());
+    }
+    Ok(Chosen { kept, notes })
 }
 
 /// Does the unit's source exist in the original tree?
