@@ -7,6 +7,9 @@
 //! it some state, build the patch with `hpbuild --base TREE --diff FIX`,
 //! check the reproducer misbehaves, apply live with `hpctl`, check the
 //! reproducer now behaves and the state is still there. Prints a table.
+//! A fix hpbuild must refuse may have a hand adaptation for a running
+//! program next to it (`Project::adaptations`, kept in
+//! `fixtures/corpus/<pkg>/`), built and applied on the same tree.
 //!
 //! `cargo xtask corpus [lua|sqlite] [--cache DIR]` (default: both, cache
 //! target/corpus).
@@ -62,6 +65,13 @@ pub trait Project {
     /// Builds (or rebuilds after a patch) every driver's executable with the
     /// project's own build under `hpbuild capture`.
     fn build(&self, tree: &Path, env: &Env) -> Result<(), String>;
+    /// Hand adaptations of series patches for a running program, kept in
+    /// `fixtures/corpus/<pkg>/`: `(series patch, case)`, where the case's
+    /// `patch` names the adaptation's diff. Each is built on the same tree as
+    /// the series patch it adapts, right after that patch's own case.
+    fn adaptations(&self) -> Vec<(&'static str, Case)> {
+        Vec::new()
+    }
 }
 
 /// A long-running process of the built tree that takes requests on stdin
@@ -158,12 +168,24 @@ fn run_package(p: &dyn Project, cache: &Path, env: &Env) -> Result<Vec<Row>, Str
     copy_tree(&pkg.upstream, &tree)?;
     p.prepare(&tree)?;
     let cases = p.cases();
+    let adaptations = p.adaptations();
     let mut rows = Vec::new();
     let mut built = false;
     let mut dirty = true;
     for name in pkg.series()? {
         let file = pkg.patches.join(&name);
-        if let Some(case) = cases.iter().find(|c| c.patch == name) {
+        let own = env.fixtures.join(p.package());
+        let here = cases
+            .iter()
+            .filter(|c| c.patch == name)
+            .map(|c| (c, file.clone()))
+            .chain(
+                adaptations
+                    .iter()
+                    .filter(|(of, _)| *of == name)
+                    .map(|(_, c)| (c, own.join(c.patch))),
+            );
+        for (case, diff) in here {
             // A refusal needs the tree and its compile database, not a
             // fresh executable: the rebuild waits for the next running case.
             let runs = !matches!(case.check, Check::Refused(_));
@@ -173,8 +195,8 @@ fn run_package(p: &dyn Project, cache: &Path, env: &Env) -> Result<Vec<Row>, Str
                 built = true;
                 dirty = false;
             }
-            let row = run_case(p, case, &tree, &file, env)
-                .unwrap_or_else(|e| Row::failed(p.package(), &name, &e));
+            let row = run_case(p, case, &tree, &diff, env)
+                .unwrap_or_else(|e| Row::failed(p.package(), case.patch, &e));
             rows.push(row);
         }
         if changes_program(&file) {
@@ -197,8 +219,10 @@ fn run_package(p: &dyn Project, cache: &Path, env: &Env) -> Result<Vec<Row>, Str
     }
     let missing: Vec<&str> = cases
         .iter()
-        .map(|c| c.patch)
-        .filter(|c| !rows.iter().any(|r| r.fix == *c))
+        .map(|c| (c.patch, c.patch))
+        .chain(adaptations.iter().map(|(of, c)| (c.patch, *of)))
+        .filter(|(row, _)| !rows.iter().any(|r| r.fix == *row))
+        .map(|(_, of)| of)
         .collect();
     if !missing.is_empty() {
         return Err(format!(

@@ -6,6 +6,8 @@
 //! shell never calls, fixtures/corpus/sqlite3/changeset_driver.c (built by
 //! `driver.mk` next to it, read by make after main.mk: compiled with the
 //! same TCCX, linked like the shell against libsqlite3.a and the loader).
+//! Every unit is compiled with the loader's directory on the include path,
+//! for a fix written against `hotpatch.h` (the adaptation of 42).
 
 use super::{Case, Check, Driver, Env, Project};
 use crate::corpus::session::Session;
@@ -71,6 +73,21 @@ impl Project for Sqlite {
         ]
     }
 
+    fn adaptations(&self) -> Vec<(&'static str, Case)> {
+        vec![(
+            "42-CVE-2025-6965.patch",
+            Case {
+                // The same fix with struct AggInfo unchanged: the widened
+                // sorter column in a shadow variable per AggInfo, freed with
+                // it and by a post-revert callback (the diff's header says
+                // how it maps to Debian's patch).
+                patch: "42-CVE-2025-6965-shadow.patch",
+                check: Check::Verdict("42-aggregate-terms.sql"),
+                drivers: &[&Shell],
+            },
+        )]
+    }
+
     fn build(&self, tree: &Path, env: &Env) -> Result<(), String> {
         let bld = tree.join("bld");
         std::fs::create_dir_all(&bld).map_err(|e| e.to_string())?;
@@ -84,7 +101,8 @@ impl Project for Sqlite {
                 .arg(format!("-j{}", env.jobs))
                 .args(["-f", "../main.mk", "-f"])
                 .arg(env.fixtures.join("sqlite3/driver.mk"))
-                .args(["TOP=..", "BCC=gcc -O2", &format!("TCC={TCC}")])
+                .args(["TOP=..", "BCC=gcc -O2"])
+                .arg(format!("TCC={TCC} -I{}", env.loader.display()))
                 .args([
                     "TLIBS=",
                     "EXE=",
