@@ -59,8 +59,8 @@ impl Analysis<'_, '_> {
 /// 4. [`with_cold_parents`]: the parent of a changed `.cold` part changes too;
 /// 5. [`with_static_local_reasons`]: shipped code keeps static locals' storage;
 /// 6. [`data_verdicts`]: new data, and refusals of changed existing data;
-/// 7. [`ambiguous_static_locals`]: refuse static locals with several
-///    candidate originals (they are not new data either);
+/// 7. [`without_ambiguous`]: static locals with several candidate
+///    originals are not new data (the plan refuses shipped code using one);
 /// 8. [`ifunc_refusals`]: refuse new IFUNCs and changed resolvers.
 pub fn analyze<'o, 'a>(
     original: &'o Object<'a>,
@@ -70,16 +70,19 @@ pub fn analyze<'o, 'a>(
     ctx: &Context,
 ) -> Analysis<'o, 'a> {
     let orig = Side::original(original);
-    let mut pat = Side::patched(patched, original, &corr.p2o);
+    let mut pat = Side::patched(
+        patched,
+        original,
+        &names_for_comparison(original, patched, corr),
+    );
     mark_changed_ro(&orig, &mut pat, corr);
     let mut refusals = shared_sections(patched, file);
     let (funcs, notes) = function_verdicts(&orig, &pat, corr, ctx);
     let funcs = with_cold_parents(funcs, patched);
     let funcs = with_static_local_reasons(funcs, &pat, original, corr);
     let (new_data, data_refusals) = data_verdicts(&orig, &pat, corr, file);
-    let (new_data, static_refusals) = ambiguous_static_locals(new_data, &pat, original, corr, file);
+    let new_data = without_ambiguous(new_data, corr);
     refusals.extend(data_refusals);
-    refusals.extend(static_refusals);
     refusals.extend(ifunc_refusals(&funcs, original, patched, corr, file));
     let by_patched = funcs
         .iter()
@@ -95,6 +98,27 @@ pub fn analyze<'o, 'a>(
         by_patched,
         notes,
     }
+}
+
+/// The original names patched symbols are compared under: their partners,
+/// and for a static local the correlation could not pin (no DWARF), the
+/// candidate of exactly its name. A unit compiled twice from the same code
+/// numbers its statics the same, so its functions compare unchanged and
+/// nothing is refused; shipped code using such a static still is (the
+/// plan asks [`ambiguous_static_local`], which reads the correlation).
+fn names_for_comparison(
+    original: &Object,
+    patched: &Object,
+    corr: &Correlation,
+) -> BTreeMap<usize, usize> {
+    let mut names = corr.p2o.clone();
+    for (p, candidates) in &corr.ambiguous {
+        let same = |&&o: &&usize| original.symbols[o].name == patched.symbols[*p].name;
+        if let Some(&o) = candidates.iter().find(same) {
+            names.insert(*p, o);
+        }
+    }
+    names
 }
 
 /// Read-only local data is compared by contents: a changed `static const`
@@ -400,35 +424,39 @@ fn describe_data(obj: &Object, sym: usize, file: &str, owner: Option<&str>) -> S
     }
 }
 
-/// Refusals for the patched static locals the correlation could not pin to
-/// one original storage, and `new_data` without them.
-fn ambiguous_static_locals(
-    mut new_data: Vec<usize>,
-    pat: &Side,
+/// `new_data` without the patched static locals the correlation could not
+/// pin to one original storage: they are not new, and shipping a fresh copy
+/// would fork their state. Only shipped code referencing one is refused
+/// ([`ambiguous_static_local`], asked by the plan): a unit whose code and
+/// data did not change never is.
+fn without_ambiguous(mut new_data: Vec<usize>, corr: &Correlation) -> Vec<usize> {
+    new_data.retain(|d| !corr.ambiguous.iter().any(|(p, _)| p == d));
+    new_data
+}
+
+/// The refusal message for shipped code referencing patched static local
+/// `p` when the correlation found several original storages it could
+/// continue; `None` when `p` is not such a static.
+pub fn ambiguous_static_local(
     original: &Object,
+    patched: &Object,
     corr: &Correlation,
+    p: usize,
     file: &str,
-) -> (Vec<usize>, Vec<Refusal>) {
-    let patched = pat.obj;
-    let mut refusals = Vec::new();
-    for (p, candidates) in &corr.ambiguous {
-        let names: Vec<&str> = candidates
-            .iter()
-            .map(|&o| original.symbols[o].name.as_str())
-            .collect();
-        let base = strip_numeric(&patched.symbols[*p].name);
-        refusals.push(Refusal {
-            symbol: patched.symbols[*p].name.clone(),
-            message: format!(
-                "static local `{base}` ({file}): cannot tell which original storage it continues \
-                 (candidates: {}); rename one of the static locals so each name is used by one \
-                 function, or restart.",
-                names.join(", ")
-            ),
-        });
-        new_data.retain(|&d| d != *p);
-    }
-    (new_data, refusals)
+) -> Option<String> {
+    let (_, candidates) = corr.ambiguous.iter().find(|(a, _)| *a == p)?;
+    let names: Vec<&str> = candidates
+        .iter()
+        .map(|&o| original.symbols[o].name.as_str())
+        .collect();
+    let base = strip_numeric(&patched.symbols[p].name);
+    Some(format!(
+        "static local `{base}` ({file}): cannot tell which original storage it continues \
+         (candidates: {}); rename one of the static locals so each name is used by one \
+         function, compile with -g so the debug info says which function declares it, or \
+         restart.",
+        names.join(", ")
+    ))
 }
 
 /// Refusals of what a running program cannot take from IFUNCs: it ran every

@@ -7,11 +7,15 @@
 //! (clones) pair by their name without numbers when there is one per side,
 //! else by their callers, then by exact name, then by the name without
 //! numbers where that is unique ([`names`](crate::names) reads the names).
-//! Static locals are paired through the functions that use them, because the
-//! same base name (`calls`) is common and an exact-name match could hand one
-//! function's state to another; one that several original ones could continue
-//! is left [`Correlation::ambiguous`].
+//! Static locals are paired first by what DWARF says declares them (the
+//! function and the variable's name: sqlite has several `static const
+//! sMutex`, and every `assert()` makes a `__PRETTY_FUNCTION__`), then through
+//! the functions that use them, because the same base name (`calls`) is
+//! common and an exact-name match could hand one function's state to
+//! another; one that several original ones could continue is left
+//! [`Correlation::ambiguous`].
 
+use crate::dwarf::{encode, Debug};
 use crate::elf::{Object, SymKind};
 use crate::names::{is_numbered, strip_numeric};
 use std::collections::{BTreeMap, BTreeSet};
@@ -216,10 +220,16 @@ fn pair_clones(
 }
 
 /// Correlates both objects' named symbols: functions first (plain names,
-/// then clones, then whatever is left by name), then static locals through
+/// then clones, then whatever is left by name), then static locals by their
+/// declaring function (with DWARF on both sides), the rest of them through
 /// the functions using them, then the other data by name, then IFUNCs by
 /// name.
-pub fn correlate(original: &Object, patched: &Object) -> Correlation {
+pub fn correlate(
+    original: &Object,
+    patched: &Object,
+    orig_dbg: Option<&Debug>,
+    pat_dbg: Option<&Debug>,
+) -> Correlation {
     let mut c = Correlation::default();
     let (of, pf) = (functions(original), functions(patched));
     // Plain names first: they are what the source calls the functions.
@@ -237,11 +247,55 @@ pub fn correlate(original: &Object, patched: &Object) -> Correlation {
     );
     pair_clones(&mut c, original, patched, &of, &pf);
     c.pair_by_name(original, patched, &of, &pf);
+    if let (Some(od), Some(pd)) = (orig_dbg, pat_dbg) {
+        pair_static_locals_by_owner(&mut c, original, patched, od, pd);
+    }
     let undecided = pair_static_locals(&mut c, original, patched, &of, &pf);
     pair_other_data(&mut c, original, patched, &undecided);
     // An IFUNC is the name callers use; the source gives it.
     c.pair_by_name(original, patched, &ifuncs(original), &ifuncs(patched));
     c
+}
+
+/// The numbered locals of `obj` that DWARF places in a function, by
+/// (function, variable name, symbol kind); several symbols under one key
+/// (two blocks of one function each with a `static int n`) all stay listed.
+fn owned_locals(obj: &Object, dbg: &Debug) -> BTreeMap<(String, String, SymKind), Vec<usize>> {
+    let owners = dbg.static_locals();
+    let mut out: BTreeMap<(String, String, SymKind), Vec<usize>> = BTreeMap::new();
+    for s in data_symbols(obj) {
+        if !is_numbered_local(obj, s) {
+            continue;
+        }
+        let sym = &obj.symbols[s];
+        let Some(sec) = sym.section else { continue };
+        if let Some((f, v)) = owners.get(&encode(sec, sym.value)) {
+            out.entry((f.clone(), v.clone(), sym.kind))
+                .or_default()
+                .push(s);
+        }
+    }
+    out
+}
+
+/// Pairs numbered locals declared under the same name in the same function
+/// (one per side). Whoever references them does not matter, so a function
+/// that inlined two owners of a `sMutex` does not make them ambiguous.
+fn pair_static_locals_by_owner(
+    c: &mut Correlation,
+    original: &Object,
+    patched: &Object,
+    od: &Debug,
+    pd: &Debug,
+) {
+    let orig = owned_locals(original, od);
+    for (key, ps) in owned_locals(patched, pd) {
+        if let (Some([o]), [p]) = (orig.get(&key).map(Vec::as_slice), ps.as_slice()) {
+            if !c.o2p.contains_key(o) && !c.p2o.contains_key(p) {
+                c.pair(*o, *p);
+            }
+        }
+    }
 }
 
 /// What the functions using a patched static local say about its original.
@@ -269,7 +323,7 @@ fn pair_static_locals(
     let users = numbered_local_users(patched, pf);
     let mut undecided = Vec::new();
     for p in data_symbols(patched) {
-        if !is_numbered_local(patched, p) {
+        if !is_numbered_local(patched, p) || c.p2o.contains_key(&p) {
             continue;
         }
         let user_list = users.get(&p).map_or(&[][..], Vec::as_slice);

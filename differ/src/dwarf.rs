@@ -23,6 +23,8 @@ pub use gimli::DwTag;
 pub struct Die {
     pub tag: DwTag,
     pub name: Option<String>,
+    /// The enclosing DIE (`None` for a unit's root).
+    pub parent: Option<usize>,
     pub children: Vec<usize>,
     pub type_: Option<usize>,
     /// `DW_AT_abstract_origin` or `DW_AT_specification`.
@@ -52,6 +54,7 @@ impl Default for Die {
         Die {
             tag: gimli::DW_TAG_null,
             name: None,
+            parent: None,
             children: Vec::new(),
             type_: None,
             origin: None,
@@ -226,6 +229,7 @@ fn read_unit(
         }
         if let Some(&p) = stack.last() {
             out.dies[p].children.push(i);
+            die.parent = Some(p);
         }
         index.insert(entry.offset(), i);
         out.dies.push(die);
@@ -332,6 +336,48 @@ impl Debug {
             d.tag == gimli::DW_TAG_subprogram
                 && d.ranges.iter().any(|&(b, e)| b <= addr && addr < e)
         })
+    }
+
+    /// The static storage of function-scope variables (static locals, GCC's
+    /// `__func__`/`__PRETTY_FUNCTION__`), by section-encoded address: (the
+    /// function whose body declares it, the variable's name). A variable of
+    /// an inlined function belongs to that function, not to the one it was
+    /// inlined into. Addresses claimed for two different owners (a
+    /// function-scope `extern`, say) are left out.
+    pub fn static_locals(&self) -> HashMap<u64, (String, String)> {
+        let mut out: HashMap<u64, Option<(String, String)>> = HashMap::new();
+        for (i, d) in self.dies.iter().enumerate() {
+            let (gimli::DW_TAG_variable, Some(addr)) = (d.tag, d.addr) else {
+                continue;
+            };
+            let Some(owner) = self.enclosing_function(i) else {
+                continue;
+            };
+            let (Some(f), Some(v)) = (self.name(owner), self.name(i)) else {
+                continue;
+            };
+            let key = Some((f.to_string(), v.to_string()));
+            let entry = out.entry(addr).or_insert_with(|| key.clone());
+            if *entry != key {
+                *entry = None;
+            }
+        }
+        out.into_iter()
+            .filter_map(|(a, k)| k.map(|k| (a, k)))
+            .collect()
+    }
+
+    /// The nearest subprogram or inlined copy of one around DIE `i`.
+    fn enclosing_function(&self, i: usize) -> Option<usize> {
+        let mut at = self.dies[i].parent;
+        while let Some(p) = at {
+            match self.dies[p].tag {
+                gimli::DW_TAG_subprogram | gimli::DW_TAG_inlined_subroutine => return Some(p),
+                gimli::DW_TAG_compile_unit | gimli::DW_TAG_partial_unit => return None,
+                _ => at = self.dies[p].parent,
+            }
+        }
+        None
     }
 
     /// All descendants of `i` (depth first, without `i`).

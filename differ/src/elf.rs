@@ -15,7 +15,7 @@ use object::read::elf::{FileHeader, Rela as _, SectionHeader as _, Sym as _};
 use object::LittleEndian as LE;
 
 /// The kinds of symbols the differ distinguishes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SymKind {
     Func,
     /// STT_GNU_IFUNC: not code of its own but a name the dynamic linker

@@ -204,7 +204,7 @@ pub fn compare_with(original: &[u8], patched: &[u8], hints: &Hints) -> Result<Un
         edited: hints.edited.clone(),
     };
 
-    let corr = correlate::correlate(&orig, &pat);
+    let corr = correlate::correlate(&orig, &pat, ctx.orig_dbg.as_ref(), ctx.pat_dbg.as_ref());
     let mut analysis = compare::analyze(&orig, &pat, &corr, &file, &ctx);
     why::annotate(&mut analysis, &ctx);
     let more = refuse::check(&analysis, &corr, &file, &ctx);

@@ -76,7 +76,7 @@ pub fn ship_from(
         pat_dbg: dwarf::load(&got),
         edited: hints.edited.clone(),
     };
-    let corr = correlate::correlate(&orig, &got);
+    let corr = correlate::correlate(&orig, &got, ctx.orig_dbg.as_ref(), ctx.pat_dbg.as_ref());
     let mut a = compare::analyze(&orig, &got, &corr, &file, &ctx);
     let shipped: BTreeMap<&str, Change> = diff
         .functions

@@ -8,7 +8,7 @@
 //! literals, constants, jump tables, `.cold` parts, new functions and data,
 //! changed read-only tables) is shipped along.
 
-use crate::compare::Analysis;
+use crate::compare::{ambiguous_static_local, Analysis};
 use crate::correlate::Correlation;
 use crate::elf::{Object, SymKind};
 use crate::names::is_cold;
@@ -72,7 +72,10 @@ fn decide(a: &Analysis, corr: &Correlation, sym: usize, file: &str) -> Decision 
             // which the loader resolves as the dynamic linker did. A new one
             // is refused in analysis.
             (SymKind::Ifunc, None) => Decision::Refuse(String::new()),
-            (_, None) => Decision::Ship(sec),
+            (_, None) => match ambiguous_static_local(original, patched, corr, n, file) {
+                Some(msg) => Decision::Refuse(msg),
+                None => Decision::Ship(sec),
+            },
         };
     }
     let section = &patched.sections[sec];
@@ -139,8 +142,9 @@ pub fn plan(a: &Analysis, corr: &Correlation, file: &str) -> Plan {
                 }
                 Decision::Refuse(msg) => {
                     if !msg.is_empty() && refused.insert(msg.clone()) {
+                        let named = patched.named_target(r.sym).unwrap_or(r.sym);
                         refusals.push(Refusal {
-                            symbol: patched.symbols[r.sym].name.clone(),
+                            symbol: patched.symbols[named].name.clone(),
                             message: msg,
                         });
                     }

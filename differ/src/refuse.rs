@@ -42,6 +42,11 @@ fn removed_static_locals(a: &Analysis, corr: &Correlation, file: &str) -> Vec<Re
         if !is_static_local(orig, o) || is_ro_local(orig, o) || corr.o2p.contains_key(&o) {
             continue;
         }
+        // Not gone: a patched static could continue it, and shipped code
+        // using that one is refused (the plan).
+        if corr.ambiguous.iter().any(|(_, cands)| cands.contains(&o)) {
+            continue;
+        }
         // Functions of the running program that use it and still exist.
         let users: Vec<&str> = functions(orig)
             .into_iter()
