@@ -31,7 +31,12 @@ fn inlined(
     start: u64,
     size: u64,
 ) -> BTreeMap<String, Vec<(u64, u64)>> {
-    let (lo, hi) = (encode(section, start), encode(section, start + size.max(1)));
+    // A symbol's value and size come from the object as they are: a value
+    // far outside its section must not overflow (found by fuzzing).
+    let (lo, hi) = (
+        encode(section, start),
+        encode(section, start.saturating_add(size.max(1))),
+    );
     let mut out: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
     let Some(sp) = dbg.subprogram_at(lo) else {
         return out;

@@ -170,7 +170,10 @@ fn build_patch(dir: &Path, base: &str, n: usize, plus: usize) -> Result<PathBuf,
     let fixed = format!("fix{n}plus{plus}");
     write_tree(&dir.join(&fixed), n, plus)?;
     let base_dir = dir.join(base);
-    write(&base_dir.join("compile_commands.json"), &compile_db(&base_dir))?;
+    write(
+        &base_dir.join("compile_commands.json"),
+        &compile_db(&base_dir),
+    )?;
     let mut diff = Vec::new();
     for file in FILES {
         let out = Command::new("diff")
