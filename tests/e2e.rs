@@ -137,6 +137,7 @@ fixture_tests! {
     cross_unit_helper => "cross-unit-helper",
     ifunc => "ifunc",
     outside_data => "outside-data",
+    same_name_statics => "same-name-statics",
 }
 
 /// Each fixture's expectations hold for the original and the patched program
