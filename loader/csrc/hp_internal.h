@@ -25,6 +25,7 @@
  *   sites.c     checking call sites and turning them into spans
  *   busy.c      the stack check policy and its messages
  *   listener.c  constructor, control socket, protocol
+ *   persist.c   start-up re-apply from the build's patch directory
  */
 #ifndef HP_INTERNAL_H
 #define HP_INTERNAL_H
@@ -309,5 +310,11 @@ int hp_send_all(int fd, const char *s, size_t len);
 
 /* ---- listener.c --------------------------------------------------------- */
 void hp_listener_start(void);
+
+/* ---- persist.c ---------------------------------------------------------- */
+/* From the constructor, before main and the listener: applies every patch
+ * of this build's patch directory in order, stopping at the first that
+ * fails; every outcome is logged. */
+void hp_persist_reapply(void);
 
 #endif

@@ -337,6 +337,10 @@ static void atfork_child(void)
         hp_listener_start();
 }
 
+/* Order: the persisted patches go in before the listener starts (so no
+ * client can interleave with them, and only this thread exists) and before
+ * main (so the program never runs the code they fix). A fork child keeps
+ * its parent's patches; an exec starts here again. */
 __attribute__((constructor)) static void hp_init(void)
 {
     const char *off = getenv("HOTPATCH_DISABLE");
@@ -345,8 +349,9 @@ __attribute__((constructor)) static void hp_init(void)
     hp_membarrier_init();
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
     if (off && strcmp(off, "1") == 0) {
-        hp_log("HOTPATCH_DISABLE=1: not listening");
+        hp_log("HOTPATCH_DISABLE=1: not listening, nothing re-applied");
         return;
     }
+    hp_persist_reapply();
     hp_listener_start();
 }

@@ -12,8 +12,16 @@
 //! hpctl is also the loader's helper during a switch: it stops the target's
 //! threads with ptrace when the loader asks (`ptrace.rs`) and finds the
 //! direct call sites of the replaced functions (`sites.rs`).
+//!
+//! `--exe PATH` runs a command on every process of a binary (`exe.rs`
+//! finds them, `many.rs` runs and reports); `--persist` and revert keep the
+//! patch directory the loader re-applies from at start-up (`persist.rs`).
 
+mod buildid;
+mod exe;
+mod many;
 mod output;
+mod persist;
 mod ptrace;
 mod sites;
 
@@ -95,9 +103,20 @@ enum Cmd {
     /// changed nothing (an event loop that never returns can never switch
     /// this way). With --lazy future calls get the new code at once and
     /// calls already running finish in the old code.
+    #[command(
+        override_usage = "hpctl apply [OPTIONS] <PID> <FILE>\n       hpctl apply [OPTIONS] --exe <PATH> <FILE>"
+    )]
     Apply {
-        pid: u32,
-        file: PathBuf,
+        /// The process, then the patch file (with --exe: the patch file only).
+        #[arg(value_name = "PID> <FILE", num_args = 1..=2, required = true)]
+        args: Vec<String>,
+        #[command(flatten)]
+        target: ExeArg,
+        /// Also keep the patch in the binary's patch directory: every
+        /// process of this build started later applies it before main
+        /// (removed again by hpctl revert).
+        #[arg(long)]
+        persist: bool,
         #[command(flatten)]
         switch: SwitchArgs,
         /// How calls reach the new code (default: what the patch was built
@@ -112,17 +131,37 @@ enum Cmd {
     /// then freed. With --lazy the old code comes back at once and the
     /// patch's code is freed by a later apply or revert that finds no
     /// thread inside it.
+    ///
+    /// A reverted patch that is the newest in the binary's patch directory
+    /// is removed from it too (processes started later no longer apply it).
     Revert {
-        pid: u32,
+        #[arg(required_unless_present = "exe", conflicts_with = "exe")]
+        pid: Option<u32>,
+        #[command(flatten)]
+        target: ExeArg,
         #[command(flatten)]
         switch: SwitchArgs,
     },
     /// List the patches applied to a process, oldest first.
     List {
-        pid: u32,
+        #[arg(required_unless_present = "exe", conflicts_with = "exe")]
+        pid: Option<u32>,
+        #[command(flatten)]
+        target: ExeArg,
+        /// Print the result as JSON on stdout (with --exe: one object a line).
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `--exe PATH` (shared by every command).
+#[derive(clap::Args, Clone)]
+struct ExeArg {
+    /// Act on every running process of this executable that has the
+    /// loader (same build-id), in parallel; one line per process. Exit
+    /// status: 0 all succeeded, 3 some, 1 none.
+    #[arg(long, value_name = "PATH")]
+    exe: Option<PathBuf>,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -220,26 +259,44 @@ fn read_patch(file: &PathBuf) -> Result<(Vec<u8>, format::Meta), String> {
     Ok((bytes, meta))
 }
 
-fn apply(
-    pid: u32,
-    file: &PathBuf,
-    sw: &SwitchArgs,
-    redirect: Option<Redirect>,
-) -> Result<Outcome, String> {
+/// What to apply: the validated patch and how.
+pub struct ApplyJob {
+    bytes: Vec<u8>,
+    meta: format::Meta,
+    /// Its content hash (hex): what the patch directory records.
+    sha256: String,
+    switch: SwitchArgs,
+    call_sites: bool,
+}
+
+impl ApplyJob {
+    fn new(file: &PathBuf, switch: SwitchArgs, redirect: Option<Redirect>) -> Result<Self, String> {
+        let (bytes, meta) = read_patch(file)?;
+        let sha256 = format::hex(&format::verify_content_hash(&bytes).map_err(|e| e.0)?);
+        let call_sites = match redirect {
+            Some(r) => r == Redirect::CallSite,
+            None => meta.prefers_call_sites(),
+        };
+        Ok(ApplyJob {
+            bytes,
+            meta,
+            sha256,
+            switch,
+            call_sites,
+        })
+    }
+}
+
+fn apply(pid: u32, job: &ApplyJob) -> Result<Outcome, String> {
     check_process(pid)?;
-    let (patch, meta) = read_patch(file)?;
-    let call_sites = match redirect {
-        Some(r) => r == Redirect::CallSite,
-        None => meta.prefers_call_sites(),
-    };
     let (reply, parked) = exchange(
         pid,
         &Request::Apply {
-            patch,
-            opts: sw.options(call_sites),
+            patch: job.bytes.clone(),
+            opts: job.switch.options(job.call_sites),
         },
     )?;
-    Ok(Outcome::applied(pid, &meta, reply, sw.lazy).parked(&parked))
+    Ok(Outcome::applied(pid, &job.meta, reply, job.switch.lazy).parked(&parked))
 }
 
 fn revert(pid: u32, sw: &SwitchArgs) -> Result<Outcome, String> {
@@ -254,33 +311,154 @@ fn list(pid: u32) -> Result<Outcome, String> {
     Ok(Outcome::listed(pid, reply))
 }
 
-fn run(cmd: &Cmd) -> Result<Outcome, String> {
+/// The patch directory of the build process `pid` runs, where its loader
+/// looks (`create`: made if missing); None if it has none.
+fn patch_dir_of(pid: u32, create: bool) -> Result<Option<persist::PatchDir>, String> {
+    let build_id = buildid::of_file(std::path::Path::new(&format!("/proc/{pid}/exe")))?;
+    let Some(root) = persist::root_of_process(pid)? else {
+        return match create {
+            true => Err(no_root(&format!("process {pid}"))),
+            false => Ok(None),
+        };
+    };
+    persist::PatchDir::open(&root, &build_id, create)
+}
+
+fn no_root(who: &str) -> String {
+    format!(
+        "{who} has neither HOTPATCH_DIR nor HOME in its environment: its loader reads no \
+         patch directory; set HOTPATCH_DIR for it"
+    )
+}
+
+/// `apply PID FILE [--persist]`: the patch goes into the directory first
+/// (so a process of the build starting meanwhile gets it) and out again if
+/// the process refuses it.
+fn apply_one(pid: u32, job: &ApplyJob, persist: bool) -> Result<Outcome, String> {
+    if !persist {
+        return apply(pid, job);
+    }
+    check_process(pid)?;
+    let dir = patch_dir_of(pid, true)?.expect("created");
+    let added = dir.add(&job.bytes, &job.meta.patch_id, &job.sha256)?;
+    match apply(pid, job) {
+        Ok(o) => Ok(o.note_persisted(&dir.dir, added)),
+        Err(e) => {
+            if added {
+                dir.remove_newest(Some(&job.meta.patch_id))?;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// `revert PID`: also out of the patch directory, if it is the newest there.
+fn revert_one(pid: u32, sw: &SwitchArgs) -> Result<Outcome, String> {
+    let outcome = revert(pid, sw)?;
+    let Some(id) = outcome.id().map(str::to_string) else {
+        return Ok(outcome);
+    };
+    // A binary without a build-id has no patch directory: nothing to keep.
+    let dir = match buildid::of_file(std::path::Path::new(&format!("/proc/{pid}/exe"))) {
+        Ok(_) => patch_dir_of(pid, false)?,
+        Err(_) => None,
+    };
+    match dir {
+        Some(d) => match d.remove_newest(Some(&id))? {
+            Some(_) => Ok(outcome.note_unpersisted(&d.dir)),
+            None => Ok(outcome),
+        },
+        None => Ok(outcome),
+    }
+}
+
+/// The command's switch flags and whether it prints JSON.
+fn json_of(cmd: &Cmd) -> bool {
+    match cmd {
+        Cmd::Apply { switch, .. } | Cmd::Revert { switch, .. } => switch.json,
+        Cmd::List { json, .. } => *json,
+    }
+}
+
+fn usage_error(msg: &str) -> ! {
+    use clap::CommandFactory;
+    Cli::command()
+        .error(clap::error::ErrorKind::WrongNumberOfValues, msg)
+        .exit()
+}
+
+/// `apply`'s positional arguments: (PID, FILE), or FILE alone with --exe.
+fn apply_args(args: &[String], exe: bool) -> (Option<u32>, PathBuf) {
+    match (args, exe) {
+        ([file], true) => (None, file.into()),
+        ([pid, file], false) => match pid.parse() {
+            Ok(pid) => (Some(pid), file.into()),
+            Err(_) => usage_error(&format!("PID must be a process id, not {pid:?}")),
+        },
+        (_, true) => {
+            usage_error("with --exe, give the patch file only: hpctl apply --exe PATH FILE")
+        }
+        (_, false) => usage_error("give a process id and a patch file: hpctl apply PID FILE"),
+    }
+}
+
+fn run_one(cmd: &Cmd) -> Result<Outcome, String> {
     match cmd {
         Cmd::Apply {
-            pid,
-            file,
+            args,
+            persist,
             switch,
             redirect,
-        } => apply(*pid, file, switch, *redirect),
-        Cmd::Revert { pid, switch } => revert(*pid, switch),
-        Cmd::List { pid, .. } => list(*pid),
+            ..
+        } => {
+            let (pid, file) = apply_args(args, false);
+            let job = ApplyJob::new(&file, *switch, *redirect)?;
+            apply_one(pid.expect("checked"), &job, *persist)
+        }
+        Cmd::Revert { pid, switch, .. } => revert_one(pid.expect("clap requires it"), switch),
+        Cmd::List { pid, .. } => list(pid.expect("clap requires it")),
+    }
+}
+
+fn run_many(cmd: &Cmd, exe: &std::path::Path) -> Result<many::Report, String> {
+    let bin = exe::Binary::open(exe)?;
+    match cmd {
+        Cmd::Apply {
+            args,
+            persist,
+            switch,
+            redirect,
+            ..
+        } => {
+            let (_, file) = apply_args(args, true);
+            let job = ApplyJob::new(&file, *switch, *redirect)?;
+            many::apply(&bin, &job, *persist)
+        }
+        Cmd::Revert { switch, .. } => many::revert(&bin, switch),
+        Cmd::List { .. } => many::list(&bin),
+    }
+}
+
+fn exe_of(cmd: &Cmd) -> Option<&PathBuf> {
+    match cmd {
+        Cmd::Apply { target, .. } | Cmd::Revert { target, .. } | Cmd::List { target, .. } => {
+            target.exe.as_ref()
+        }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let json = match &cli.cmd {
-        Cmd::Apply { switch, .. } | Cmd::Revert { switch, .. } => switch.json,
-        Cmd::List { json, .. } => *json,
-    };
-    match run(&cli.cmd) {
-        Ok(outcome) => {
-            outcome.print(json);
+    let json = json_of(&cli.cmd);
+    let result = match exe_of(&cli.cmd) {
+        Some(exe) => run_many(&cli.cmd, exe).map(|r| r.print(json)),
+        None => run_one(&cli.cmd).map(|o| {
+            o.print(json);
             ExitCode::SUCCESS
-        }
-        Err(reason) => {
-            output::print_error(&reason.replace('\n', " "), json);
-            ExitCode::from(1)
-        }
-    }
+        }),
+    };
+    result.unwrap_or_else(|reason| {
+        output::print_error(&reason.replace('\n', " "), json);
+        ExitCode::from(1)
+    })
 }

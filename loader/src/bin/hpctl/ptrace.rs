@@ -53,30 +53,61 @@ fn tasks(pid: i32) -> Result<Vec<i32>, String> {
 
 extern "C" fn on_alarm(_: libc::c_int) {}
 
-/// Arms a one-shot SIGALRM that interrupts a blocking `waitpid`.
-fn arm_alarm(after: Duration) {
-    // SAFETY: installs a handler that does nothing, without SA_RESTART, so a
-    // waitpid in progress returns EINTR; setitimer takes plain values.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_alarm as *const () as usize;
-        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
-        let t = libc::itimerval {
-            it_interval: libc::timeval {
+/// A one-shot timer whose SIGALRM goes to the thread that made it, to
+/// interrupt that thread's blocking `waitpid`. Per thread because `--exe`
+/// stops several processes at once, one per thread: a process-wide
+/// `setitimer` would be re-armed by the others and wake the wrong waiter.
+struct WaitTimer(libc::timer_t);
+
+impl WaitTimer {
+    fn new() -> Result<WaitTimer, String> {
+        static HANDLER: std::sync::Once = std::sync::Once::new();
+        // SAFETY: installs a handler that does nothing, without SA_RESTART,
+        // so a waitpid in progress returns EINTR; timer_create writes the id
+        // into a local and the sigevent is plain data.
+        unsafe {
+            HANDLER.call_once(|| {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_alarm as *const () as usize;
+                libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+            });
+            let mut ev: libc::sigevent = std::mem::zeroed();
+            ev.sigev_notify = libc::SIGEV_THREAD_ID;
+            ev.sigev_signo = libc::SIGALRM;
+            ev.sigev_notify_thread_id = libc::gettid();
+            let mut id: libc::timer_t = std::mem::zeroed();
+            if libc::timer_create(libc::CLOCK_MONOTONIC, &mut ev, &mut id) < 0 {
+                return Err(format!("cannot create a timer: {}", errno()));
+            }
+            Ok(WaitTimer(id))
+        }
+    }
+
+    fn arm(&self, after: Duration) {
+        let t = libc::itimerspec {
+            it_interval: libc::timespec {
                 tv_sec: 0,
-                tv_usec: 0,
+                tv_nsec: 0,
             },
-            it_value: libc::timeval {
+            it_value: libc::timespec {
                 tv_sec: after.as_secs() as libc::time_t,
-                tv_usec: after.subsec_micros() as libc::suseconds_t,
+                tv_nsec: after.subsec_nanos() as libc::c_long,
             },
         };
-        libc::setitimer(libc::ITIMER_REAL, &t, std::ptr::null_mut());
+        // SAFETY: the timer is ours and alive; the value is plain data.
+        unsafe { libc::timer_settime(self.0, 0, &t, std::ptr::null_mut()) };
+    }
+
+    fn disarm(&self) {
+        self.arm(Duration::ZERO);
     }
 }
 
-fn disarm_alarm() {
-    arm_alarm(Duration::ZERO);
+impl Drop for WaitTimer {
+    fn drop(&mut self) {
+        // SAFETY: deletes the timer this value owns, once.
+        unsafe { libc::timer_delete(self.0) };
+    }
 }
 
 /// What a wait for one interrupted thread found.
@@ -212,15 +243,23 @@ impl Stopper {
     }
 
     fn interrupt_and_wait(&mut self, seized: &[i32]) -> Result<(), String> {
+        let timer = match WaitTimer::new() {
+            Ok(t) => t,
+            Err(e) => {
+                // Seized but not interrupted: detached with the others.
+                self.held.extend(seized.iter().map(|&t| (t, 0)));
+                return Err(e);
+            }
+        };
         self.since.get_or_insert_with(Instant::now);
         for &tid in seized {
             let _ = ptrace(libc::PTRACE_INTERRUPT, tid, 0);
         }
         let mut result = Ok(());
         for &tid in seized {
-            arm_alarm(STOP_WAIT);
+            timer.arm(STOP_WAIT);
             let waited = wait_stop(tid);
-            disarm_alarm();
+            timer.disarm();
             match waited {
                 Waited::Stopped(sig) => self.held.push((tid, sig)),
                 Waited::Gone => {}
