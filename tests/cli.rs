@@ -349,6 +349,230 @@ fn hpbuild_rejects_missing_diff_file() {
     );
 }
 
+/// A one-file C project in `dir` with its compile database: the base for
+/// the tests below that need a source of their own.
+fn tiny_base(dir: &Path, source: &str) -> PathBuf {
+    let base = dir.join("base");
+    fs::create_dir_all(&base).unwrap();
+    fs::write(base.join("m.c"), source).unwrap();
+    let db = serde_json::json!([{
+        "directory": base,
+        "file": "m.c",
+        "arguments": ["cc", "-O2", "-g", "-c", "m.c", "-o", "m.o"],
+    }]);
+    fs::write(base.join("compile_commands.json"), db.to_string()).unwrap();
+    base
+}
+
+/// A unified diff of `base/m.c` against `edited` (what `diff -u` prints).
+fn diff_of(tmp: &Path, base: &Path, edited: &str) -> PathBuf {
+    let new = tmp.join("m.c.new");
+    fs::write(&new, edited).unwrap();
+    let out = Command::new("diff")
+        .args(["-u", "--label", "a/m.c", "--label", "b/m.c"])
+        .arg(base.join("m.c"))
+        .arg(&new)
+        .output()
+        .expect("diff(1) runs");
+    let path = tmp.join("fix.patch");
+    fs::write(&path, &out.stdout).unwrap();
+    path
+}
+
+fn hpbuild_with(args: &[&str], dir: &Path) -> Output {
+    must(run_timeout(
+        Command::new(must(hpbuild_bin()))
+            .args(args)
+            .current_dir(dir),
+        HPBUILD_TIMEOUT,
+    ))
+}
+
+const SHOP: &str = "#include <stdio.h>\n#define UNIT \"EUR\"\nint limit = 5;\nint scale = 2;\nint twice(int x)\n{\n    return x * 2;\n}\nint price(int size)\n{\n    printf(\"%d %s\\n\", size, UNIT);\n    return size * scale + limit;\n}\n";
+
+/// A missing `--base` is named the way clap names any missing option, with
+/// clap's usage exit status.
+#[test]
+fn hpbuild_names_a_missing_base_like_any_missing_option() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = hpbuild_with(&["--diff", "fix.patch", "-o", "out.hpo"], tmp.path());
+    assert_eq!(out.status.code(), Some(2), "{}", out.report());
+    assert!(
+        out.stderr.contains("required arguments were not provided")
+            && out.stderr.contains("--base <DIR|GIT-REV>")
+            && !out.stderr.contains("--diff <FILE>\n"),
+        "{}",
+        out.report()
+    );
+}
+
+/// Success prints one summary line (counted in English) and the manifest
+/// names every file by its absolute path, whatever the current directory.
+#[test]
+fn hpbuild_summarises_in_one_line_and_the_manifest_paths_are_absolute() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tiny_base(tmp.path(), SHOP);
+    diff_of(
+        tmp.path(),
+        &base,
+        &SHOP.replace("size * scale", "size * scale * 3"),
+    );
+    let out = hpbuild_with(
+        &["--base", "base", "--diff", "fix.patch", "-o", "fix.hpo"],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", out.report());
+    let hpo = tmp.path().join("fix.hpo");
+    let summary = format!(
+        "hpbuild: wrote {}: replaces 1 function (price)",
+        hpo.display()
+    );
+    assert!(
+        out.stderr.lines().count() == 1 && out.stderr.starts_with(&summary),
+        "want one line starting {summary:?}\n{}",
+        out.report()
+    );
+    assert!(out.stdout.is_empty(), "{}", out.report());
+    let m: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(tmp.path().join("fix.json")).unwrap()).unwrap();
+    for (field, want) in [
+        (&m["patch_object"], hpo.clone()),
+        (&m["reviewable_source"], tmp.path().join("fix.c")),
+        (&m["diff"]["path"], tmp.path().join("fix.patch")),
+    ] {
+        assert_eq!(field.as_str(), Some(want.to_str().unwrap()), "{m:#}");
+    }
+}
+
+/// Every refusal, not only the first: the error line counts the others,
+/// `--explain` lists them and `--json` prints them as JSON.
+#[test]
+fn hpbuild_lists_every_refusal_with_explain_and_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tiny_base(tmp.path(), SHOP);
+    let edited = SHOP
+        .replace("limit = 5", "limit = 6")
+        .replace("scale = 2", "scale = 3");
+    diff_of(tmp.path(), &base, &edited);
+    let args = ["--base", "base", "--diff", "fix.patch", "-o", "fix.hpo"];
+    let plain = hpbuild_with(&args, tmp.path());
+    one_line_refusal(
+        &plain,
+        &["m.c: ", "(1 more refusal; --explain lists them all)"],
+        "two refusals",
+    );
+    assert!(
+        !plain.stderr.contains("after fixing this one"),
+        "{}",
+        plain.report()
+    );
+
+    let explained = hpbuild_with(&[&args[..], &["--explain"]].concat(), tmp.path());
+    let listed: Vec<&str> = explained
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("refused: m.c: "))
+        .collect();
+    assert_eq!(listed.len(), 2, "{}", explained.report());
+    assert!(
+        listed.iter().any(|l| l.contains("limit")) && listed.iter().any(|l| l.contains("scale")),
+        "{listed:?}"
+    );
+
+    let json = hpbuild_with(&[&args[..], &["--json"]].concat(), tmp.path());
+    assert!(!json.status.success());
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout)
+        .unwrap_or_else(|e| panic!("--json printed no JSON ({e})\n{}", json.report()));
+    let symbols: Vec<&str> = doc["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["symbol"].as_str())
+        .collect();
+    assert_eq!(symbols.len(), 2, "{doc:#}");
+    assert!(
+        symbols
+            .iter()
+            .all(|s| s.contains("limit") || s.contains("scale")),
+        "{doc:#}"
+    );
+}
+
+/// OUT.c shows every change that ships: a variable the patch adds is
+/// defined with its initialiser (not declared `extern`) and listed in the
+/// manifest; a string literal changed through a macro is named.
+#[test]
+fn hpbuild_reviewable_source_shows_new_data_and_changed_literals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tiny_base(tmp.path(), SHOP);
+    let edited = SHOP
+        .replace("\"EUR\"", "\"USD\"")
+        .replace(
+            "int scale = 2;\n",
+            "int scale = 2;\nstatic int bonus = 7;\n",
+        )
+        .replace("size * scale + limit", "size * scale + limit + bonus++");
+    diff_of(tmp.path(), &base, &edited);
+    let out = hpbuild_with(
+        &["--base", "base", "--diff", "fix.patch", "-o", "fix.hpo"],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", out.report());
+    let src = fs::read_to_string(tmp.path().join("fix.c")).unwrap();
+    assert!(src.contains("\nstatic int bonus = 7;\n"), "{src}");
+    assert!(!src.contains("extern int bonus"), "{src}");
+    assert!(
+        src.contains("string literal changed: \"EUR\" → \"USD\""),
+        "{src}"
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(tmp.path().join("fix.json")).unwrap()).unwrap();
+    assert_eq!(m["added_data"], serde_json::json!(["bonus"]), "{m:#}");
+    assert!(
+        out.stderr.contains("adds 1 variable (bonus)"),
+        "{}",
+        out.report()
+    );
+}
+
+/// `--explain` names an edited function whose compiled code is the same.
+#[test]
+fn hpbuild_explains_edits_that_change_no_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tiny_base(tmp.path(), SHOP);
+    let edited = SHOP
+        .replace("return x * 2;", "return x + x;")
+        .replace("size * scale", "size * scale * 3");
+    diff_of(tmp.path(), &base, &edited);
+    let out = hpbuild_with(
+        &[
+            "--base",
+            "base",
+            "--diff",
+            "fix.patch",
+            "-o",
+            "fix.hpo",
+            "--explain",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", out.report());
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l == "twice (m.c): edited, no code change: not shipped"),
+        "{}",
+        out.report()
+    );
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("price: edited in the diff")),
+        "{}",
+        out.report()
+    );
+}
+
 // ---------------------------------------------------------------------------
 // hpctl CLI contract
 

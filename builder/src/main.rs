@@ -20,6 +20,7 @@ mod layout;
 mod manifest;
 mod pipeline;
 mod progress;
+mod report;
 mod review;
 mod tree;
 
@@ -32,7 +33,10 @@ use std::process::ExitCode;
     name = "hpbuild",
     version,
     about = "Build a live patch for a running C program from a unified diff",
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    // `--base`, `--diff` and `-o` are required for a build, not for
+    // `hpbuild loader` and the other subcommands.
+    subcommand_negates_reqs = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -45,6 +49,7 @@ struct Cli {
 enum Command {
     /// Write libhotpatch.a and hotpatch.h (the in-process loader) into a directory.
     Loader {
+        /// Where libhotpatch.a and hotpatch.h are written (created if missing).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
@@ -61,6 +66,7 @@ enum Command {
     /// The compiler shim used by `capture` (runs the real compiler).
     #[command(hide = true)]
     CcWrap {
+        /// The compiler command line the build ran, compiler first.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -85,8 +91,9 @@ enum HookAction {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
-    /// What the hook runs: build the patch for HEAD.
-    #[command(hide = true)]
+    /// What the installed hook runs after each commit: build
+    /// <patchdir>/<HEAD>.hpo against git config hpbuild.deployed (or write
+    /// <HEAD>.error with the reason). Run it by hand to rebuild HEAD's patch.
     Run,
 }
 
@@ -95,14 +102,14 @@ enum HookAction {
 pub struct BuildArgs {
     /// The deployed source: a directory, or a git revision of the repository
     /// in the current directory.
-    #[arg(long, value_name = "DIR|GIT-REV")]
+    #[arg(long, value_name = "DIR|GIT-REV", required = true)]
     pub base: Option<String>,
     /// The fix, as a unified diff against the base.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", required = true)]
     pub diff: Option<PathBuf>,
     /// Output patch object; the manifest goes beside it as OUT.json and the
     /// reviewable source as OUT.c.
-    #[arg(short = 'o', long = "output", value_name = "OUT.hpo")]
+    #[arg(short = 'o', long = "output", value_name = "OUT.hpo", required = true)]
     pub output: Option<PathBuf>,
     /// compile_commands.json to use instead of the one in the base directory.
     #[arg(long, value_name = "FILE")]
@@ -173,4 +180,37 @@ fn write_loader(out: &std::path::Path) -> Result<(), error::Error> {
             out.display()
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every option, argument and subcommand explains itself in `--help`
+    /// (clap's own --help/--version excepted), and `hook run` is listed.
+    #[test]
+    fn every_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if a.get_help().is_none() && !matches!(id, "help" | "version") {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {}", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let cmd = Cli::command();
+        let mut missing = Vec::new();
+        walk(&cmd, "hpbuild", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+        let hook = cmd.find_subcommand("hook").expect("hook subcommand");
+        let run = hook.find_subcommand("run").expect("hook run");
+        assert!(!run.is_hide_set(), "`hpbuild hook run` is listed in --help");
+    }
 }

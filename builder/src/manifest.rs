@@ -30,6 +30,9 @@ pub struct Manifest {
     pub replaced: Vec<Replaced>,
     /// Functions only the patch has.
     pub added: Vec<String>,
+    /// Variables only the patch has: defined (with their initialisers) in
+    /// the reviewable source, allocated by the loader.
+    pub added_data: Vec<String>,
     pub notes: Vec<String>,
 }
 
@@ -55,6 +58,11 @@ pub struct UnitInfo {
     /// which function a hunk edits (the parse was unsure or disagreed).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub edited_by_line_table: Vec<LineTableEdit>,
+    /// Functions the diff edits whose compiled code did not change (a
+    /// comment, a reformatting, an edit the optimiser folds away): they are
+    /// not shipped.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub edited_not_shipped: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -108,4 +116,25 @@ pub fn added_functions(diff: &UnitDiff) -> impl Iterator<Item = &str> {
         .iter()
         .filter(|f| f.change == Change::New)
         .map(|f| f.name.as_str())
+}
+
+/// The functions the diff edits that compiled to the same code: each has a
+/// symbol in the object and neither it nor a compiler clone of it ships. An
+/// edited function with no symbol (inlined everywhere) is explained by the
+/// callers that ship instead.
+pub fn edited_not_shipped(diff: &UnitDiff, edited: &Edited) -> Vec<String> {
+    let of = |f: &str, name: &str| f == name || clone_parent(f) == name;
+    edited
+        .functions
+        .iter()
+        .filter(|name| {
+            let verdicts: Vec<_> = diff
+                .functions
+                .iter()
+                .filter(|v| of(&v.name, name))
+                .collect();
+            !verdicts.is_empty() && verdicts.iter().all(|v| v.change == Change::Unchanged)
+        })
+        .cloned()
+        .collect()
 }

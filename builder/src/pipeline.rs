@@ -6,7 +6,7 @@ use crate::compile::{self, Side};
 use crate::error::{Error, Result};
 use crate::manifest::{self, DiffInfo, Manifest, Replaced, UnitInfo};
 use crate::progress::Progress;
-use crate::{bail, deps, diff, edits, layout, review, tree, BuildArgs};
+use crate::{bail, deps, diff, edits, layout, report, review, tree, BuildArgs};
 use differ::UnitDiff;
 use std::path::Path;
 
@@ -18,10 +18,15 @@ struct Unit {
     patched_cmd: Vec<String>,
     diff: UnitDiff,
     edited: edits::Edited,
+    /// Variables the patch defines (the loader allocates them).
+    new_data: Vec<String>,
 }
 
 pub fn run(args: &BuildArgs) -> Result<()> {
     let (base, diff_path, output) = required(args)?;
+    // The manifest names the files it describes wherever it is read from.
+    let diff_path = &absolute(diff_path)?;
+    let output = &absolute(output)?;
     let progress = Progress::new(args.verbose);
     let diff_bytes = std::fs::read(diff_path)
         .map_err(|e| Error::new(format!("cannot read diff {}: {e}", diff_path.display())))?;
@@ -49,7 +54,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         progress.step(format!("compiling and comparing {rel}"));
         units.push(build_unit(i, entry, rel, &trees, &diff)?);
     }
-    refuse_if_needed(&units)?;
+    refuse_if_needed(args, &units)?;
     if units
         .iter()
         .all(|u| u.diff.replacements.is_empty() && u.diff.is_empty())
@@ -134,7 +139,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     }
     let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
     write(&output.with_extension("json"), json.as_bytes())?;
-    report(args, &manifest, &json);
+    report::built(args, &manifest, &json);
     Ok(())
 }
 
@@ -411,7 +416,9 @@ fn build_unit(
              not have: {e}"
         )),
     }
+    let new_data = review::new_variables(&diff, &orig_obj, &patched_obj);
     Ok(Unit {
+        new_data,
         rel,
         patched_obj,
         orig_cmd,
@@ -465,20 +472,32 @@ fn outside_via_got(
 }
 
 /// The first refusal becomes the error (one line naming the symbol); the
-/// count of the others tells the user there is more to fix.
-fn refuse_if_needed(units: &[Unit]) -> Result<()> {
-    let all: Vec<(&str, &differ::Refusal)> = units
+/// count of the others tells the user there is more to fix, and
+/// `--explain` / `--json` list them all.
+fn refuse_if_needed(args: &BuildArgs, units: &[Unit]) -> Result<()> {
+    let all: Vec<report::Refused> = units
         .iter()
-        .flat_map(|u| u.diff.refusals.iter().map(move |r| (u.rel.as_str(), r)))
+        .flat_map(|u| {
+            u.diff.refusals.iter().map(move |r| report::Refused {
+                unit: &u.rel,
+                symbol: &r.symbol,
+                message: &r.message,
+            })
+        })
         .collect();
-    if let Some((rel, first)) = all.first() {
-        let more = match all.len() - 1 {
-            0 => String::new(),
-            n => format!(" ({n} more refusal(s); see --explain after fixing this one)"),
-        };
-        bail!("{rel}: {}{more}", first.message);
-    }
-    Ok(())
+    let Some(first) = all.first() else {
+        return Ok(());
+    };
+    report::refused(args, &all);
+    let more = match all.len() - 1 {
+        0 => String::new(),
+        n if args.explain => format!(" ({}, listed above)", report::count(n, "more refusal")),
+        n => format!(
+            " ({}; --explain lists them all)",
+            report::count(n, "more refusal")
+        ),
+    };
+    bail!("{}: {}{more}", first.unit, first.message);
 }
 
 /// New code that no replaced function leads to would never run: a patch
@@ -511,6 +530,10 @@ fn patch_id(output: &Path, diff: &[u8]) -> String {
     format!("{stem}-{:08x}", format::fingerprint(diff, &[]) as u32)
 }
 
+fn absolute(p: &Path) -> Result<std::path::PathBuf> {
+    std::path::absolute(p).map_err(|e| Error::new(format!("{}: {e}", p.display())))
+}
+
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes)
         .map_err(|e| Error::new(format!("cannot write {}: {e}", path.display())))
@@ -522,6 +545,7 @@ fn units_for_review(units: &[Unit]) -> Vec<review::ReviewUnit<'_>> {
         .map(|u| review::ReviewUnit {
             rel: &u.rel,
             diff: &u.diff,
+            new_data: &u.new_data,
         })
         .collect()
 }
@@ -599,6 +623,7 @@ fn build_manifest(
                 patched_command: u.patched_cmd.clone(),
                 edited_in_diff: u.edited.functions.clone(),
                 edited_by_line_table: u.edited.by_line_table.clone(),
+                edited_not_shipped: manifest::edited_not_shipped(&u.diff, &u.edited),
             })
             .collect(),
         replaced,
@@ -606,28 +631,7 @@ fn build_manifest(
             .iter()
             .flat_map(|u| manifest::added_functions(&u.diff).map(str::to_string))
             .collect(),
+        added_data: units.iter().flat_map(|u| u.new_data.clone()).collect(),
         notes,
-    }
-}
-
-fn report(args: &BuildArgs, m: &Manifest, json: &str) {
-    if args.json {
-        println!("{json}");
-    }
-    if args.explain {
-        for r in &m.replaced {
-            let file = if r.file.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", r.file)
-            };
-            println!("{}{file}: {}", r.name, r.why.join("; "));
-        }
-        for a in &m.added {
-            println!("{a}: new function");
-        }
-        for n in &m.notes {
-            println!("note: {n}");
-        }
     }
 }

@@ -3,12 +3,16 @@
 
 use differ::{Change, Route, UnitDiff};
 use extern_gen::{OutsideSymbol, PatchSource, SymbolKind, UnitSource};
+use object::{Object, ObjectSymbol, SectionIndex, SymbolKind as ElfKind};
+use std::collections::HashSet;
 use std::path::Path;
 
 /// What the review source needs of one unit.
 pub struct ReviewUnit<'a> {
     pub rel: &'a str,
     pub diff: &'a UnitDiff,
+    /// Variables the patch defines ([`new_variables`]).
+    pub new_data: &'a [String],
 }
 
 /// The reviewable C source: shipped functions verbatim plus an `extern`
@@ -23,6 +27,8 @@ pub fn source(patch_id: &str, patched_root: &Path, units: &[ReviewUnit]) -> Stri
                 text,
                 functions: shipped_functions(u.diff),
                 outside: outside_symbols(u.diff),
+                new_data: u.new_data.to_vec(),
+                changes: changes(u.diff),
             }
         })
         .collect();
@@ -57,4 +63,43 @@ fn outside_symbols(diff: &UnitDiff) -> Vec<OutsideSymbol> {
         }
     }
     out
+}
+
+/// What the object comparison saw in each shipped function ("string literal
+/// changed: …", "uses new symbol …"): a change folded into code, a macro or
+/// a constant shows in no line of the function's own text.
+fn changes(diff: &UnitDiff) -> Vec<String> {
+    diff.functions
+        .iter()
+        .filter(|f| matches!(f.change, Change::Changed | Change::New))
+        .map(|f| format!("{}: {}", f.name, f.reasons.join("; ")))
+        .collect()
+}
+
+/// The named variables the patch ships that the original object does not
+/// have: data the diff adds (a changed read-only constant ships as a fresh
+/// copy too, but the original has it). Static locals keep their symbol name
+/// (`count.1`).
+pub fn new_variables(diff: &UnitDiff, orig: &[u8], patched: &[u8]) -> Vec<String> {
+    let (Ok(orig), Ok(patched)) = (object::File::parse(orig), object::File::parse(patched)) else {
+        return Vec::new();
+    };
+    let base_name = |n: &str| differ::names::strip_numeric(n);
+    let known: HashSet<String> = orig
+        .symbols()
+        .filter(|s| s.kind() == ElfKind::Data)
+        .filter_map(|s| s.name().ok().map(base_name))
+        .collect();
+    let shipped: HashSet<SectionIndex> = diff
+        .ship_sections
+        .iter()
+        .map(|&i| SectionIndex(i))
+        .collect();
+    patched
+        .symbols()
+        .filter(|s| s.kind() == ElfKind::Data && !s.name().unwrap_or("").is_empty())
+        .filter(|s| s.section_index().is_some_and(|i| shipped.contains(&i)))
+        .filter_map(|s| s.name().ok().map(str::to_string))
+        .filter(|n| !n.starts_with('.') && !known.contains(&base_name(n)))
+        .collect()
 }

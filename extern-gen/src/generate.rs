@@ -36,6 +36,14 @@ pub struct UnitSource {
     pub functions: Vec<String>,
     /// Symbols outside the patch that the shipped code references.
     pub outside: Vec<OutsideSymbol>,
+    /// Variables the patch adds, by symbol name: defined here, with their
+    /// initialisers, never declared `extern` (the running program has none).
+    pub new_data: Vec<String>,
+    /// What changed in each shipped function, one line each, as the object
+    /// comparison saw it (e.g. `serve: string literal changed: "a" → "b"`):
+    /// a change a macro or constant folded into the code shows in no line
+    /// of the function's own text.
+    pub changes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -97,7 +105,11 @@ fn header(patch_id: &str, units: &[UnitSource]) -> String {
     );
     let _ = writeln!(
         h,
-        " * outside the patch, which the loader resolves in the running program."
+        " * outside the patch, which the loader resolves in the running program;"
+    );
+    let _ = writeln!(
+        h,
+        " * the variables the patch adds are defined, as written, before them."
     );
     let _ = writeln!(h, " *");
     for u in units {
@@ -125,13 +137,15 @@ fn unit_section(unit: &UnitSource, out: &mut String) {
     };
     let text = unit.text.as_str();
     let shipped: HashSet<&str> = unit.functions.iter().map(String::as_str).collect();
+    out.push_str(&what_changes(unit));
     let _ = writeln!(
         out,
         "/* Context from {path}: includes, macros and types. */"
     );
     out.push_str(&context(&file, text));
-    let (decls, declared) = outside_declarations(unit, &file, &shipped, &path);
+    let (decls, mut declared) = outside_declarations(unit, &file, &shipped, &path);
     out.push_str(&decls);
+    out.push_str(&new_definitions(unit, &file, text, &path, &mut declared));
     let shipped_items = shipped_items(unit, &file);
     let (copied, decls) = unlisted_uses(&file, text, &shipped_items, &shipped, declared, &path);
     out.push_str(&decls);
@@ -177,6 +191,69 @@ fn outside_declarations(
         }
     }
     (out, declared)
+}
+
+/// The object comparison's findings per shipped function, first: what a
+/// reviewer could not see in the text below (a changed string literal from a
+/// macro, a constant folded into the code).
+fn what_changes(unit: &UnitSource) -> String {
+    let mut out = String::new();
+    if unit.changes.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "/* What changes, as the compiled objects differ:");
+    for line in &unit.changes {
+        let _ = writeln!(out, " *   {}", c(line));
+    }
+    let _ = writeln!(
+        out,
+        " */
+"
+    );
+    out
+}
+
+/// The variables the patch adds, verbatim from the patched file (with their
+/// initialisers): the patch defines them, the loader allocates them. Static
+/// locals are in their function's text. Each name goes into `declared`, so
+/// no `extern` declaration follows.
+fn new_definitions(
+    unit: &UnitSource,
+    file: &CFile,
+    text: &str,
+    path: &str,
+    declared: &mut HashSet<String>,
+) -> String {
+    let mut out = String::new();
+    let top_level: Vec<&String> = unit.new_data.iter().filter(|n| !n.contains('.')).collect();
+    if top_level.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\n/* Data the patch adds: defined here as written; the loader allocates it\n * (initialised as below) when the patch is applied. */"
+    );
+    let mut written: HashSet<Range<usize>> = HashSet::new();
+    for name in top_level {
+        declared.insert(name.clone());
+        let def = file.items.iter().find(|i| {
+            i.kind == ItemKind::Variable && i.name.as_deref() == Some(name) && !i.is_extern
+        });
+        match def {
+            Some(item) if written.insert(item.byte_range.clone()) => {
+                let _ = writeln!(out, "{}", file.item_text(text, item));
+            }
+            Some(_) => {}
+            None => {
+                let _ = writeln!(
+                    out,
+                    "/* {}: new data the patch defines; no definition found in {path} */",
+                    c(name)
+                );
+            }
+        }
+    }
+    out
 }
 
 /// The definition of each shipped function found in the file (a certain

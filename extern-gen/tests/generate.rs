@@ -99,6 +99,7 @@ fn app_unit() -> UnitSource {
             sym("calls.0", true, SymbolKind::Data),
             sym("printf", false, SymbolKind::Function),
         ],
+        ..Default::default()
     }
 }
 
@@ -156,6 +157,7 @@ fn static_shipped_function_keeps_static_and_functions_may_call_each_other() {
         text: text.into(),
         functions: vec!["a".into(), "b".into()],
         outside: vec![],
+        ..Default::default()
     };
     let src = generate_unit("p2", &unit);
     assert_compiles(&src);
@@ -172,6 +174,7 @@ fn macro_heavy_file_still_generates() {
         text: text.into(),
         functions: vec!["idx".into(), "get".into()],
         outside: vec![sym("table", true, SymbolKind::Data)],
+        ..Default::default()
     };
     let src = generate_unit("p3", &unit);
     assert_compiles(&src);
@@ -188,6 +191,7 @@ fn conditional_context_keeps_its_groups() {
         text: text.into(),
         functions: vec!["cap".into()],
         outside: vec![],
+        ..Default::default()
     };
     let src = generate_unit("p4", &unit);
     assert_compiles(&src);
@@ -204,10 +208,38 @@ fn missing_declaration_and_missing_function_are_commented() {
         text: text.into(),
         functions: vec!["f".into(), "nothere".into()],
         outside: vec![sym("g", false, SymbolKind::Unknown)],
+        ..Default::default()
     };
     let src = generate_unit("p5", &unit);
     assert!(src.contains("g: not declared in x.c"));
     assert!(src.contains("nothere: shipped, but no definition found in x.c"));
+}
+
+/// Everything that ships is visible: a variable the patch adds is defined
+/// as written (never `extern`), and what the objects saw change is listed.
+#[test]
+fn new_data_is_defined_and_changes_are_listed() {
+    let text = "#include <stdio.h>\n#define UNIT \"USD\"\nstatic int bonus = 7;\nint price(int s)\n{\n    printf(\"%s\\n\", UNIT);\n    return s + bonus++;\n}\n";
+    let unit = UnitSource {
+        path: "m.c".into(),
+        text: text.into(),
+        functions: vec!["price".into()],
+        new_data: vec!["bonus".into()],
+        changes: vec![
+            "price: string literal changed: \"EUR\" → \"USD\"; uses new symbol bonus".into(),
+        ],
+        ..Default::default()
+    };
+    let src = generate_unit("p6", &unit);
+    assert_compiles(&src);
+    assert!(src.contains("\nstatic int bonus = 7;\n"), "{src}");
+    assert!(!src.contains("extern int bonus"), "{src}");
+    assert!(
+        src.contains(
+            " *   price: string literal changed: \"EUR\" → \"USD\"; uses new symbol bonus\n"
+        ),
+        "{src}"
+    );
 }
 
 #[test]
