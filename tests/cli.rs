@@ -444,6 +444,36 @@ fn hpbuild_summarises_in_one_line_and_the_manifest_paths_are_absolute() {
     }
 }
 
+/// A CMake-style project keeps compile_commands.json in its build
+/// directory: hpbuild finds it there and says so.
+#[test]
+fn hpbuild_finds_the_compile_database_in_the_build_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tiny_base(tmp.path(), SHOP);
+    fs::create_dir(base.join("build")).unwrap();
+    fs::rename(
+        base.join("compile_commands.json"),
+        base.join("build/compile_commands.json"),
+    )
+    .unwrap();
+    diff_of(
+        tmp.path(),
+        &base,
+        &SHOP.replace("size * scale", "size * scale * 3"),
+    );
+    let out = hpbuild_with(
+        &["--base", "base", "--diff", "fix.patch", "-o", "out.hpo"],
+        tmp.path(),
+    );
+    let notes = notes_of(&out, tmp.path());
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("compile database: build/compile_commands.json")),
+        "{notes:?}"
+    );
+}
+
 /// Every refusal, not only the first: the error line counts the others,
 /// `--explain` lists them and `--json` prints them as JSON.
 #[test]

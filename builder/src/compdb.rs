@@ -32,26 +32,103 @@ pub struct Entry {
     pub output: Option<String>,
 }
 
-/// `--compile-db` if given, else `<base>/compile_commands.json`.
-pub fn locate(base_root: &Path, explicit: Option<&Path>) -> Result<PathBuf> {
+/// Where the compile database is, and a note when hpbuild had to look for
+/// it. `choose` is how the user names one (`--compile-db FILE`, or in the
+/// git hook `git config hpbuild.compiledb FILE`), for the messages.
+pub struct Located {
+    pub path: PathBuf,
+    pub note: Option<String>,
+}
+
+/// `explicit` if given, else `<base>/compile_commands.json`, else the one
+/// database in a build directory of the base (CMake and Meson keep it
+/// there: `build/`, `out/…`). Several, or none: the error says which to
+/// pass, or how to record one.
+pub fn locate(base_root: &Path, explicit: Option<&Path>, choose: &str) -> Result<Located> {
     if let Some(p) = explicit {
         return if p.is_file() {
-            Ok(p.to_path_buf())
+            Ok(Located {
+                path: p.to_path_buf(),
+                note: None,
+            })
         } else {
             Err(Error::new(format!(
-                "--compile-db {}: no such file",
+                "{choose} {}: no such file",
                 p.display()
             )))
         };
     }
     let p = base_root.join("compile_commands.json");
-    if !p.is_file() {
-        bail!(
-            "no compile_commands.json in {}: generate one (CMake -DCMAKE_EXPORT_COMPILE_COMMANDS=ON, meson, or `bear -- make`) or pass --compile-db FILE",
+    if p.is_file() {
+        return Ok(Located {
+            path: p,
+            note: None,
+        });
+    }
+    let found = in_build_dirs(base_root);
+    let rel = |p: &Path| p.strip_prefix(base_root).unwrap_or(p).display().to_string();
+    match found.as_slice() {
+        [one] => Ok(Located {
+            note: Some(format!(
+                "compile database: {} (none in the base directory; {choose} FILE chooses another)",
+                rel(one)
+            )),
+            path: one.clone(),
+        }),
+        [] => bail!(
+            "no compile_commands.json in {} or a build directory of it: record one with \
+             `hpbuild capture -- make` (any build command), or let the build write it \
+             (CMake -DCMAKE_EXPORT_COMPILE_COMMANDS=ON, meson, `bear -- make`), or pass \
+             {choose} FILE",
             base_root.display()
+        ),
+        several => bail!(
+            "no compile_commands.json in {}, but {} in its build directories ({}): pass {choose} {}",
+            base_root.display(),
+            several.len(),
+            several.iter().map(|p| rel(p)).collect::<Vec<_>>().join(", "),
+            rel(&several[0])
+        ),
+    }
+}
+
+/// `compile_commands.json` one directory below the base (`build/`,
+/// `cmake-build-debug/`), or up to three below `build/`, `out/` or
+/// `_build/` (Visual Studio's CMake presets: `out/build/x64-debug`), hidden
+/// directories skipped; sorted.
+fn in_build_dirs(base_root: &Path) -> Vec<PathBuf> {
+    let subdirs = |d: &Path| -> Vec<PathBuf> {
+        let Ok(rd) = std::fs::read_dir(d) else {
+            return Vec::new();
+        };
+        rd.filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path())
+            .collect()
+    };
+    let mut found = Vec::new();
+    for d in subdirs(base_root) {
+        let name = d
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let mut places = vec![d.clone()];
+        if matches!(name.as_str(), "build" | "out" | "_build") {
+            let below = subdirs(&d);
+            places.extend(below.iter().flat_map(|b| subdirs(b)));
+            places.extend(below);
+        }
+        found.extend(
+            places
+                .into_iter()
+                .map(|p| p.join("compile_commands.json"))
+                .filter(|p| p.is_file()),
         );
     }
-    Ok(p)
+    found.sort();
+    found
 }
 
 pub fn load(path: &Path) -> Result<Vec<Entry>> {
@@ -244,6 +321,38 @@ impl Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_database_in_a_build_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path();
+        let err = |r: Result<Located>| r.err().map(|e| e.to_string()).unwrap_or_default();
+        let none = err(locate(base, None, "--compile-db"));
+        assert!(
+            none.contains("`hpbuild capture -- make`")
+                && none.find("capture") < none.find("bear")
+                && none.ends_with("pass --compile-db FILE"),
+            "{none}"
+        );
+        std::fs::create_dir_all(base.join("build")).unwrap();
+        std::fs::write(base.join("build/compile_commands.json"), "[]").unwrap();
+        let one = locate(base, None, "--compile-db").unwrap();
+        assert_eq!(one.path, base.join("build/compile_commands.json"));
+        assert!(one
+            .note
+            .unwrap()
+            .starts_with("compile database: build/compile_commands.json"));
+
+        std::fs::create_dir_all(base.join("out/build/x64")).unwrap();
+        std::fs::write(base.join("out/build/x64/compile_commands.json"), "[]").unwrap();
+        let two = err(locate(base, None, "git config hpbuild.compiledb"));
+        assert!(
+            two.ends_with(
+                "(build/compile_commands.json, out/build/x64/compile_commands.json): pass git config hpbuild.compiledb build/compile_commands.json"
+            ),
+            "{two}"
+        );
+    }
 
     #[test]
     fn command_moves_paths_and_replaces_output() {

@@ -7,7 +7,12 @@
 //!   (stored as a full sha: a branch name would move with the new commits);
 //! - `hpbuild.patchdir`: where patches go (default `.git/hpbuild/patches`);
 //! - `hpbuild.target`: the shared library the patches are for (`--target`),
-//!   when the fixes go into a library rather than the executable.
+//!   when the fixes go into a library rather than the executable;
+//! - `hpbuild.compiledb`: the compile database (`--compile-db`), when it is
+//!   not found in the work tree or one of its build directories.
+//!
+//! The hook runs the hpbuild that installed it (else `hpbuild` in PATH) and
+//! says on stderr and in `<sha>.error` when there is none or it failed.
 //!
 //! Each commit `<sha>` gets `<patchdir>/<sha>.hpo` (+ `.json` manifest, `.c`
 //! reviewable source, `.diff` the cumulative diff deployed..sha), or
@@ -74,12 +79,7 @@ pub fn install(deployed: Option<&str>, out: Option<&Path>) -> Result<()> {
     }
     let me = std::env::current_exe()
         .map_err(|e| Error::new(format!("cannot find the hpbuild executable: {e}")))?;
-    let quoted = shlex::try_quote(&me.to_string_lossy())
-        .map(|q| q.into_owned())
-        .unwrap_or_else(|_| me.display().to_string());
-    let script = format!(
-        "#!/bin/sh\n{MARKER}\n# Builds a live patch for this commit against git config hpbuild.deployed.\n# A failed build never blocks the commit; the reason is in <patchdir>/<sha>.error.\n{quoted} hook run || true\n"
-    );
+    let script = hook_script(&me);
     fs::create_dir_all(&hooks)
         .and_then(|_| fs::write(&hook, script))
         .and_then(|_| fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)))
@@ -90,12 +90,50 @@ pub fn install(deployed: Option<&str>, out: Option<&Path>) -> Result<()> {
         git(&["config", "hpbuild.patchdir", &dir.to_string_lossy()])?;
     }
     println!(
-        "installed {}: each commit gets a patch against deployed {} in {}",
+        "installed {}: each commit gets a patch against deployed {} in {}, built by {} \
+         (`hpbuild` in PATH if that file is gone)",
         hook.display(),
         &sha[..12.min(sha.len())],
-        patch_dir()?.display()
+        patch_dir()?.display(),
+        me.display()
     );
     Ok(())
+}
+
+/// The post-commit script: runs the hpbuild that installed it, else the one
+/// in PATH. A missing hpbuild or a failed `hook run` is said on stderr and
+/// in `<patchdir>/<sha>.error`, never silently swallowed; the commit is
+/// never blocked (exit 0).
+fn hook_script(me: &Path) -> String {
+    let quoted = shlex::try_quote(&me.to_string_lossy())
+        .map(|q| q.into_owned())
+        .unwrap_or_else(|_| me.display().to_string());
+    format!(
+        r#"#!/bin/sh
+{MARKER}
+# Builds a live patch for this commit against git config hpbuild.deployed.
+# A failed build never blocks the commit; the reason is in <patchdir>/<sha>.error.
+installed={quoted}
+dir=$(git config --get hpbuild.patchdir || echo "$(git rev-parse --git-dir)/hpbuild/patches")
+error="$dir/$(git rev-parse HEAD).error"
+fail() {{
+    echo "hpbuild hook: no live patch for $(git rev-parse --short HEAD): $1" >&2
+    mkdir -p "$dir" && echo "$1" >"$error"
+}}
+if [ -x "$installed" ]; then hpbuild=$installed; else hpbuild=$(command -v hpbuild); fi
+if [ -z "$hpbuild" ]; then
+    fail "hpbuild is neither $installed (where the hook was installed from) nor in PATH: put it in PATH or run \`hpbuild hook install\` again"
+    exit 0
+fi
+"$hpbuild" hook run
+status=$?
+# hook run writes <sha>.error itself; this catches a crash before it could.
+if [ "$status" -ne 0 ] && [ ! -s "$error" ]; then
+    fail "$hpbuild hook run failed without a reason (exit status $status)"
+fi
+exit 0
+"#
+    )
 }
 
 /// `git config hpbuild.patchdir`, else `<git-dir>/hpbuild/patches`.
@@ -179,6 +217,7 @@ fn build(deployed: &str, head: &str, dir: &Path) -> Result<PathBuf> {
         explain: false,
         json: false,
         verbose: false,
+        from_hook: true,
     })?;
     Ok(output)
 }

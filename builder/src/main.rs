@@ -142,6 +142,9 @@ pub struct BuildArgs {
     /// Report progress on stderr even when it is not a terminal.
     #[arg(long, short)]
     pub verbose: bool,
+    /// Set by `hpbuild hook run`: messages name git config keys, not options.
+    #[arg(skip)]
+    pub from_hook: bool,
 }
 
 fn main() -> ExitCode {

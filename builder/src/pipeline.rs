@@ -34,8 +34,13 @@ pub fn run(args: &BuildArgs) -> Result<()> {
 
     let trees = tree::prepare(base)?;
     let diff = diff::parse(&diff_text, &trees.orig)?;
-    let db_path = compdb::locate(&trees.base_root, args.compile_db.as_deref())?;
-    let entries = compdb::load(&db_path)?;
+    let choose = if args.from_hook {
+        "git config hpbuild.compiledb"
+    } else {
+        "--compile-db"
+    };
+    let db = compdb::locate(&trees.base_root, args.compile_db.as_deref(), choose)?;
+    let entries = compdb::load(&db.path)?;
     // A hunk that fails in a file no unit compiles (docs, tests) is noted.
     let compiled = |rel: &str| {
         let full = compdb::normalize(&trees.base_root.join(rel));
@@ -47,6 +52,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     let (selected, mut notes) = select_units(&diff, &entries.kept, &trees)?;
     notes.splice(0..0, entries.notes);
     notes.splice(0..0, applied);
+    notes.splice(0..0, db.note);
 
     let mut units = Vec::new();
     for (i, entry) in selected.into_iter().enumerate() {

@@ -91,3 +91,93 @@ fn install_refuses_a_foreign_hook() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("was not written by hpbuild"));
 }
+
+/// A repository with main.c at v1 committed as the deployed base and the
+/// hook installed by the hpbuild at `hpbuild` (its compile database written
+/// only when `with_db`).
+fn repo_with_hook(repo: &Path, hpbuild: &Path, with_db: bool) {
+    run(repo, "git", &["init", "-q"]);
+    run(repo, "git", &["config", "user.name", "t"]);
+    run(repo, "git", &["config", "user.email", "t@example.invalid"]);
+    std::fs::write(repo.join("main.c"), V1).unwrap();
+    if with_db {
+        let db = format!(
+            r#"[{{"directory": "{}", "file": "main.c", "arguments": ["cc", "-O2", "-c", "main.c", "-o", "main.o"]}}]"#,
+            repo.display()
+        );
+        std::fs::write(repo.join("compile_commands.json"), db).unwrap();
+    }
+    run(repo, "git", &["add", "main.c"]);
+    run(repo, "git", &["commit", "-qm", "v1 (deployed)"]);
+    run(repo, hpbuild.to_str().unwrap(), &["hook", "install"]);
+}
+
+/// `git commit` of the fix with PATH set to `path`: (its stderr, the
+/// commit's <sha>.error, whether <sha>.hpo exists).
+fn commit_fix(repo: &Path, path: &str) -> (String, String, bool) {
+    std::fs::write(repo.join("main.c"), V2).unwrap();
+    let out = Command::new("git")
+        .args(["commit", "-qam", "fix the price"])
+        .current_dir(repo)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the hook must never block a commit");
+    let sha = run(repo, "git", &["rev-parse", "HEAD"]);
+    let dir = repo.join(".git/hpbuild/patches");
+    (
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        std::fs::read_to_string(dir.join(format!("{sha}.error"))).unwrap_or_default(),
+        dir.join(format!("{sha}.hpo")).is_file(),
+    )
+}
+
+/// The hpbuild that installed the hook is gone: the hook takes the one in
+/// PATH, and with none there it says so on stderr and in <sha>.error.
+#[test]
+fn hook_finds_hpbuild_in_path_or_says_it_is_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moved = tmp.path().join("gone/hpbuild");
+    std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    std::fs::copy(HPBUILD, &moved).unwrap();
+    let system = "/usr/local/bin:/usr/bin:/bin";
+    let in_path = format!(
+        "{}:{system}",
+        Path::new(HPBUILD).parent().unwrap().display()
+    );
+
+    for (name, path, built) in [("a", in_path.as_str(), true), ("b", system, false)] {
+        let repo = tmp.path().join(name);
+        std::fs::create_dir(&repo).unwrap();
+        repo_with_hook(&repo, &moved, true);
+        std::fs::remove_file(&moved).ok();
+        let (stderr, error, hpo) = commit_fix(&repo, path);
+        assert_eq!(hpo, built, "PATH={path}: stderr {stderr} error {error}");
+        if !built {
+            let want = format!("hpbuild is neither {} ", moved.display());
+            assert!(stderr.contains(&want), "{stderr}");
+            assert!(error.contains(&want), "{error}");
+        }
+        std::fs::copy(HPBUILD, &moved).unwrap();
+    }
+}
+
+/// Without a compile database the hook's reason names the git config key
+/// that chooses one (not the command-line option).
+#[test]
+fn hook_error_names_git_config_hpbuild_compiledb() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path();
+    repo_with_hook(repo, Path::new(HPBUILD), false);
+    let path = std::env::var("PATH").unwrap_or_default();
+    let (stderr, error, hpo) = commit_fix(repo, &path);
+    assert!(!hpo);
+    assert!(
+        error.contains("`hpbuild capture -- make`")
+            && error
+                .trim_end()
+                .ends_with("pass git config hpbuild.compiledb FILE"),
+        "{error}"
+    );
+    assert!(stderr.contains("git config hpbuild.compiledb"), "{stderr}");
+}
