@@ -12,7 +12,8 @@
 //! `fixtures/corpus/<pkg>/`), built and applied on the same tree.
 //!
 //! `cargo xtask corpus [lua|sqlite] [--cache DIR]` (default: both, cache
-//! target/corpus).
+//! target/corpus). `lua` runs two builds: the executable and the shared
+//! library (`lua.rs`).
 
 mod fetch;
 mod lua;
@@ -56,7 +57,18 @@ pub struct Case {
 
 /// What differs between the corpus programs.
 pub trait Project {
+    /// The Debian source package (fetched once, shared by its builds).
     fn package(&self) -> &'static str;
+    /// How the table names this build, and its work directory: the package,
+    /// or the package and the kind of build (`lua5.4-shared`).
+    fn name(&self) -> &'static str {
+        self.package()
+    }
+    /// The shared library the fixes are built for (`hpbuild --target`),
+    /// when the changed units are linked into one; `None`: the executable.
+    fn target(&self) -> Option<&'static str> {
+        None
+    }
     fn cases(&self) -> Vec<Case>;
     /// Generated files Debian's build would add (before the first build).
     fn prepare(&self, _tree: &Path) -> Result<(), String> {
@@ -135,13 +147,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
             .args(["loader", "--out"])
             .arg(&env.loader),
     )?;
+    // Lua is built twice: the interpreter with the library linked in, and
+    // the interpreter linked to liblua5.4.so.0 (the fixes go to the library).
     let projects: Vec<Box<dyn Project>> = which
         .iter()
-        .map(|w| -> Box<dyn Project> {
+        .flat_map(|w| -> Vec<Box<dyn Project>> {
             if *w == "lua" {
-                Box::new(lua::Lua)
+                vec![Box::new(lua::Lua), Box::new(lua::LuaShared)]
             } else {
-                Box::new(sqlite::Sqlite)
+                vec![Box::new(sqlite::Sqlite)]
             }
         })
         .collect();
@@ -149,7 +163,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     for p in &projects {
         match run_package(p.as_ref(), &cache, &env) {
             Ok(mut r) => rows.append(&mut r),
-            Err(e) => rows.push(Row::failed(p.package(), "(package)", &e)),
+            Err(e) => rows.push(Row::failed(p.name(), "(package)", &e)),
         }
     }
     report::print(&rows);
@@ -164,7 +178,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
 /// place in the series.
 fn run_package(p: &dyn Project, cache: &Path, env: &Env) -> Result<Vec<Row>, String> {
     let pkg = fetch::package(cache, p.package())?;
-    let tree = env.work.join(p.package()).join("tree");
+    let tree = env.work.join(p.name()).join("tree");
     copy_tree(&pkg.upstream, &tree)?;
     p.prepare(&tree)?;
     let cases = p.cases();
@@ -190,13 +204,13 @@ fn run_package(p: &dyn Project, cache: &Path, env: &Env) -> Result<Vec<Row>, Str
             // fresh executable: the rebuild waits for the next running case.
             let runs = !matches!(case.check, Check::Refused(_));
             if dirty && (runs || !built) {
-                say(&format!("{}: building the base of {name}", p.package()));
+                say(&format!("{}: building the base of {name}", p.name()));
                 p.build(&tree, env)?;
                 built = true;
                 dirty = false;
             }
             let row = run_case(p, case, &tree, &diff, env)
-                .unwrap_or_else(|e| Row::failed(p.package(), case.patch, &e));
+                .unwrap_or_else(|e| Row::failed(p.name(), case.patch, &e));
             rows.push(row);
         }
         if changes_program(&file) {
@@ -208,12 +222,12 @@ fn run_package(p: &dyn Project, cache: &Path, env: &Env) -> Result<Vec<Row>, Str
                     .arg(&file),
             )
             .map_err(|e| format!("{name} does not apply in series order: {e}"))?;
-            say(&format!("{}: {name} applied to the tree", p.package()));
+            say(&format!("{}: {name} applied to the tree", p.name()));
             dirty = true;
         } else {
             say(&format!(
                 "{}: {name} not applied: it changes only the build system or build tools (the corpus builds with upstream's own build)",
-                p.package()
+                p.name()
             ));
         }
     }
@@ -251,8 +265,8 @@ fn run_case(
     fix: &Path,
     env: &Env,
 ) -> Result<Row, String> {
-    let mut row = Row::new(p.package(), case.patch);
-    say(&format!("{}: {}", p.package(), case.patch));
+    let mut row = Row::new(p.name(), case.patch);
+    say(&format!("{}: {}", p.name(), case.patch));
     let reproducer = |file: &str| -> Result<String, String> {
         let path = env.fixtures.join(p.package()).join(file);
         std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
@@ -298,7 +312,7 @@ fn run_case(
 
     let hpo = env
         .work
-        .join(p.package())
+        .join(p.name())
         .join(case.patch.replace(".patch", ".hpo"));
     let started = Instant::now();
     let built = Command::new(&env.hpbuild)
@@ -306,6 +320,12 @@ fn run_case(
         .arg(tree)
         .arg("--diff")
         .arg(fix)
+        .args(
+            p.target()
+                .map(|lib| ["--target", lib])
+                .into_iter()
+                .flatten(),
+        )
         .arg("-o")
         .arg(&hpo)
         .output()
