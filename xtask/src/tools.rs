@@ -1,17 +1,22 @@
-//! What the project needs on the machine besides Rust: a C compiler, GNU
-//! patch, binutils and git. On a fresh Debian machine (as root) missing
-//! packages are installed; elsewhere the error says what to install.
+//! What the project needs on the machine besides Rust: C compilers (gcc
+//! and clang: the test matrix uses both), GNU patch, binutils, git and make,
+//! listed once in `tools.list` (which `.ci/run` reads too). On a fresh
+//! Debian machine (as root) missing packages are installed, saying so;
+//! elsewhere the error says what to install.
 
 use std::path::PathBuf;
 use std::process::Command;
 
-const NEEDED: &[(&str, &str)] = &[
-    ("cc", "gcc"),
-    ("patch", "patch"),
-    ("readelf", "binutils"),
-    ("git", "git"),
-    ("make", "make"),
-];
+/// (command, Debian package) pairs of `tools.list`.
+fn needed() -> Vec<(&'static str, &'static str)> {
+    include_str!("tools.list")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once(char::is_whitespace))
+        .map(|(t, p)| (t, p.trim()))
+        .collect()
+}
 
 fn have(tool: &str) -> bool {
     Command::new("sh")
@@ -21,11 +26,12 @@ fn have(tool: &str) -> bool {
 }
 
 pub fn ensure() -> Result<(), String> {
-    let missing: Vec<&str> = NEEDED
-        .iter()
+    let mut missing: Vec<&str> = needed()
+        .into_iter()
         .filter(|(t, _)| !have(t))
-        .map(|(_, p)| *p)
+        .map(|(_, p)| p)
         .collect();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
@@ -39,8 +45,10 @@ pub fn ensure() -> Result<(), String> {
             missing.join(" ")
         ));
     }
+    println!("installing {} (apt-get)", missing.join(" "));
     run(Command::new("apt-get").arg("update").arg("-qq"))?;
     run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y", "-qq"])
         .args(&missing))
 }
@@ -49,15 +57,9 @@ pub fn ensure() -> Result<(), String> {
 /// release builds of hpbuild and hpctl (`target/release`).
 pub fn release_binaries() -> Result<(), String> {
     ensure()?;
-    cargo(&[
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "builder",
-        "-p",
-        "loader",
-    ])
+    // Not --quiet: on a cold machine this takes minutes, and cargo's
+    // progress is what shows it is working.
+    cargo(&["build", "--release", "-p", "builder", "-p", "loader"])
 }
 
 pub fn run(cmd: &mut Command) -> Result<(), String> {
@@ -119,4 +121,16 @@ fn count(summary: &str, what: &str) -> u64 {
         .and_then(|part| part.trim_end_matches(what).split_whitespace().last())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The matrix compiles with both compilers: the one list has them.
+    #[test]
+    fn the_tool_list_has_both_compilers() {
+        let tools: Vec<&str> = super::needed().iter().map(|(t, _)| *t).collect();
+        for t in ["cc", "gcc", "clang", "patch", "readelf", "git", "make"] {
+            assert!(tools.contains(&t), "{t} missing from tools.list: {tools:?}");
+        }
+    }
 }
