@@ -478,7 +478,7 @@ int hp_apply_mem_locked(const void *data, size_t size, const struct hp_opts *o, 
     if (a->call_sites)
         snprintf(extra, sizeof extra, " (%zu call sites%s)", nsites,
                  skipped ? ", some could not be rewritten: their calls take the entry jump" : "");
-    snprintf(msg, msglen, "applied %s: %zu functions%s%s", a->id, a->n,
+    snprintf(msg, msglen, "applied %s: %zu function%s%s%s", a->id, a->n, a->n == 1 ? "" : "s",
              o->consistent ? " (consistent: no thread was running them)" : "", extra);
     if (skipped)
         hp_log("call sites: %zu skipped (bytes, reach or overlap)", skipped);

@@ -83,6 +83,17 @@ static void append(char *buf, size_t len, size_t *used, const char *fmt, ...)
         *used = *used + (size_t)w < len ? *used + (size_t)w : len - 1;
 }
 
+/* "serve_conn() (main.c)": the call, then the file of a static function
+ * (the parentheses belong to the name, not to the file). */
+static const char *call_label(const struct busy_range *b, char *buf, size_t len)
+{
+    if (b->file && *b->file)
+        snprintf(buf, len, "%s() (%s)", b->name, b->file);
+    else
+        snprintf(buf, len, "%s()", b->name);
+    return buf;
+}
+
 /* "thread N is running old f(); ..." lines for the reply and the log. */
 void hp_busy_report(const struct check *c, const char *reverting, char *details, size_t detlen)
 {
@@ -93,15 +104,13 @@ void hp_busy_report(const struct check *c, const char *reverting, char *details,
     for (size_t h = 0; h < c->nhits; h++) {
         const struct busy_range *b = c->hits[h].range;
         if (!reverting)
-            snprintf(line, sizeof line,
-                     "thread %d is running old %s(); it finishes in the old code",
-                     (int)c->hits[h].tid, hp_fn_label(b->name, b->file, label, sizeof label));
+            snprintf(line, sizeof line, "thread %d is running old %s; it finishes in the old code",
+                     (int)c->hits[h].tid, call_label(b, label, sizeof label));
         else if (b->name)
             snprintf(line, sizeof line,
-                     "thread %d is running patch %s's %s(); it finishes in the patch's code, "
+                     "thread %d is running patch %s's %s; it finishes in the patch's code, "
                      "which is freed once no thread is in it",
-                     (int)c->hits[h].tid, reverting,
-                     hp_fn_label(b->name, b->file, label, sizeof label));
+                     (int)c->hits[h].tid, reverting, call_label(b, label, sizeof label));
         else
             snprintf(line, sizeof line,
                      "thread %d is inside patch %s's code; it finishes there (the code is "
@@ -137,12 +146,12 @@ int hp_consistent_failure(const struct check *c, const char *reverting, unsigned
                            hp_fn_label(b->name, b->file, label, sizeof label),
                            (int)c->hits[0].tid, t);
         return hp_fail(err, errlen,
-                       "patch %s's %s%s is on the stack of thread %d (it never returned within "
+                       "patch %s's %s is on the stack of thread %d (it never returned within "
                        "%s): it cannot be removed consistently; revert with --lazy to restore "
                        "the old code for future calls (the patch's code is freed once no thread is in it)",
                        reverting,
-                       b->name ? hp_fn_label(b->name, b->file, label, sizeof label) : "code",
-                       b->name ? "()" : "", (int)c->hits[0].tid, t);
+                       b->name ? call_label(b, label, sizeof label) : "code",
+                       (int)c->hits[0].tid, t);
     }
     return hp_fail(err, errlen,
                    "the stack of thread %d could not be walked within %s (%s): consistency "

@@ -103,7 +103,7 @@ fn a_fix_to_a_shared_library_applies_to_its_code() {
     );
     let (ok, out, err) = hpctl(&["apply", &pid, file.to_str().unwrap()]);
     assert!(ok, "{err}\n{}", p.log_text());
-    assert!(out.starts_with("applied libfix: 1 functions"), "{out}");
+    assert!(out.starts_with("applied libfix: 1 function"), "{out}");
     // New code in the library, its static counter kept: 5*3 + bump 2 + 1000.
     assert_eq!(p.ask("scale 5"), "1017");
     let log = p.log_text();

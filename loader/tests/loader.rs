@@ -190,7 +190,7 @@ fn stacked_patches_and_c_api() {
     // The C API, from the program's own main thread.
     assert_eq!(
         s.proc_.ask(&format!("apply {a}")),
-        "0 applied a: 1 functions"
+        "0 applied a: 1 function"
     );
     assert_eq!(s.proc_.ask("compute 1"), "45");
     // b was built against v1 alone: applying it would lose a's fix.
@@ -204,7 +204,7 @@ fn stacked_patches_and_c_api() {
     assert_eq!(s.proc_.ask("list"), "1 a compute|");
     assert_eq!(
         s.proc_.ask(&format!("apply {b_on_a}")),
-        "0 applied b-on-a: 1 functions"
+        "0 applied b-on-a: 1 function"
     );
     assert_eq!(s.proc_.ask("compute 1"), "46");
     assert_eq!(s.proc_.ask("list"), "2 a compute|b-on-a compute|");
@@ -999,7 +999,7 @@ fn threads_starting_and_exiting_during_apply() {
     for _ in 0..5 {
         assert_eq!(
             s.proc_.ask(&format!("apply {file}")),
-            "0 applied churn: 1 functions"
+            "0 applied churn: 1 function"
         );
         assert_eq!(s.proc_.ask("revert"), "0 reverted churn");
     }

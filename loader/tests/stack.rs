@@ -85,7 +85,7 @@ fn blocked_call(tag: &str, cc: &'static str, extra: &[&str]) {
 
     let (ok, out, err) = hpctl(&["apply", "--lazy", &s.pid, &file]);
     assert!(ok, "{err}\n{}", s.p.log_text());
-    assert_eq!(out, "applied serve2: 1 functions");
+    assert_eq!(out, "applied serve2: 1 function");
     assert_eq!(
         err.trim_end(),
         format!("hpctl: warning: thread {tid} is running old serve(); it finishes in the old code")
@@ -152,6 +152,31 @@ fn blocked_call_gcc_cet_pie() {
     blocked_call("blocked-cet", "gcc", &["-fcf-protection=full", "-fPIE"]);
 }
 
+/// A static function is named as called, then its file: `serve() (stack.c)`.
+#[test]
+fn lazy_warning_names_a_static_function_then_its_file() {
+    let statics = |t: String| t.replace("KEEP long serve(void)", "static KEEP long serve(void)");
+    common::set_cc("gcc");
+    let work = Work::new("static-name");
+    let exe = common::build_program(&work, FILE, &statics(v1()), &[]);
+    let mut p = Proc::start(&exe, &work);
+    let tid = p.ask("serve");
+    let (old, new) = (statics(v1()), statics(version(20, 1, 2)));
+    make_patch(&work, "serve2", FILE, &old, &new, &["serve"], &[]);
+    let file = work.path("serve2.hpo");
+    let pid = p.pid().to_string();
+    let (ok, _, err) = hpctl(&["apply", "--lazy", &pid, file.to_str().unwrap()]);
+    assert!(ok, "{err}\n{}", p.log_text());
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "hpctl: warning: thread {tid} is running old serve() (stack.c); it finishes in the \
+             old code"
+        )
+    );
+    assert_eq!(p.ask("go"), "ok");
+}
+
 /// (b) The blocked call is released while --consistent waits: it succeeds.
 #[test]
 fn consistent_apply_succeeds_once_the_call_returns() {
@@ -178,7 +203,7 @@ fn consistent_apply_succeeds_once_the_call_returns() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "applied serve2: 1 functions (consistent: no thread was running them)"
+        "applied serve2: 1 function (consistent: no thread was running them)"
     );
     assert!(
         took >= Duration::from_millis(300) && took < Duration::from_secs(3),

@@ -233,11 +233,31 @@ struct LoaderTimes {
     load: f64,
 }
 
-/// Microseconds of a log line's "[hotpatch PID SECONDS.MICROSECONDS]".
+/// Microseconds since the epoch of a log line's
+/// "[hotpatch PID 2025-06-01T12:34:56.123456Z]" (UTC).
 fn stamp_us(line: &str) -> Option<i64> {
-    let stamp = line.split_whitespace().nth(2)?.strip_suffix(']')?;
-    let (s, us) = stamp.split_once('.')?;
-    Some(s.parse::<i64>().ok()? * 1_000_000 + us.parse::<i64>().ok()?)
+    let stamp = line.split_whitespace().nth(2)?.strip_suffix("Z]")?;
+    let (date, time) = stamp.split_once('T')?;
+    let num = |s: &str| s.parse::<i64>().ok();
+    let d: Vec<i64> = date.split('-').map(num).collect::<Option<_>>()?;
+    let (hms, us) = time.split_once('.')?;
+    let t: Vec<i64> = hms.split(':').map(num).collect::<Option<_>>()?;
+    let (&[y, m, day], &[h, min, s]) = (d.as_slice(), t.as_slice()) else {
+        return None;
+    };
+    let secs = days_from_civil(y, m, day) * 86_400 + h * 3600 + min * 60 + s;
+    Some(secs * 1_000_000 + num(us)?)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+/// algorithm): the stamps of one run may straddle midnight.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 fn loader_times(log: &Path) -> Result<LoaderTimes, String> {
@@ -391,4 +411,17 @@ pub fn rows(dir: &Path, loader: &Path) -> Result<Vec<Row>, String> {
         2 * FUNCS,
     )?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_stamps_read_as_microseconds_since_the_epoch() {
+        let line = "[hotpatch 42 2024-03-01T00:00:01.000250Z] request from pid 7";
+        assert_eq!(
+            super::stamp_us(line),
+            Some((1_709_251_201) * 1_000_000 + 250)
+        );
+        assert_eq!(super::days_from_civil(1970, 1, 1), 0);
+    }
 }
