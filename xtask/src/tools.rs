@@ -81,6 +81,15 @@ pub fn cargo(args: &[&str]) -> Result<(), String> {
     )
 }
 
+/// Where `cargo build --release` puts the binaries: `$CARGO_TARGET_DIR`
+/// (relative to the workspace) or `target/`, then `release/`.
+pub fn release_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => workspace().join(d).join("release"),
+        _ => workspace().join("target/release"),
+    }
+}
+
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
