@@ -107,7 +107,7 @@ fn find(dir: &Path, prefix: &str, suffix: &str) -> Option<PathBuf> {
 
 /// `apt-get source` needs deb-src entries: copy the deb822 sources with
 /// `Types: deb-src` (FIELD-NOTES) and update, once.
-fn enable_deb_src() -> Result<(), String> {
+pub(super) fn enable_deb_src() -> Result<(), String> {
     let has_src = |p: &Path| {
         std::fs::read_to_string(p).is_ok_and(|t| {
             t.lines().any(|l| {

@@ -11,12 +11,18 @@
 //! program next to it (`Project::adaptations`, kept in
 //! `fixtures/corpus/<pkg>/`), built and applied on the same tree.
 //!
-//! `cargo xtask corpus [lua|sqlite] [--cache DIR]` (default: both, cache
-//! target/corpus). `lua` runs two builds: the executable and the shared
-//! library (`lua.rs`).
+//! nginx, a forking server, runs its own walk (`nginx.rs`): a live fix there
+//! goes to the master and every worker under HTTP load.
+//!
+//! `cargo xtask corpus [lua|sqlite|nginx] [--cache DIR]` (default: lua and
+//! sqlite, cache target/corpus). `lua` runs two builds: the executable and
+//! the shared library (`lua.rs`).
 
 mod fetch;
+mod http;
 mod lua;
+mod mp4;
+mod nginx;
 mod report;
 mod session;
 mod sqlite;
@@ -117,11 +123,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "lua" | "sqlite" => which.push(a),
+            "lua" | "sqlite" | "nginx" => which.push(a),
             "--cache" => cache = PathBuf::from(it.next().ok_or("--cache needs a directory")?),
             other => {
                 return Err(format!(
-                "unknown argument {other}: use `cargo xtask corpus [lua] [sqlite] [--cache DIR]`"
+                "unknown argument {other}: use `cargo xtask corpus [lua] [sqlite] [nginx] [--cache DIR]`"
             ))
             }
         }
@@ -130,7 +136,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
         which = vec!["lua", "sqlite"];
     }
     tools::release_binaries()?;
-    let bin = workspace().join("target/release");
+    // Where cargo just built them: CARGO_TARGET_DIR when it is set.
+    let bin = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace().join("target"), PathBuf::from)
+        .join("release");
     let work = cache.join("work");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
@@ -151,6 +160,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     // the interpreter linked to liblua5.4.so.0 (the fixes go to the library).
     let projects: Vec<Box<dyn Project>> = which
         .iter()
+        .filter(|w| **w != "nginx")
         .flat_map(|w| -> Vec<Box<dyn Project>> {
             if *w == "lua" {
                 vec![Box::new(lua::Lua), Box::new(lua::LuaShared)]
@@ -164,6 +174,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
         match run_package(p.as_ref(), &cache, &env) {
             Ok(mut r) => rows.append(&mut r),
             Err(e) => rows.push(Row::failed(p.name(), "(package)", &e)),
+        }
+    }
+    if which.contains(&"nginx") {
+        match nginx::run(&cache, &env) {
+            Ok(mut r) => rows.append(&mut r),
+            Err(e) => rows.push(Row::failed("nginx", "(package)", &e)),
         }
     }
     report::print(&rows);

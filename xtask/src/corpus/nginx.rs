@@ -1,0 +1,648 @@
+//! nginx 1.22.1 (Debian bookworm nginx 1.22.1-9+deb12u9): a forking
+//! event-loop server. Built with its own `configure` (the modules the fixes
+//! touch: ssl, http_v2, mp4, dav, mail, stream; Debian's -O2 -g and
+//! hardening flags; the loader linked whole through `--with-ld-opt`) and
+//! `make` under `hpbuild capture`. For each security fix in series order:
+//! start the master and its workers (forked children), open a keep-alive
+//! connection, run the reproducer, build the patch, and with the bounded
+//! load client running apply it to every process of the server, check the
+//! reproducer, revert it everywhere and check again. Zero failed requests,
+//! the same processes and the same open connection, or the case fails.
+
+use super::http::{self, KeptConnection, Load, LoadLimits, Step, Upstream};
+use super::mp4;
+use super::report::{self, Row};
+use super::{changes_program, copy_tree, crash_summary, fetch, say, Env};
+use crate::tools;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PACKAGE: &str = "nginx";
+/// The pinned source version (the newest listed one is not downloadable).
+const VERSION: &str = "1.22.1-9+deb12u9";
+
+/// How a fix is shown to work, or why it must not be applied.
+enum Check {
+    /// A reproducer against the running server: `buggy (...)` or
+    /// `fixed (...)`.
+    Repro(fn(&Server) -> Result<String, String>),
+    /// Applied and reverted under load; no reproducer, for this reason.
+    NoRepro(&'static str),
+    /// hpbuild must refuse, with a reason containing this text.
+    Refused(&'static str),
+}
+
+struct Case {
+    patch: &'static str,
+    check: Check,
+}
+
+fn cases() -> Vec<Case> {
+    use Check::*;
+    let case = |patch, check| Case { patch, check };
+    vec![
+        case(
+            "CVE-2025-23419.patch",
+            NoRepro("not written: needs TLS client certificates and a session resumed under another server name"),
+        ),
+        case(
+            "CVE-2024-7347-1.patch",
+            NoRepro("not written: needs an MP4 file whose chunk run times samples per chunk passes 2^32"),
+        ),
+        case("CVE-2024-7347-2.patch", Repro(mp4_unordered_chunks)),
+        case(
+            "CVE-2025-53859.patch",
+            NoRepro("not written: needs a mail proxy session and an auth_http server"),
+        ),
+        case(
+            "CVE-2026-1642.patch",
+            NoRepro("not written: needs an SSL upstream that answers before the handshake"),
+        ),
+        case(
+            "CVE-2026-27651.patch",
+            NoRepro("not written: needs a mail proxy session and an auth_http server"),
+        ),
+        case("CVE-2026-27654.patch", Repro(dav_short_destination)),
+        case(
+            "CVE-2026-27784.patch",
+            // `entries * sizeof(...)` is already a 64-bit multiplication
+            // where size_t is 64 bits: the cast changes no instruction.
+            Refused("the diff changes no compiled code in src/http/modules/ngx_http_mp4_module.c"),
+        ),
+        case(
+            "CVE-2026-28753.patch",
+            NoRepro("not written: needs a DNS server whose PTR answer has characters outside RFC 1034"),
+        ),
+        case(
+            "CVE-2026-28755.patch",
+            NoRepro("not written: needs an OCSP responder for client certificates of a stream SSL server"),
+        ),
+        case("CVE-2026-32647.patch", Repro(mp4_empty_range)),
+        case(
+            "CVE-2026-42945.patch",
+            NoRepro("not written: rewrite with arguments in the replacement"),
+        ),
+        case(
+            "CVE-2026-42946.1.patch",
+            NoRepro("not written: the scgi/uwsgi half; the proxy half is 42946.2's reproducer"),
+        ),
+        case("CVE-2026-42946.2.patch", Repro(proxy_split_status_line)),
+        case(
+            "CVE-2026-40701.patch",
+            Refused("struct ngx_ssl_ocsp_ctx_s changes its members"),
+        ),
+        case(
+            "CVE-2026-42934.patch",
+            NoRepro("not written: charset recoding of a body split inside a UTF-8 character"),
+        ),
+        case(
+            "CVE-2026-9256.patch",
+            NoRepro("not written: a heap overflow that a plain build does not show"),
+        ),
+        case(
+            "FIX-HTTP2bomb.patch",
+            Refused("ngx_http_header_count_module"),
+        ),
+        case(
+            "CVE-2026-48142.patch",
+            NoRepro("not written: charset recoding of a body split inside a UTF-8 character"),
+        ),
+        case("CVE-2026-42055.patch", Repro(grpc_long_header)),
+    ]
+}
+
+pub fn run(cache: &Path, env: &Env) -> Result<Vec<Row>, String> {
+    download(cache)?;
+    ensure_pcre()?;
+    let pkg = fetch::package(cache, PACKAGE)?;
+    let tree = env.work.join(PACKAGE).join("tree");
+    copy_tree(&pkg.upstream, &tree)?;
+    let cases = cases();
+    let mut rows = Vec::new();
+    let mut state = BuildState {
+        configured: false,
+        built: false,
+        dirty: true,
+    };
+    for name in pkg.series()? {
+        let file = pkg.patches.join(&name);
+        for case in cases.iter().filter(|c| c.patch == name) {
+            let row = run_case(case, &tree, &file, env, &mut state)
+                .unwrap_or_else(|e| Row::failed(PACKAGE, case.patch, &e));
+            rows.push(row);
+        }
+        if !changes_program(&file) {
+            say(&format!(
+                "{PACKAGE}: {name} not applied: it changes no C source"
+            ));
+            continue;
+        }
+        tools::run(
+            Command::new("patch")
+                .args(["-p1", "--batch", "--quiet", "--no-backup-if-mismatch", "-d"])
+                .arg(&tree)
+                .arg("-i")
+                .arg(&file),
+        )
+        .map_err(|e| format!("{name} does not apply in series order: {e}"))?;
+        say(&format!("{PACKAGE}: {name} applied to the tree"));
+        state.dirty = true;
+        // A patch to nginx's build scripts (auto/) changes what configure
+        // generates (the module list): configure again.
+        if touches_build_scripts(&file) {
+            state.configured = false;
+        }
+    }
+    let missing: Vec<&str> = cases
+        .iter()
+        .map(|c| c.patch)
+        .filter(|p| !rows.iter().any(|r| r.fix == *p))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "not in debian/patches/series: {}",
+            missing.join(", ")
+        ));
+    }
+    Ok(rows)
+}
+
+/// `apt-get source --download-only nginx=VERSION` into the cache, once;
+/// `fetch::package` then finds and unpacks it.
+fn download(cache: &Path) -> Result<(), String> {
+    let downloads = cache.join("downloads");
+    std::fs::create_dir_all(&downloads).map_err(|e| e.to_string())?;
+    if downloads.join(format!("{PACKAGE}_{VERSION}.dsc")).exists() {
+        return Ok(());
+    }
+    fetch::enable_deb_src()?;
+    tools::run(
+        Command::new("apt-get")
+            .args([
+                "source",
+                "--download-only",
+                "-qq",
+                "-o",
+                "Acquire::Retries=3",
+            ])
+            .arg(format!("{PACKAGE}={VERSION}"))
+            .current_dir(&downloads),
+    )
+}
+
+/// nginx's rewrite module (the regex fixes) needs PCRE2's headers.
+fn ensure_pcre() -> Result<(), String> {
+    if Path::new("/usr/include/pcre2.h").exists() {
+        return Ok(());
+    }
+    tools::run(Command::new("apt-get").args(["install", "-y", "-qq", "libpcre2-dev"]))
+        .map_err(|e| format!("nginx needs PCRE2 headers: install libpcre2-dev ({e})"))
+}
+
+fn touches_build_scripts(patch: &Path) -> bool {
+    std::fs::read_to_string(patch)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("+++ "))
+        .any(|p| p.split('/').nth(1) == Some("auto"))
+}
+
+struct BuildState {
+    configured: bool,
+    built: bool,
+    dirty: bool,
+}
+
+/// Debian's flags (dpkg-buildflags for bookworm, without the file-prefix
+/// map), so the patched units compile as a Debian build would.
+const CC_OPT: &str =
+    "-g -O2 -fstack-protector-strong -Wformat -Werror=format-security -fPIC -D_FORTIFY_SOURCE=2";
+const LD_OPT: &str = "-Wl,-z,relro -Wl,-z,now -fPIC";
+
+/// configure (when needed; its probes are not units of nginx, so it runs
+/// outside capture), then make under `hpbuild capture`.
+fn build(tree: &Path, env: &Env, state: &mut BuildState) -> Result<(), String> {
+    if !state.configured {
+        let ld = format!("--with-ld-opt={LD_OPT} {}", loader::link_flags(&env.loader));
+        let log = env.work.join(PACKAGE).join("configure.log");
+        let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        tools::run(
+            Command::new("./configure")
+                .current_dir(tree)
+                .arg(format!("--with-cc-opt={CC_OPT}"))
+                .arg(ld)
+                .args([
+                    "--with-http_ssl_module",
+                    "--with-http_v2_module",
+                    "--with-http_mp4_module",
+                    "--with-http_dav_module",
+                    "--with-mail",
+                    "--with-mail_ssl_module",
+                    "--with-stream",
+                    "--with-stream_ssl_module",
+                ])
+                .stdout(out),
+        )
+        .map_err(|e| format!("{e} (see {})", log.display()))?;
+        state.configured = true;
+    }
+    tools::run(
+        Command::new("nice")
+            .arg(&env.hpbuild)
+            .args(["capture", "--dir"])
+            .arg(tree)
+            .args(["--", "make", "-s", "-C"])
+            .arg(tree)
+            .arg(format!("-j{}", env.jobs)),
+    )?;
+    state.built = true;
+    state.dirty = false;
+    Ok(())
+}
+
+fn run_case(
+    case: &Case,
+    tree: &Path,
+    fix: &Path,
+    env: &Env,
+    state: &mut BuildState,
+) -> Result<Row, String> {
+    let mut row = Row::new(PACKAGE, case.patch);
+    let refusal = matches!(case.check, Check::Refused(_));
+    // A refusal needs the tree and its compile database, not a fresh binary.
+    if state.dirty && (!refusal || !state.built) {
+        say(&format!("{PACKAGE}: building the base of {}", case.patch));
+        build(tree, env, state)?;
+    }
+    say(&format!("{PACKAGE}: {}", case.patch));
+    let hpo = env
+        .work
+        .join(PACKAGE)
+        .join(case.patch.replace(".patch", ".hpo"));
+    let server = if refusal {
+        None
+    } else {
+        Some(Server::start(tree, env)?)
+    };
+    if let (Some(s), Check::Repro(repro)) = (&server, &case.check) {
+        row.before = repro(s)?;
+    }
+    let started = Instant::now();
+    let built = Command::new(&env.hpbuild)
+        .arg("--base")
+        .arg(tree)
+        .arg("--diff")
+        .arg(fix)
+        .arg("-o")
+        .arg(&hpo)
+        .output()
+        .map_err(|e| format!("cannot run hpbuild: {e}"))?;
+    row.build_secs = started.elapsed().as_secs_f64();
+    let err = String::from_utf8_lossy(&built.stderr).trim().to_string();
+    let crashed = err.contains("panicked at");
+    let err = if crashed { crash_summary(&err) } else { err };
+    if let Check::Refused(reason) = case.check {
+        let last = err
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim_start_matches("hpbuild: ");
+        row.apply = if built.status.success() {
+            "built (expected a refusal)".into()
+        } else {
+            format!("refused: {last}")
+        };
+        row.ok = !built.status.success() && !crashed && err.contains(reason);
+        return Ok(row);
+    }
+    if !built.status.success() {
+        return Err(format!("hpbuild failed: {err}"));
+    }
+    row.shipped = report::shipped(&hpo.with_extension("json"))?;
+    let server = server.expect("started for a case that applies");
+    live(case, &server, &hpo, env, &mut row)?;
+    Ok(row)
+}
+
+/// Load on, apply to every process, reproducer, revert everywhere,
+/// reproducer, load off; then the processes and the kept connection.
+fn live(case: &Case, server: &Server, hpo: &Path, env: &Env, row: &mut Row) -> Result<(), String> {
+    let pids = server.pids()?;
+    let mut kept = KeptConnection::open(server.port)?;
+    kept.get("/")?;
+    let load = Load::start(
+        server.port,
+        &["/", "/davdir/file.txt", "/index.html"],
+        &LoadLimits {
+            threads: 3,
+            max_requests: 2_000_000,
+            max_time: Duration::from_secs(120),
+            per_connection: 50,
+        },
+    );
+    // Let the load reach the workers before the first stop.
+    std::thread::sleep(Duration::from_millis(300));
+    let applied = every_process(env, &pids, &["apply"], Some(hpo));
+    let after = match (&applied, &case.check) {
+        (Ok(_), Check::Repro(repro)) => Some(repro(server)),
+        _ => None,
+    };
+    let reverted = match &applied {
+        Ok(_) => Some(every_process(env, &pids, &["revert"], None)),
+        Err(_) => None,
+    };
+    let again = match (&reverted, &case.check) {
+        (Some(Ok(_)), Check::Repro(repro)) => Some(repro(server)),
+        _ => None,
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = load.finish();
+
+    let worst = applied.as_ref().map_err(|e| format!("apply: {e}"))?;
+    row.apply = format!(
+        "applied to the master and {} workers (slowest hpctl {worst} ms), reverted",
+        pids.len() - 1
+    );
+    if let Some(Err(e)) = &reverted {
+        row.apply = format!("applied; revert FAILED: {e}");
+    }
+    let (after_ok, again_ok) = match (&case.check, after, again) {
+        (Check::Repro(_), Some(a), Some(b)) => {
+            let (a, b) = (a?, b?);
+            row.after = format!("{a}; reverted: {b}");
+            (a.starts_with("fixed"), b.starts_with("buggy"))
+        }
+        (Check::NoRepro(why), _, _) => {
+            row.after = format!("no reproducer: {why}");
+            (true, true)
+        }
+        _ => (false, false),
+    };
+    let same = server.pids()? == pids;
+    let conn = kept.get("/");
+    let mut notes = Vec::new();
+    if !same {
+        notes.push(format!(
+            "PROCESSES CHANGED: {:?} → {:?}",
+            pids,
+            server.pids()?
+        ));
+    }
+    if let Err(e) = &conn {
+        notes.push(format!("KEPT CONNECTION LOST: {e}"));
+    }
+    if stats.failed > 0 {
+        notes.push(format!("FAILED REQUESTS: {:?}", stats.errors));
+    }
+    row.state = format!(
+        "{}; load {} requests in {:.1} s, {} failed",
+        if notes.is_empty() {
+            "kept (same processes, same keep-alive connection)".to_string()
+        } else {
+            notes.join("; ")
+        },
+        stats.ok + stats.failed,
+        stats.secs,
+        stats.failed
+    );
+    let before_ok = match case.check {
+        Check::Repro(_) => row.before.starts_with("buggy"),
+        _ => true,
+    };
+    row.ok = before_ok && after_ok && again_ok && notes.is_empty() && stats.ok > 0;
+    Ok(())
+}
+
+/// `hpctl <what> PID [patch]` for each process (the master first, then its
+/// workers); the slowest call in milliseconds, or the first failure.
+fn every_process(
+    env: &Env,
+    pids: &[u32],
+    what: &[&str],
+    hpo: Option<&Path>,
+) -> Result<u128, String> {
+    let mut worst = 0;
+    for (i, pid) in pids.iter().enumerate() {
+        let t = Instant::now();
+        let mut cmd = Command::new(&env.hpctl);
+        cmd.arg(what[0]).arg(pid.to_string());
+        if let Some(p) = hpo {
+            cmd.arg(p);
+        }
+        let out = cmd.output().map_err(|e| format!("cannot run hpctl: {e}"))?;
+        worst = worst.max(t.elapsed().as_millis());
+        if !out.status.success() {
+            let role = if i == 0 { "master" } else { "worker" };
+            return Err(format!(
+                "hpctl {} on the {role} {pid}: {}",
+                what[0],
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    Ok(worst)
+}
+
+/// A running nginx (master + workers) with its upstreams.
+pub struct Server {
+    master: Child,
+    pub port: u16,
+    grpc: Upstream,
+}
+
+/// Workers: two, so a fix must reach more than one forked child.
+const WORKERS: usize = 2;
+
+impl Server {
+    fn start(tree: &Path, env: &Env) -> Result<Server, String> {
+        let run = env.work.join(PACKAGE).join("run");
+        let _ = std::fs::remove_dir_all(&run);
+        for d in ["logs", "html/mp4", "dav"] {
+            std::fs::create_dir_all(run.join(d)).map_err(|e| e.to_string())?;
+        }
+        write(&run.join("html/index.html"), b"hello from nginx\n")?;
+        write(&run.join("dav/file.txt"), b"dav file\n")?;
+        write(&run.join("html/mp4/ok.mp4"), &mp4::file(&[(1, 1, 1)]))?;
+        // Chunks 1, 3, 2: the third entry goes back.
+        write(
+            &run.join("html/mp4/unordered.mp4"),
+            &mp4::file(&[(1, 1, 1), (3, 1, 1), (2, 1, 1)]),
+        )?;
+        let grpc = Upstream::spawn(Vec::new())?;
+        let split = Upstream::spawn(vec![
+            Step::Send(b"HTTP/1.1"),
+            Step::Pause(Duration::from_millis(200)),
+            Step::Send(b" XYZ split-body\n"),
+        ])?;
+        let port = http::free_port()?;
+        let conf = std::fs::read_to_string(env.fixtures.join("nginx/nginx.conf"))
+            .map_err(|e| format!("cannot read fixtures/corpus/nginx/nginx.conf: {e}"))?
+            .replace("@PORT@", &port.to_string())
+            .replace("@RUN@", &run.display().to_string())
+            .replace("@WORKERS@", &WORKERS.to_string())
+            .replace("@GRPC@", &grpc.port.to_string())
+            .replace("@SPLIT@", &split.port.to_string());
+        write(&run.join("nginx.conf"), conf.as_bytes())?;
+        let master = Command::new(tree.join("objs/nginx"))
+            .arg("-p")
+            .arg(&run)
+            .args(["-c", "nginx.conf", "-e", "logs/error.log"])
+            .env("HOTPATCH_LOG", run.join("logs/loader.log"))
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start nginx: {e}"))?;
+        let mut s = Server { master, port, grpc };
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if let Ok(Some(st)) = s.master.try_wait() {
+                return Err(format!(
+                    "nginx exited at start ({st}); see {}",
+                    run.join("logs/error.log").display()
+                ));
+            }
+            if http::accepts(port) && s.pids()?.len() == WORKERS + 1 {
+                return Ok(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!(
+            "nginx did not start its {WORKERS} workers on port {port} within 10 s"
+        ))
+    }
+
+    /// The master, then its children (the workers), from
+    /// /proc/<master>/task/*/children.
+    fn pids(&self) -> Result<Vec<u32>, String> {
+        let master = self.master.id();
+        let mut pids = vec![master];
+        let tasks = format!("/proc/{master}/task");
+        for t in std::fs::read_dir(&tasks)
+            .map_err(|e| format!("{tasks}: {e}"))?
+            .flatten()
+        {
+            let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            pids.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+        pids[1..].sort_unstable();
+        Ok(pids)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // TERM lets the master stop its workers (killing it alone would
+        // leave them running).
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.master.id().to_string()])
+            .status();
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.master.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.master.kill();
+        let _ = self.master.wait();
+    }
+}
+
+fn write(path: &PathBuf, bytes: &[u8]) -> Result<(), String> {
+    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn request(server: &Server, raw: &[u8]) -> Result<http::Response, String> {
+    http::raw_request(server.port, raw, Duration::from_secs(10))
+}
+
+/// CVE-2026-27654: COPY in an `alias` location with a Destination shorter
+/// than the location's prefix. Unfixed, the destination path is built from
+/// memory before the URI (the error log shows a path that is not the
+/// destination) and the reply is not 400; fixed: 400.
+fn dav_short_destination(s: &Server) -> Result<String, String> {
+    let r = request(
+        s,
+        b"COPY /davdir/file.txt HTTP/1.1\r\nHost: localhost\r\nDestination: /d\r\nConnection: close\r\n\r\n",
+    )?;
+    Ok(if r.status == 400 {
+        "fixed (400 for a Destination shorter than the alias)".into()
+    } else {
+        format!(
+            "buggy ({} for a Destination shorter than the alias)",
+            r.status
+        )
+    })
+}
+
+/// CVE-2026-42946 (part 2): an upstream sends an invalid status line in
+/// two reads ("HTTP/1.1", then " XYZ split-body"). nginx passes it through
+/// as an HTTP/0.9 body; unfixed, the bytes of the first read are lost.
+fn proxy_split_status_line(s: &Server) -> Result<String, String> {
+    let r = request(
+        s,
+        b"GET /split/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )?;
+    let body = String::from_utf8_lossy(&r.body).trim().to_string();
+    Ok(if body == "HTTP/1.1 XYZ split-body" {
+        format!("fixed (body {body:?})")
+    } else {
+        format!("buggy (body {body:?}, the first read's bytes lost)")
+    })
+}
+
+/// CVE-2026-42055: a request header longer than an HTTP/2 length field of
+/// NGX_HTTP_V2_INT_OCTETS can encode, to a grpc_pass location. Unfixed,
+/// nginx encodes it anyway (one octet past what it allocated) and sends it
+/// upstream (the scripted upstream closes: 502); fixed, it refuses before
+/// connecting (500), and the upstream sees no connection.
+fn grpc_long_header(s: &Server) -> Result<String, String> {
+    let before = s.grpc.connections();
+    let mut raw =
+        b"GET /grpc/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX-Long: ".to_vec();
+    raw.extend(vec![b'a'; 2_200_000]);
+    raw.extend(b"\r\n\r\n");
+    let r = request(s, &raw)?;
+    let reached = s.grpc.connections() - before;
+    Ok(match (r.status, reached) {
+        (500, 0) => "fixed (500, upstream not contacted)".into(),
+        (st, n) => format!("buggy ({st}, {n} upstream connection(s))"),
+    })
+}
+
+/// CVE-2024-7347 (part 2): an MP4 whose sample-to-chunk table goes back
+/// (chunks 1, 3, 2), asked from a start time past the first run. Unfixed,
+/// the negative run length wraps and nginx serves a file cut from the
+/// wrong place (200); fixed: 500, "unordered mp4 stsc chunks".
+fn mp4_unordered_chunks(s: &Server) -> Result<String, String> {
+    let r = request(
+        s,
+        b"GET /mp4/unordered.mp4?start=3 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )?;
+    Ok(match r.status {
+        500 => "fixed (500 for unordered stsc chunks)".into(),
+        st => format!(
+            "buggy ({st} for unordered stsc chunks, {} bytes)",
+            r.body.len()
+        ),
+    })
+}
+
+/// CVE-2026-32647: a start and end time inside one sample (one chunk), so
+/// no media data lies between them. Unfixed, nginx queues zero-size
+/// buffers ("zero size buf in output") and closes the connection without
+/// a reply; fixed: 500, "no data between start time and end time".
+fn mp4_empty_range(s: &Server) -> Result<String, String> {
+    let r = request(
+        s,
+        b"GET /mp4/ok.mp4?start=1.5&end=1.6 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )?;
+    Ok(match r.status {
+        500 => "fixed (500 for an empty time range)".into(),
+        0 if r.body.is_empty() => "buggy (connection closed without a reply)".into(),
+        st => format!("buggy ({st} for an empty time range)"),
+    })
+}
