@@ -63,7 +63,10 @@ impl Trees {
         let diff_file = self.work.join("fix.diff");
         fs::write(&diff_file, &diff.text)
             .map_err(|e| Error::new(format!("cannot write {}: {e}", diff_file.display())))?;
+        // Its messages are read line by line (`patch_outcome`): the C
+        // locale keeps them in English and file names unquoted.
         let out = Command::new("patch")
+            .env("LC_ALL", "C")
             .arg(format!("-p{}", diff.strip))
             .args([
                 "--batch",

@@ -16,7 +16,7 @@
  * Environment:
  *   HOTPATCH_DISABLE=1     do not start the listener (the C API still works)
  *   HOTPATCH_LOG=stderr    log to stderr; HOTPATCH_LOG=/path logs to that file;
- *                          default /tmp/hotpatch.<pid>.log. Never stdout.
+ *                          default $TMPDIR/hotpatch-<uid>/<pid>.log. Never stdout.
  *   HOTPATCH_SIGNAL=N      signal the loader stops threads with when hpctl
  *                          cannot (the C API below, a process under a
  *                          debugger); default SIGRTMIN+5. A thread that keeps
