@@ -66,6 +66,9 @@ pub struct Patch {
     pub sha256: [u8; 32],
     /// Facts for the manifest: unwind information the patch lacks.
     pub notes: Vec<String>,
+    /// The signing key's fingerprint (`format::key_fingerprint`) when the
+    /// patch is signed.
+    pub signed_by: Option<String>,
 }
 
 /// One translation unit's contribution.
@@ -90,6 +93,20 @@ pub fn emit_for(
     patch_id: &str,
     base_id: &str,
     flags: u32,
+) -> Result<Patch> {
+    emit_signed(target, units, patch_id, base_id, flags, None)
+}
+
+/// [`emit_for`], signed with `key` when there is one: the object gets a
+/// signature section (`format::HP_SIG_SECTION`) and is signed, then sealed
+/// (`format::sign`), as its last step.
+pub fn emit_signed(
+    target: &str,
+    units: &[Unit],
+    patch_id: &str,
+    base_id: &str,
+    flags: u32,
+    key: Option<&format::SigningKey>,
 ) -> Result<Patch> {
     let mut out = write::Object::new(
         object::BinaryFormat::Elf,
@@ -128,16 +145,33 @@ pub fn emit_for(
         SectionKind::Metadata,
     );
     out.set_section_data(section, meta.encode(), 8);
+    if key.is_some() {
+        let name = format::HP_SIG_SECTION.as_bytes().to_vec();
+        let sig = out.add_section(Vec::new(), name, SectionKind::Metadata);
+        out.set_section_data(sig, format::unsigned_section(), 8);
+    }
     let mut object = out
         .write()
         .map_err(|e| Error::new(format!("cannot write the patch object: {e}")))?;
-    // The last step: nothing may change the bytes after the hash is taken.
-    let sha256 = format::seal(&mut object)
-        .map_err(|e| Error::new(format!("cannot seal the patch object: {e}")))?;
+    // The last step: nothing may change the bytes after the hash is taken
+    // (signing seals, after the signature).
+    let signed_by = match key {
+        Some(key) => Some(
+            format::sign(&mut object, key)
+                .map_err(|e| Error::new(format!("cannot sign the patch object: {e}")))?,
+        ),
+        None => None,
+    };
+    let sha256 = match signed_by {
+        Some(_) => format::verify_content_hash(&object),
+        None => format::seal(&mut object),
+    }
+    .map_err(|e| Error::new(format!("cannot seal the patch object: {e}")))?;
     Ok(Patch {
         object,
         sha256,
         notes,
+        signed_by,
     })
 }
 
@@ -458,6 +492,36 @@ mod tests {
             err.starts_with("patch sealed: content hash does not match"),
             "{err}"
         );
+    }
+
+    /// Asked to sign, the writer adds the signature section and signs
+    /// before it seals: the patch verifies with the key, its content hash
+    /// still matches, and without a key there is no section at all.
+    #[test]
+    fn a_signed_patch_carries_its_signature_and_is_sealed_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = |k: u32| format!("int scale(int x) {{ return x * {k}; }}\n");
+        let original = compile(dir.path(), "a", &src(2));
+        let patched = compile(dir.path(), "b", &src(3));
+        let diff = differ::compare(&original, &patched).unwrap();
+        let unit = || Unit {
+            patched: &patched,
+            diff: &diff,
+            rel: "t.c",
+        };
+        let key = format::SigningKey::from_bytes(&[5; 32]);
+        let patch = emit_signed("", &[unit()], "signed", "base", 0, Some(&key)).unwrap();
+        let fp = format::key_fingerprint(key.verifying_key().as_bytes());
+        assert_eq!(patch.signed_by.as_deref(), Some(fp.as_str()));
+        assert_eq!(format::verify_content_hash(&patch.object), Ok(patch.sha256));
+        format::read_patch(&patch.object).unwrap();
+        format::TrustedKey::new(key.verifying_key(), "test")
+            .check(&patch.object, "signed")
+            .unwrap();
+
+        let plain = emit(&[unit()], "plain", "base", 0).unwrap();
+        assert_eq!(plain.signed_by, None);
+        assert_eq!(format::read_signature(&plain.object), Ok(None));
     }
 
     /// References to the running program's thread-locals are STT_TLS, as in

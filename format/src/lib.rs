@@ -9,14 +9,20 @@
 //! * [`protocol`]: the control-socket protocol (also turned into
 //!   `hp_protocol.h`) and a client for it;
 //! * [`mask`]: which bytes of compiled code the linker may still rewrite,
-//!   so a fingerprint taken on an object matches the linked program.
+//!   so a fingerprint taken on an object matches the linked program;
+//! * [`signature`](signature.rs): the optional ed25519 signature section
+//!   (layout in `signature_layout.rs`, also turned into `hp_signature.h`),
+//!   signing, and the policy of a process configured with a public key.
 //!
-//! The crate depends on nothing but `object` (to find the metadata section
-//! in a patch object) and `sha2` (the content hash), so the differ can use
-//! the fingerprint without building the C loader.
+//! The crate depends on `object` (to find the metadata section in a patch
+//! object), `sha2` (the content hash) and `ed25519-dalek` (signatures and
+//! the PEM key files), so the differ can use the fingerprint without
+//! building the C loader.
 
 pub mod mask;
 mod patch;
 pub mod protocol;
+mod signature;
 
 pub use patch::*;
+pub use signature::*;

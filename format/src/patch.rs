@@ -82,7 +82,7 @@ impl fmt::Display for FormatError {
 
 impl std::error::Error for FormatError {}
 
-fn bad(msg: impl Into<String>) -> FormatError {
+pub(crate) fn bad(msg: impl Into<String>) -> FormatError {
     FormatError(msg.into())
 }
 
@@ -315,7 +315,7 @@ fn check_header(data: &[u8]) -> Result<(), FormatError> {
 /// table in bounds and terminated, the id a non-empty UTF-8 string in it),
 /// else nothing: the start of an error about the whole patch. The C reader
 /// names it by the same rule.
-fn named(data: &[u8]) -> String {
+pub(crate) fn named(data: &[u8]) -> String {
     let r = Reader { data };
     let id = (|| {
         let strtab = r.slice(
@@ -336,36 +336,42 @@ fn named(data: &[u8]) -> String {
 /// The one metadata section of a patch file: its file offset and bytes.
 /// Reads only the ELF header, the section headers
 /// and their names, so the content hash can be checked before the rest.
-fn find_meta(patch: &[u8]) -> Result<(usize, &[u8]), FormatError> {
+pub(crate) fn find_meta(patch: &[u8]) -> Result<(usize, &[u8]), FormatError> {
+    find_section(patch, HP_META_SECTION)?.ok_or_else(|| {
+        bad(format!(
+            "no {HP_META_SECTION} section: not a hotpatch object"
+        ))
+    })
+}
+
+/// The one section called `name` of a patch file, if there is one: its
+/// file offset and bytes (in the file, not NOBITS). More than one is an
+/// error. Reads only the ELF header, the section headers and their names.
+pub(crate) fn find_section<'a>(
+    patch: &'a [u8],
+    name: &str,
+) -> Result<Option<(usize, &'a [u8])>, FormatError> {
     let not_elf = |e: object::Error| bad(format!("not an ELF object: {e}"));
     let header = object::elf::FileHeader64::<object::Endianness>::parse(patch).map_err(not_elf)?;
     let endian = header.endian().map_err(not_elf)?;
     let sections = header.sections(endian, patch).map_err(not_elf)?;
-    let mut metas = sections
+    let mut found = sections
         .iter()
-        .filter(|s| sections.section_name(endian, s) == Ok(HP_META_SECTION.as_bytes()));
-    let section = metas.next().ok_or_else(|| {
-        bad(format!(
-            "no {HP_META_SECTION} section: not a hotpatch object"
-        ))
-    })?;
-    if metas.next().is_some() {
-        return Err(bad(format!(
-            "patch has more than one {HP_META_SECTION} section"
-        )));
+        .filter(|s| sections.section_name(endian, s) == Ok(name.as_bytes()));
+    let Some(section) = found.next() else {
+        return Ok(None);
+    };
+    if found.next().is_some() {
+        return Err(bad(format!("patch has more than one {name} section")));
     }
     let Some((off, size)) = section.file_range(endian) else {
-        return Err(bad(format!("{HP_META_SECTION} has no contents")));
+        return Err(bad(format!("{name} has no contents")));
     };
     let data = off
         .checked_add(size)
         .and_then(|end| patch.get(off as usize..end as usize))
-        .ok_or_else(|| {
-            bad(format!(
-                "{HP_META_SECTION} lies outside the file (truncated patch?)"
-            ))
-        })?;
-    Ok((off as usize, data))
+        .ok_or_else(|| bad(format!("{name} lies outside the file (truncated patch?)")))?;
+    Ok(Some((off as usize, data)))
 }
 
 /// SHA-256 of `patch` with the 32 bytes at `field` read as zero.
@@ -379,7 +385,7 @@ fn hash_with_field_zeroed(patch: &[u8], field: usize) -> [u8; 32] {
 
 /// Finds the content hash field of a patch file: its file offset, and the
 /// metadata it is in (header checked).
-fn hash_field(patch: &[u8]) -> Result<(usize, &[u8]), FormatError> {
+pub(crate) fn hash_field(patch: &[u8]) -> Result<(usize, &[u8]), FormatError> {
     let (at, meta) = find_meta(patch)?;
     check_header(meta)?;
     Ok((at + HP_HDR_SHA256 as usize, meta))
@@ -459,12 +465,15 @@ fn read_str(strtab: &[u8], at: u32) -> Result<String, FormatError> {
 }
 
 /// Checks that `bytes` is a patch as its writer sealed it (the content
-/// hash, first), an x86-64 ELF relocatable object with a valid metadata
-/// section whose replacement symbols are defined in executable sections,
-/// and returns the metadata. Used by hpctl before anything is sent to a
+/// hash, first), with a well-formed signature section if it has one (not
+/// verified: that needs the process's key, [`crate::TrustedKey::check`]),
+/// an x86-64 ELF relocatable object with a valid metadata section whose
+/// replacement symbols are defined in executable sections, and returns
+/// the metadata. Used by hpctl before anything is sent to a
 /// process.
 pub fn read_patch(bytes: &[u8]) -> Result<Meta, FormatError> {
     verify_content_hash(bytes)?;
+    crate::signature::read_signature(bytes)?;
     let (_, data) = find_meta(bytes)?;
     let file = object::File::parse(bytes).map_err(|e| bad(format!("not an ELF object: {e}")))?;
     if file.format() != object::BinaryFormat::Elf
