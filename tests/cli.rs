@@ -301,6 +301,32 @@ fn hpbuild_refuses_new_code_nothing_calls() {
     assert!(!tmp.path().join("out.hpo").exists());
 }
 
+/// A build file whose change names a function the diff adds (nginx's
+/// FIX-HTTP2bomb lists a new module in auto/modules, which configure writes
+/// into a generated table): the new code would be loaded but never
+/// registered, so hpbuild refuses, naming the file and the definition.
+#[test]
+fn hpbuild_refuses_a_new_definition_a_build_file_registers() {
+    let (tmp, base) = plain_base();
+    fs::write(base.join("modules.list"), "compute\n").unwrap();
+    let diff = tmp.path().join("register.patch");
+    fs::write(
+        &diff,
+        "--- a/modules.list\n+++ b/modules.list\n@@ -1 +1,2 @@\n compute\n+triple\n\
+         --- a/prog.c\n+++ b/prog.c\n@@ -7,8 +7,13 @@\n \n int calls; /* state: keeps counting across the patch */\n \n\
+         +int triple(int x)\n+{\n+    return x * 3;\n+}\n+\n int compute(int x)\n {\n     calls++;\n\
+         -    return x * 2;\n+    return triple(x);\n }\n",
+    )
+    .unwrap();
+    let out = must(run_hpbuild(&base, &diff, &tmp.path().join("out.hpo")));
+    one_line_refusal(
+        &out,
+        &["modules.list", "names `triple`", "prog.c"],
+        "hpbuild with a build file naming a function the diff adds",
+    );
+    assert!(!tmp.path().join("out.hpo").exists());
+}
+
 #[test]
 fn hpbuild_rejects_diff_of_unknown_file() {
     let (tmp, base) = plain_base();

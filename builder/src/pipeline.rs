@@ -75,6 +75,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         );
     }
     refuse_if_unreachable(&units)?;
+    refuse_build_file_uses(&diff, &units)?;
 
     let patch_id = patch_id(output, &diff_bytes);
     let emit_units: Vec<emit::Unit> = units
@@ -526,6 +527,48 @@ fn refuse_if_unreachable(units: &[Unit]) -> Result<()> {
             format!("{}()", added.join("(), "))
         }
     );
+}
+
+/// A build file of the base (not C, so hpbuild does not compile it) whose
+/// added lines name a function or variable this patch adds: the fixed build
+/// uses the new definition from code hpbuild never compiles (nginx's
+/// `auto/modules` lists a new module, and configure writes it into the
+/// generated module table), so the running program would get the code but
+/// not what registers or calls it. Files the diff adds are left out: a new
+/// header that is not named `.h` is C, not a build file.
+fn refuse_build_file_uses(diff: &diff::Diff, units: &[Unit]) -> Result<()> {
+    let added: Vec<(&str, &str)> = units
+        .iter()
+        .flat_map(|u| {
+            manifest::added_functions(&u.diff)
+                .chain(u.new_data.iter().map(String::as_str))
+                .map(move |name| (name, u.rel.as_str()))
+        })
+        .collect();
+    for f in diff.files.iter().filter(|f| !f.is_c() && !f.added) {
+        let plus = f
+            .hunks
+            .iter()
+            .flat_map(|h| &h.lines)
+            .filter(|(mark, _)| *mark == '+');
+        for (_, line) in plus {
+            let words = line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+            if let Some((name, rel)) = words
+                .filter_map(|w| added.iter().find(|(n, _)| *n == w))
+                .next()
+            {
+                bail!(
+                    "{}: the build file's change names `{name}`, which the diff adds to {rel}: \
+                     the build uses it from code hpbuild does not compile (generated sources, \
+                     a module or registration list), so the running program would have the \
+                     code but nothing that registers or calls it — this fix needs a rebuild \
+                     and restart",
+                    f.path
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn patch_id(output: &Path, diff: &[u8]) -> String {
