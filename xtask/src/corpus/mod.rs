@@ -16,8 +16,10 @@
 //!
 //! `cargo xtask corpus [lua|sqlite|nginx] [--cache DIR]` (default: lua and
 //! sqlite, cache target/corpus). `lua` runs two builds: the executable and
-//! the shared library (`lua.rs`).
+//! the shared library (`lua.rs`); `sqlite` two: from `src/*.c` and as the
+//! amalgamation (`amalgamation.rs`, also alone as `sqlite-amalgamation`).
 
+mod amalgamation;
 mod fetch;
 mod http;
 mod lua;
@@ -90,6 +92,12 @@ pub trait Project {
     fn adaptations(&self) -> Vec<(&'static str, Case)> {
         Vec::new()
     }
+    /// The diff hpbuild gets for `fix` on the built `tree`: the fix itself,
+    /// or, for a build whose sources are generated from the patched files
+    /// (an amalgamation), the change the fix makes to the generated ones.
+    fn diff_for(&self, _tree: &Path, fix: &Path, _env: &Env) -> Result<PathBuf, String> {
+        Ok(fix.to_path_buf())
+    }
 }
 
 /// A long-running process of the built tree that takes requests on stdin
@@ -123,11 +131,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "lua" | "sqlite" | "nginx" => which.push(a),
+            "lua" | "sqlite" | "sqlite-amalgamation" | "nginx" => which.push(a),
             "--cache" => cache = PathBuf::from(it.next().ok_or("--cache needs a directory")?),
             other => {
                 return Err(format!(
-                "unknown argument {other}: use `cargo xtask corpus [lua] [sqlite] [nginx] [--cache DIR]`"
+                "unknown argument {other}: use `cargo xtask corpus [lua] [sqlite] [sqlite-amalgamation] [nginx] [--cache DIR]`"
             ))
             }
         }
@@ -157,15 +165,19 @@ pub fn run(args: &[String]) -> Result<(), String> {
             .arg(&env.loader),
     )?;
     // Lua is built twice: the interpreter with the library linked in, and
-    // the interpreter linked to liblua5.4.so.0 (the fixes go to the library).
+    // the interpreter linked to liblua5.4.so.0 (the fixes go to the library);
+    // SQLite twice: from src/*.c and as the amalgamation.
     let projects: Vec<Box<dyn Project>> = which
         .iter()
-        .filter(|w| **w != "nginx")
         .flat_map(|w| -> Vec<Box<dyn Project>> {
-            if *w == "lua" {
-                vec![Box::new(lua::Lua), Box::new(lua::LuaShared)]
-            } else {
-                vec![Box::new(sqlite::Sqlite)]
+            match *w {
+                "lua" => vec![Box::new(lua::Lua), Box::new(lua::LuaShared)],
+                "sqlite" => vec![
+                    Box::new(sqlite::Sqlite),
+                    Box::new(amalgamation::Amalgamation),
+                ],
+                "sqlite-amalgamation" => vec![Box::new(amalgamation::Amalgamation)],
+                _ => Vec::new(),
             }
         })
         .collect();
@@ -330,12 +342,13 @@ fn run_case(
         .work
         .join(p.name())
         .join(case.patch.replace(".patch", ".hpo"));
+    let diff = p.diff_for(tree, fix, env)?;
     let started = Instant::now();
     let built = Command::new(&env.hpbuild)
         .arg("--base")
         .arg(tree)
         .arg("--diff")
-        .arg(fix)
+        .arg(&diff)
         .args(
             p.target()
                 .map(|lib| ["--target", lib])

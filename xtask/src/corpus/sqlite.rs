@@ -26,7 +26,7 @@ pub struct ChangesetDriver;
 
 /// Debian's feature set for what the fixes touch (sessions, FTS5), release
 /// build (`NDEBUG`), with -g like dpkg-buildflags.
-const TCC: &str = "gcc -O2 -g -DSQLITE_OS_UNIX=1 -DSQLITE_THREADSAFE=1 -DNDEBUG -DSQLITE_ENABLE_SESSION -DSQLITE_ENABLE_PREUPDATE_HOOK -DSQLITE_ENABLE_FTS5";
+pub const TCC: &str = "gcc -O2 -g -DSQLITE_OS_UNIX=1 -DSQLITE_THREADSAFE=1 -DNDEBUG -DSQLITE_ENABLE_SESSION -DSQLITE_ENABLE_PREUPDATE_HOOK -DSQLITE_ENABLE_FTS5";
 
 impl Project for Sqlite {
     fn package(&self) -> &'static str {
