@@ -2,7 +2,9 @@
 //! the C headers that mirror the Rust single definitions:
 //!
 //! * `hp_format.h`   from `../format/src/layout.rs` (patch format v1 layout),
-//! * `hp_protocol.h` from `../format/src/protocol.rs` (the control protocol).
+//! * `hp_protocol.h` from `../format/src/protocol.rs` (the control protocol),
+//! * `hp_signature.h` from `../format/src/signature_layout.rs` (the signature
+//!   section and the key's configuration names).
 //!
 //! Every line of the form `pub const NAME: TYPE = VALUE;` becomes
 //! `#define NAME VALUE`, so the C side can never drift from the Rust side.
@@ -115,10 +117,12 @@ fn main() {
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
     let layout = manifest.join("../format/src/layout.rs");
     let protocol = manifest.join("../format/src/protocol.rs");
+    let signature = manifest.join("../format/src/signature_layout.rs");
     let csrc = manifest.join("csrc");
 
     println!("cargo:rerun-if-changed={}", layout.display());
     println!("cargo:rerun-if-changed={}", protocol.display());
+    println!("cargo:rerun-if-changed={}", signature.display());
     println!("cargo:rerun-if-changed={}", csrc.display());
 
     fs::write(
@@ -129,6 +133,11 @@ fn main() {
     fs::write(
         out_dir.join("hp_protocol.h"),
         generate_header(&protocol, "HP_PROTOCOL_H"),
+    )
+    .unwrap();
+    fs::write(
+        out_dir.join("hp_signature.h"),
+        generate_header(&signature, "HP_SIGNATURE_H"),
     )
     .unwrap();
 

@@ -416,6 +416,8 @@ int hp_apply_mem_locked(const void *data, size_t size, const struct hp_opts *o, 
 
     if (hp_patchobj_parse(&po, data, size, msg, msglen))
         goto fail;
+    if (hp_sig_check(&po, msg, msglen)) /* before anything is linked or written */
+        goto fail;
     for (const struct applied *p = hp_patch_top; p; p = p->prev)
         if (strcmp(p->id, po.patch_id) == 0) {
             hp_fail(msg, msglen, "patch %s is already applied", po.patch_id);

@@ -26,6 +26,8 @@
  *   busy.c      the stack check policy and its messages
  *   listener.c  constructor, control socket, protocol
  *   persist.c   start-up re-apply from the build's patch directory
+ *   signing.c   the trusted key (read at start-up) and the signature check
+ *   ed25519.c   Ed25519 verification (with sha512.c)
  */
 #ifndef HP_INTERNAL_H
 #define HP_INTERNAL_H
@@ -37,6 +39,7 @@
 
 #include "hp_format.h"
 #include "hp_protocol.h"
+#include "hp_signature.h"
 
 #define HP_API __attribute__((visibility("default")))
 #define HP_PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -89,6 +92,9 @@ struct hp_patchobj {
     uint32_t nmasks;
     uint32_t *by_name;  /* hash of defined symbols by name: index, 0 empty */
     size_t by_name_mask; /* slots - 1 (a power of two minus one) */
+    uint64_t meta_off;   /* file offset of .hotpatch.meta's contents */
+    const uint8_t *sig;  /* .hotpatch.sig's HP_SIG_SIZE bytes (structure checked); NULL: unsigned */
+    uint64_t sig_off;    /* its file offset */
 };
 
 int hp_patchobj_parse(struct hp_patchobj *po, const uint8_t *data, size_t size, char *err,
@@ -316,5 +322,17 @@ void hp_listener_start(void);
  * of this build's patch directory in order, stopping at the first that
  * fails; every outcome is logged. */
 void hp_persist_reapply(void);
+/* ROOT of the patch directories ($HOTPATCH_DIR, else by uid; the rule of
+ * hpctl's persist.rs) into out; -1 when there is none. */
+int hp_persist_root(char *out, size_t len);
+
+/* ---- signing.c ---------------------------------------------------------- */
+/* From the constructor, first (the C API applies patches too, even with
+ * HOTPATCH_DISABLE): reads the trusted key once and logs what it found. */
+void hp_sig_init(void);
+/* The policy, right after a patch is parsed: 0 when no key is configured or
+ * the patch's signature verifies with it; else -1 naming the patch and why
+ * (not signed, signed by another key, changed since, the key unusable). */
+int hp_sig_check(const struct hp_patchobj *po, char *err, size_t errlen);
 
 #endif

@@ -345,6 +345,7 @@ __attribute__((constructor)) static void hp_init(void)
 {
     const char *off = getenv("HOTPATCH_DISABLE");
     hp_log_init();
+    hp_sig_init(); /* before any patch can be applied, the C API's included */
     hp_stop_init();
     hp_membarrier_init();
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);

@@ -230,6 +230,48 @@ static int check_hash(const uint8_t *data, size_t size, uint64_t meta_off, const
     return 0;
 }
 
+/* The signature section, if the patch has one: its structure only (the
+ * same checks and words as read_signature in format/src/signature.rs);
+ * signing.c verifies it where the process has a key. m, msize: the
+ * metadata, its content hash checked. */
+static int read_signature(struct hp_patchobj *po, const uint8_t *m, uint64_t msize, char *err,
+                          size_t errlen)
+{
+    size_t idx = 0;
+    for (size_t i = 1; i < po->nsh; i++)
+        if (strcmp(hp_po_secname(po, i), HP_SIG_SECTION) == 0) {
+            if (idx)
+                return hp_fail(err, errlen, "patch has more than one %s section", HP_SIG_SECTION);
+            idx = i;
+        }
+    if (!idx)
+        return 0;
+    const Elf64_Shdr *s = &po->sh[idx];
+    if (s->sh_type == SHT_NOBITS)
+        return hp_fail(err, errlen, "%s has no contents", HP_SIG_SECTION);
+    if (!in_bounds(s->sh_offset, s->sh_size, po->size))
+        return hp_fail(err, errlen, "%s lies outside the file (truncated patch?)", HP_SIG_SECTION);
+    const char *id = readable_id(m, msize);
+    const uint8_t *sig = po->data + s->sh_offset;
+    if (s->sh_size != HP_SIG_SIZE)
+        return hp_fail(err, errlen, "%s%s%ssignature section %s is %llu bytes, not %u", NAMED(id),
+                       HP_SIG_SECTION, (unsigned long long)s->sh_size, HP_SIG_SIZE);
+    if (memcmp(sig + HP_SIG_HDR_MAGIC, HP_SIG_MAGIC, 8) != 0)
+        return hp_fail(err, errlen, "%s%s%ssignature section %s has no HPSIGNED header",
+                       NAMED(id), HP_SIG_SECTION);
+    uint32_t alg = rd32(sig + HP_SIG_ALG), flags = rd32(sig + HP_SIG_FLAGS);
+    if (alg != HP_SIG_ALG_ED25519)
+        return hp_fail(err, errlen,
+                       "%s%s%ssignature algorithm %u is unknown (this reader verifies ed25519, %u)",
+                       NAMED(id), alg, HP_SIG_ALG_ED25519);
+    if (flags)
+        return hp_fail(err, errlen, "%s%s%ssignature section %s has unknown flags %#x", NAMED(id),
+                       HP_SIG_SECTION, flags);
+    po->sig = sig;
+    po->sig_off = s->sh_offset;
+    return 0;
+}
+
 /* Parses .hotpatch.meta: the same checks, in the same order and words, as
  * Meta::decode in format/src/patch.rs (loader/tests/malformed.rs runs one
  * table of malformed sections through both). */
@@ -355,6 +397,9 @@ int hp_patchobj_parse(struct hp_patchobj *po, const uint8_t *data, size_t size, 
         return hp_fail(err, errlen, "%s lies outside the file (truncated patch?)",
                        HP_META_SECTION);
     if (check_hash(data, size, ms->sh_offset, data + ms->sh_offset, ms->sh_size, err, errlen))
+        return -1;
+    po->meta_off = ms->sh_offset;
+    if (read_signature(po, data + ms->sh_offset, ms->sh_size, err, errlen))
         return -1;
 
     for (size_t i = 0; i < po->nsh; i++) {

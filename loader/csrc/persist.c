@@ -2,8 +2,9 @@
  * Patches that survive restarts: at start-up, before main() and before the
  * listener exists (only this thread runs loader code), re-apply every patch
  * of this build's patch directory, in order, through the same apply as a
- * live one (content hash, functions found and their code checked against
- * what each patch was built from, stacked-patch checks).
+ * live one (content hash, signature where the process has a key,
+ * functions found and their code checked against what each patch was built
+ * from, stacked-patch checks).
  *
  * Layout (hpctl's persist.rs writes it; loader/README.md documents it):
  *   ROOT/<build-id>/series   "<file> <sha256> <patch id>" a line, oldest first
@@ -88,7 +89,7 @@ static const char *set(const char *name)
 }
 
 /* The one rule for ROOT (persist.rs has the same). */
-static int root_dir(char *out, size_t len)
+int hp_persist_root(char *out, size_t len)
 {
     const char *v;
     int n;
@@ -259,7 +260,7 @@ void hp_persist_reapply(void)
 {
     char root[4096], where[4096 + 2 * 64 + 2], id[2 * 64 + 1];
     size_t size = 0;
-    if (root_dir(root, sizeof root) < 0 || build_id(id, sizeof id) < 0)
+    if (hp_persist_root(root, sizeof root) < 0 || build_id(id, sizeof id) < 0)
         return; /* no directory to read, or no build to key it by */
     snprintf(where, sizeof where, "%s/%s", root, id);
     int dirfd = open(where, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -3,7 +3,9 @@
 //! hpctl applies before anything is sent) and the loader's C one
 //! (`csrc/patchobj.c`, reached through the public `hotpatch_apply_mem` from
 //! `programs/apply_mem.c`, linked with libhotpatch.a). Both must refuse every
-//! case, in the same words, and both must accept the good ones.
+//! case, in the same words, and both must accept the good ones. A second
+//! table does the same for the structure of the signature section
+//! (`.hotpatch.sig`, edits of the good patch signed).
 //!
 //! Every case is an edit of a real patch (differ + emit, as hpbuild makes
 //! it) that replaces `target()` of the running test program. Both readers
@@ -12,7 +14,7 @@
 
 mod common;
 
-use common::{make_patch, Work};
+use common::{make_patch, make_signed_patch, Work};
 use format::*;
 use object::{Object, ObjectSection};
 use std::process::Command;
@@ -331,6 +333,66 @@ const MALFORMED: &[Case] = &[
     },
 ];
 
+/// Signature sections both readers must refuse for their structure (the
+/// signature is only verified where a process has a key, `signing.rs`):
+/// edits of the good patch signed, sealed again.
+const SIG_MALFORMED: &[Case] = &[
+    Case {
+        name: "signature section with the wrong magic",
+        says: "patch good: signature section .hotpatch.sig has no HPSIGNED header",
+        edit: |p| with_sig(p, |s| s[3] = b'X'),
+    },
+    Case {
+        name: "signature algorithm 7",
+        says: "patch good: signature algorithm 7 is unknown (this reader verifies ed25519, 1)",
+        edit: |p| with_sig(p, |s| s.write32(HP_SIG_ALG, 7)),
+    },
+    Case {
+        name: "signature flags set",
+        says: "patch good: signature section .hotpatch.sig has unknown flags 0x4",
+        edit: |p| with_sig(p, |s| s.write32(HP_SIG_FLAGS, 4)),
+    },
+    Case {
+        name: "signature section one byte short",
+        says: "patch good: signature section .hotpatch.sig is 111 bytes, not 112",
+        edit: |p| with_sig_header(p, |h| h.size -= 1),
+    },
+    Case {
+        name: "signature section one byte long",
+        says: "patch good: signature section .hotpatch.sig is 113 bytes, not 112",
+        edit: |p| with_sig_header(p, |h| h.size += 1),
+    },
+    Case {
+        name: "signature section empty",
+        says: "patch good: signature section .hotpatch.sig is 0 bytes, not 112",
+        edit: |p| with_sig_header(p, |h| h.size = 0),
+    },
+    Case {
+        name: "signature section is NOBITS",
+        says: ".hotpatch.sig has no contents",
+        edit: |p| with_sig_header(p, |h| h.kind = object::elf::SHT_NOBITS),
+    },
+    Case {
+        name: "signature section past the end of the file",
+        says: ".hotpatch.sig lies outside the file (truncated patch?)",
+        edit: |p| with_sig_header(p, |h| h.offset = 1 << 40),
+    },
+    Case {
+        name: "signature section offset + size wraps around 64 bits",
+        says: ".hotpatch.sig lies outside the file (truncated patch?)",
+        edit: |p| with_sig_header(p, |h| h.offset = u64::MAX - 8),
+    },
+    Case {
+        name: "a second signature section",
+        says: "patch has more than one .hotpatch.sig section",
+        edit: |p| {
+            let mut out = add_section_copy(p, HP_SIG_SECTION, section_of(p, HP_SIG_SECTION));
+            let _ = seal(&mut out);
+            out
+        },
+    },
+];
+
 /// Patches both readers must accept.
 const GOOD: &[(&str, Edit)] = &[
     ("as emitted", |p| p.to_vec()),
@@ -387,10 +449,7 @@ impl Fields for Vec<u8> {
 /// The file offset of the metadata section's header (ELF64: `e_shoff` at
 /// 0x28, 64-byte headers).
 fn meta_header(patch: &[u8]) -> usize {
-    let file = object::File::parse(patch).unwrap();
-    let index = file.section_by_name(HP_META_SECTION).unwrap().index().0;
-    let shoff = u64::from_le_bytes(patch[0x28..0x30].try_into().unwrap()) as usize;
-    shoff + index * 64
+    section_header(patch, HP_META_SECTION)
 }
 
 /// The file offset of the metadata section's contents.
@@ -416,9 +475,64 @@ fn flip_code(patch: &[u8], at: usize) -> Vec<u8> {
 }
 
 fn meta_of(patch: &[u8]) -> Vec<u8> {
+    section_of(patch, HP_META_SECTION)
+}
+
+fn section_of(patch: &[u8], name: &str) -> Vec<u8> {
     let file = object::File::parse(patch).unwrap();
-    let data = file.section_by_name(HP_META_SECTION).unwrap().data();
+    let data = file.section_by_name(name).unwrap().data();
     data.unwrap().to_vec()
+}
+
+/// The file offset of the header of section `name` (ELF64: `e_shoff` at
+/// 0x28, 64-byte headers).
+fn section_header(patch: &[u8], name: &str) -> usize {
+    let file = object::File::parse(patch).unwrap();
+    let index = file.section_by_name(name).unwrap().index().0;
+    let shoff = u64::from_le_bytes(patch[0x28..0x30].try_into().unwrap()) as usize;
+    shoff + index * 64
+}
+
+/// `patch` with the signature section's contents edited in place by `f`,
+/// sealed again.
+fn with_sig(patch: &[u8], f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let file = object::File::parse(patch).unwrap();
+    let (at, size) = file
+        .section_by_name(HP_SIG_SECTION)
+        .unwrap()
+        .file_range()
+        .unwrap();
+    let mut sig = patch[at as usize..(at + size) as usize].to_vec();
+    f(&mut sig);
+    let mut out = patch.to_vec();
+    out[at as usize..(at + size) as usize].copy_from_slice(&sig);
+    seal(&mut out).unwrap();
+    out
+}
+
+/// The fields of a section header a signature case edits.
+struct Header {
+    kind: u32,
+    offset: u64,
+    size: u64,
+}
+
+/// `patch` with the signature section's header edited by `f`, sealed again.
+fn with_sig_header(patch: &[u8], f: impl FnOnce(&mut Header)) -> Vec<u8> {
+    let at = section_header(patch, HP_SIG_SECTION);
+    let mut out = patch.to_vec();
+    let u64_at = |o: usize| u64::from_le_bytes(out[at + o..at + o + 8].try_into().unwrap());
+    let mut h = Header {
+        kind: out.read32((at + 4) as u32),
+        offset: u64_at(24),
+        size: u64_at(32),
+    };
+    f(&mut h);
+    out.write32((at + 4) as u32, h.kind);
+    out[at + 24..at + 32].copy_from_slice(&h.offset.to_le_bytes());
+    out[at + 32..at + 40].copy_from_slice(&h.size.to_le_bytes());
+    seal(&mut out).unwrap();
+    out
 }
 
 /// Appends `data` to the file, 8-aligned; returns its offset.
@@ -478,7 +592,13 @@ fn rename_meta(patch: &[u8]) -> Vec<u8> {
 /// `patch` with one more section header: a copy of the metadata section's,
 /// holding `data`. The header table moves to the end of the file.
 fn add_meta_section(patch: &[u8], data: Vec<u8>) -> Vec<u8> {
-    let hdr = meta_header(patch);
+    add_section_copy(patch, HP_META_SECTION, data)
+}
+
+/// `patch` with one more section header: a copy of section `name`'s,
+/// holding `data`. The header table moves to the end of the file.
+fn add_section_copy(patch: &[u8], name: &str, data: Vec<u8>) -> Vec<u8> {
+    let hdr = section_header(patch, name);
     let shoff = u64::from_le_bytes(patch[0x28..0x30].try_into().unwrap()) as usize;
     let shnum = u16::from_le_bytes(patch[0x3c..0x3e].try_into().unwrap()) as usize;
     let mut out = patch.to_vec();
@@ -532,18 +652,35 @@ fn both_readers_refuse_the_same_malformed_metadata() {
     let exe = common::build_program(&work, FILE, PROG, &[]);
     let new = format!("#define NEW\n{PROG}");
     let good = make_patch(&work, "good", FILE, PROG, &new, &["target"], &[]);
+    let key = SigningKey::from_bytes(&[3; 32]);
+    let signed = make_signed_patch(
+        &work,
+        "good",
+        FILE,
+        PROG,
+        &new,
+        &["target"],
+        &[],
+        Some(&key),
+    );
 
     // The table, then the metadata cut short at every length.
     let mut cases: Vec<(String, &str, Vec<u8>)> = MALFORMED
         .iter()
         .map(|c| (c.name.to_string(), c.says, (c.edit)(&good)))
         .collect();
+    cases.extend(
+        SIG_MALFORMED
+            .iter()
+            .map(|c| (c.name.to_string(), c.says, (c.edit)(&signed))),
+    );
     let meta = meta_of(&good);
     for len in 0..meta.len() {
         let cut = with_meta(&good, |m| m.truncate(len));
         cases.push((format!("metadata cut to {len} bytes"), "", cut));
     }
-    let goods: Vec<Vec<u8>> = GOOD.iter().map(|(_, edit)| edit(&good)).collect();
+    let mut goods: Vec<Vec<u8>> = GOOD.iter().map(|(_, edit)| edit(&good)).collect();
+    goods.push(signed.clone());
 
     let mut all: Vec<Vec<u8>> = cases.iter().map(|c| c.2.clone()).collect();
     all.extend(goods.iter().cloned());
@@ -562,7 +699,11 @@ fn both_readers_refuse_the_same_malformed_metadata() {
             ));
         }
     }
-    for ((name, _), (patch, c)) in GOOD.iter().zip(goods.iter().zip(&c[cases.len()..])) {
+    let names = GOOD
+        .iter()
+        .map(|(name, _)| *name)
+        .chain(["signed, as emitted"]);
+    for (name, (patch, c)) in names.zip(goods.iter().zip(&c[cases.len()..])) {
         let rust = read_patch(patch);
         if rust.is_err() || !c.starts_with("ok applied") {
             disagree.push(format!(

@@ -126,6 +126,21 @@ pub fn make_patch(
     funcs: &[&str],
     extra: &[&str],
 ) -> Vec<u8> {
+    make_signed_patch(work, id, file, orig_src, new_src, funcs, extra, None)
+}
+
+/// [`make_patch`], signed with `key` when there is one (`hpbuild --sign`).
+#[allow(clippy::too_many_arguments)]
+pub fn make_signed_patch(
+    work: &Work,
+    id: &str,
+    file: &str,
+    orig_src: &str,
+    new_src: &str,
+    funcs: &[&str],
+    extra: &[&str],
+    key: Option<&format::SigningKey>,
+) -> Vec<u8> {
     let sub_o = format!("patch-{id}/orig");
     let sub_n = format!("patch-{id}/new");
     let orig = std::fs::read(compile(work, &sub_o, file, orig_src, extra)).unwrap();
@@ -143,7 +158,8 @@ pub fn make_patch(
         diff: &diff,
         rel: file,
     };
-    let patch = emit::emit(&[unit], id, "test", 0).unwrap_or_else(|e| panic!("{id}: {e}"));
+    let patch =
+        emit::emit_signed("", &[unit], id, "test", 0, key).unwrap_or_else(|e| panic!("{id}: {e}"));
     for note in &patch.notes {
         eprintln!("{id}: note: {note}");
     }
@@ -162,9 +178,15 @@ pub struct Proc {
 
 impl Proc {
     pub fn start(exe: &Path, work: &Work) -> Proc {
+        Proc::start_with(exe, work, &[])
+    }
+
+    /// [`Proc::start`] with more environment variables.
+    pub fn start_with(exe: &Path, work: &Work, env: &[(&str, &std::ffi::OsStr)]) -> Proc {
         let log = work.path("hotpatch.log");
         let mut child = Command::new(exe)
             .env("HOTPATCH_LOG", &log)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

@@ -16,6 +16,8 @@
 //! `--exe PATH` runs a command on every process of a binary (`exe.rs`
 //! finds them, `many.rs` runs and reports); `--persist` and revert keep the
 //! patch directory the loader re-applies from at start-up (`persist.rs`).
+//! A process configured with a signing key gets only patches that key
+//! signed (`trust.rs`: checked here first, then by the loader).
 
 mod buildid;
 mod exe;
@@ -24,6 +26,7 @@ mod output;
 mod persist;
 mod ptrace;
 mod sites;
+mod trust;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use format::protocol::{self, ClientError, Helper, Mode, Options, Reply, Request};
@@ -289,6 +292,7 @@ impl ApplyJob {
 
 fn apply(pid: u32, job: &ApplyJob) -> Result<Outcome, String> {
     check_process(pid)?;
+    trust::check(pid, &job.bytes, &job.meta.patch_id)?;
     let (reply, parked) = exchange(
         pid,
         &Request::Apply {
@@ -339,6 +343,8 @@ fn apply_one(pid: u32, job: &ApplyJob, persist: bool) -> Result<Outcome, String>
         return apply(pid, job);
     }
     check_process(pid)?;
+    // Not into the directory either if the process would refuse it.
+    trust::check(pid, &job.bytes, &job.meta.patch_id)?;
     let dir = patch_dir_of(pid, true)?.expect("created");
     let added = dir.add(&job.bytes, &job.meta.patch_id, &job.sha256)?;
     match apply(pid, job) {
