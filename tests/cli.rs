@@ -629,6 +629,56 @@ fn hpbuild_explains_edits_that_change_no_code() {
     );
 }
 
+/// An `assert()` added under `NDEBUG` compiles to nothing, but it moves the
+/// `__LINE__` a later statement passes: the function's bytes differ in that
+/// immediate only, so it is not shipped. Without `NDEBUG` the assert is code
+/// and the function ships.
+#[test]
+fn hpbuild_does_not_ship_an_assert_compiled_out() {
+    const CHECKED: &str = "#include <assert.h>\n#include <stdio.h>\nvoid report(int line) { printf(\"line %d\\n\", line); }\nint twice(int x)\n{\n    return x * 2;\n}\nint check(int x)\n{\n    if (x < 0)\n        report(__LINE__);\n    return x * 3;\n}\n";
+    for (ndebug, shipped) in [(true, "twice"), (false, "twice, check")] {
+        let tmp = tempfile::tempdir().unwrap();
+        let source = if ndebug {
+            format!("#define NDEBUG\n{CHECKED}")
+        } else {
+            CHECKED.to_string()
+        };
+        let base = tiny_base(tmp.path(), &source);
+        let edited = source
+            .replace("return x * 2;", "return x + x + 1;")
+            .replace("    if (x < 0)", "    assert(x != 7);\n    if (x < 0)");
+        diff_of(tmp.path(), &base, &edited);
+        let out = hpbuild_with(
+            &[
+                "--base",
+                "base",
+                "--diff",
+                "fix.patch",
+                "-o",
+                "fix.hpo",
+                "--explain",
+            ],
+            tmp.path(),
+        );
+        assert!(out.status.success(), "{}", out.report());
+        let summary = format!("({shipped})");
+        assert!(
+            out.stderr.contains(&summary) || out.stdout.contains(&summary),
+            "NDEBUG {ndebug}: expected to ship {shipped}\n{}",
+            out.report()
+        );
+        if ndebug {
+            assert!(
+                out.stdout
+                    .lines()
+                    .any(|l| l == "check (m.c): edited, no code change: not shipped"),
+                "{}",
+                out.report()
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // hpctl CLI contract
 

@@ -304,6 +304,47 @@ fn locate(h: &Hunk, old: &str, new: &str) -> (Vec<usize>, Vec<usize>) {
     (side(old, h.old_start, '-'), side(new, h.new_start, '+'))
 }
 
+/// The diff's edits of C files as line numbers, for the differ's rule that
+/// an edit which compiled to nothing does not ship its function.
+pub fn line_edits(diff: &Diff) -> Vec<differ::LineEdit> {
+    diff.files
+        .iter()
+        .filter(|f| f.is_c() && !f.added && !f.deleted)
+        .map(|f| {
+            let mut e = differ::LineEdit {
+                file: f.path.clone(),
+                ..Default::default()
+            };
+            for h in &f.hunks {
+                hunk_lines(h, &mut e);
+            }
+            e
+        })
+        .collect()
+}
+
+/// Walks one hunk, numbering old lines (context and removed) and new lines
+/// (context and added).
+fn hunk_lines(h: &Hunk, e: &mut differ::LineEdit) {
+    let (mut old, mut new) = (h.old_start as u64, h.new_start as u64);
+    for (mark, _) in &h.lines {
+        match mark {
+            '-' => {
+                e.removed.push(old);
+                old += 1;
+            }
+            '+' => {
+                e.added.push(new);
+                new += 1;
+            }
+            _ => {
+                old += 1;
+                new += 1;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

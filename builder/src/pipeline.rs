@@ -377,6 +377,7 @@ fn build_unit(
     );
     let hints = differ::Hints {
         edited: edited.hint_names.clone(),
+        line_edits: edits::line_edits(source_diff),
     };
     let mut diff = differ::compare_with(&orig_obj, &patched_obj, &hints)
         .map_err(|e| Error::new(format!("{rel}: cannot compare objects: {e}")))?;

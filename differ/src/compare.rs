@@ -227,8 +227,8 @@ fn function_verdicts(
 
 /// Original function `o` against its partner `p`: their whole sections,
 /// normalized. Unchanged when only the bytes of `__LINE__` immediates differ
-/// (same behaviour, nothing to ship; never for an edited function), with a
-/// note saying so.
+/// (same behaviour, nothing to ship; for an edited function only when no
+/// instruction comes from the edited lines), with a note saying so.
 fn paired_verdict(
     orig: &Side,
     pat: &Side,
@@ -245,6 +245,10 @@ fn paired_verdict(
     let line_delta = match (&ctx.orig_dbg, &ctx.pat_dbg) {
         (Some(od), Some(pd)) if oc != pc && !ctx.edited(name) => {
             only_line_numbers(&oc, &pc, od, pd, osec, sec)
+        }
+        // An edited function: only when the edit itself compiled to nothing.
+        (Some(od), Some(pd)) if oc != pc => {
+            crate::lines::edit_without_code(&oc, &pc, od, pd, (osec, sec), &ctx.line_edits)
         }
         _ => None,
     };

@@ -84,6 +84,18 @@ pub struct Row {
     pub file: u64,
 }
 
+/// A line-table row as [`Debug::line_rows`] gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineRow<'a> {
+    pub line: u64,
+    /// The file name as the compiler was given it.
+    pub file: &'a str,
+    /// The same file as a full path.
+    pub path: &'a str,
+    /// Whether the row covers at least one byte.
+    pub covers: bool,
+}
+
 #[derive(Debug, Default)]
 pub struct Debug {
     pub dies: Vec<Die>,
@@ -393,6 +405,17 @@ impl Debug {
 
     /// (line, file name) of the rows in `[lo, hi)`, in address order.
     pub fn lines_in(&self, lo: u64, hi: u64) -> Vec<(u64, &str)> {
+        self.line_rows(lo, hi)
+            .into_iter()
+            .map(|r| (r.line, r.file))
+            .collect()
+    }
+
+    /// The line rows in `[lo, hi)` in address order (the compiler's order
+    /// among rows of one address), each with its file's full path and
+    /// whether it covers a byte: a row whose address the next row repeats
+    /// stands for a statement that generated nothing there.
+    pub fn line_rows(&self, lo: u64, hi: u64) -> Vec<LineRow<'_>> {
         let mut rows: Vec<Row> = self
             .rows
             .iter()
@@ -400,8 +423,17 @@ impl Debug {
             .filter(|r| lo <= r.addr && r.addr < hi)
             .collect();
         rows.sort_by_key(|r| r.addr);
-        let file = |f: u64| self.files.get(f as usize).map_or("", |s| s.as_str());
-        rows.into_iter().map(|r| (r.line, file(r.file))).collect()
+        fn name(v: &[String], f: u64) -> &str {
+            v.get(f as usize).map_or("", |s| s.as_str())
+        }
+        (0..rows.len())
+            .map(|i| LineRow {
+                line: rows[i].line,
+                file: name(&self.files, rows[i].file),
+                path: name(&self.paths, rows[i].file),
+                covers: rows.get(i + 1).is_none_or(|n| n.addr != rows[i].addr),
+            })
+            .collect()
     }
 
     /// A type as C would spell it (approximately), for comparisons and

@@ -145,6 +145,22 @@ pub struct Hints {
     /// An edited function is never treated as "only line numbers changed",
     /// and an edited inlined-only static is named as the inlined change.
     pub edited: Vec<String>,
+    /// The lines the source diff removes and adds, per file. An edited
+    /// function whose edit compiled to no code (an `assert()` under
+    /// `NDEBUG`, a comment) and whose other bytes differ only in shifted
+    /// `__LINE__` values is not shipped.
+    pub line_edits: Vec<LineEdit>,
+}
+
+/// One file's edit as line numbers: `removed` in the original text,
+/// `added` in the patched text (1-based, as DWARF counts).
+#[derive(Debug, Clone, Default)]
+pub struct LineEdit {
+    /// The path as the diff names it; matched against the end of DWARF's
+    /// file names.
+    pub file: String,
+    pub removed: Vec<u64>,
+    pub added: Vec<u64>,
 }
 
 /// What the rules consult besides the two objects.
@@ -152,6 +168,7 @@ pub(crate) struct Context {
     pub orig_dbg: Option<dwarf::Debug>,
     pub pat_dbg: Option<dwarf::Debug>,
     pub edited: Vec<String>,
+    pub line_edits: Vec<LineEdit>,
 }
 
 impl Context {
@@ -202,6 +219,7 @@ pub fn compare_with(original: &[u8], patched: &[u8], hints: &Hints) -> Result<Un
         orig_dbg: dwarf::load(&orig),
         pat_dbg: dwarf::load(&pat),
         edited: hints.edited.clone(),
+        line_edits: hints.line_edits.clone(),
     };
 
     let corr = correlate::correlate(&orig, &pat, ctx.orig_dbg.as_ref(), ctx.pat_dbg.as_ref());

@@ -18,6 +18,13 @@
 
 use crate::dwarf::Debug;
 use crate::normalize::Canon;
+use crate::LineEdit;
+
+/// The line rows of a whole section `sec` of `size` bytes, in address order.
+fn rows(d: &Debug, sec: usize, size: u64) -> Vec<(u64, &str)> {
+    let lo = crate::dwarf::encode(sec, 0);
+    d.lines_in(lo, lo + size)
+}
 
 /// The line shift when `o` and `p` (whole-section canons of the function's
 /// section `osec`/`psec`) differ only in shifted line numbers.
@@ -32,18 +39,71 @@ pub fn only_line_numbers(
     if o.size != p.size || o.relocs != p.relocs {
         return None;
     }
-    let range = |sec: usize, size: u64| {
-        let lo = crate::dwarf::encode(sec, 0);
-        (lo, lo + size)
-    };
-    let (olo, ohi) = range(osec, o.size);
-    let (plo, phi) = range(psec, p.size);
-    let (ol, pl) = (od.lines_in(olo, ohi), pd.lines_in(plo, phi));
+    let (ol, pl) = (rows(od, osec, o.size), rows(pd, psec, p.size));
+    shift_only(o, p, &ol, &pl)
+}
+
+/// For a function the diff edits: the line shift when the edit compiled to
+/// no instruction and everything else differs only in shifted line numbers
+/// (an `assert()` added under `NDEBUG` above a `__LINE__` user). No row that
+/// covers a byte may come from an edited line (removed, in the original;
+/// added, in the patched code); the rows of edited lines that cover nothing
+/// (a statement still gets a row) are left out before the rows are paired.
+pub fn edit_without_code(
+    o: &Canon,
+    p: &Canon,
+    od: &Debug,
+    pd: &Debug,
+    (osec, psec): (usize, usize),
+    edits: &[LineEdit],
+) -> Option<i64> {
+    if edits.is_empty() || o.size != p.size || o.relocs != p.relocs {
+        return None;
+    }
+    let ol = unedited_rows(od, osec, o.size, edits, |e| &e.removed)?;
+    let pl = unedited_rows(pd, psec, p.size, edits, |e| &e.added)?;
+    shift_only(o, p, &ol, &pl)
+}
+
+/// The rows of a whole section that are not on an edited line (`pick`
+/// chooses removed or added lines); `None` when such a row covers code.
+fn unedited_rows<'a>(
+    d: &'a Debug,
+    sec: usize,
+    size: u64,
+    edits: &[LineEdit],
+    pick: fn(&LineEdit) -> &Vec<u64>,
+) -> Option<Vec<(u64, &'a str)>> {
+    let lo = crate::dwarf::encode(sec, 0);
+    let mut kept = Vec::new();
+    for r in d.line_rows(lo, lo + size) {
+        let edited = edits
+            .iter()
+            .any(|e| same_file(r.path, &e.file) && pick(e).contains(&r.line));
+        match (edited, r.covers) {
+            (true, true) => return None,
+            (true, false) => {}
+            (false, _) => kept.push((r.line, r.file)),
+        }
+    }
+    Some(kept)
+}
+
+/// DWARF names a file as the compiler was given it (often absolute); the
+/// diff relative to the tree.
+fn same_file(dwarf: &str, diff: &str) -> bool {
+    let diff = diff.trim_start_matches("./");
+    dwarf == diff || dwarf.ends_with(&format!("/{diff}"))
+}
+
+/// The common shift of paired rows `ol`/`pl`, when every differing byte of
+/// `o`/`p` is a `__LINE__` immediate of a moved row.
+fn shift_only(o: &Canon, p: &Canon, ol: &[(u64, &str)], pl: &[(u64, &str)]) -> Option<i64> {
     if ol.is_empty() || ol.len() != pl.len() {
         return None;
     }
     let mut shift = 0;
-    for (&(a, af), &(b, bf)) in ol.iter().zip(&pl) {
+    for (&(a, af), &(b, bf)) in ol.iter().zip(pl) {
         let d = b as i64 - a as i64;
         if af != bf || (d != 0 && shift != 0 && d != shift) {
             return None; // another file, or a second amount: not a plain move
@@ -58,7 +118,7 @@ pub fn only_line_numbers(
     // Old lines of the rows that moved by the shift.
     let moved: Vec<i64> = ol
         .iter()
-        .zip(&pl)
+        .zip(pl)
         .map(|(&(a, _), &(b, _))| (a as i64, b as i64))
         .filter(|&(a, b)| b - a == shift)
         .map(|(a, _)| a)

@@ -75,6 +75,7 @@ pub fn ship_from(
         orig_dbg: dwarf::load(&orig),
         pat_dbg: dwarf::load(&got),
         edited: hints.edited.clone(),
+        line_edits: hints.line_edits.clone(),
     };
     let corr = correlate::correlate(&orig, &got, ctx.orig_dbg.as_ref(), ctx.pat_dbg.as_ref());
     let mut a = compare::analyze(&orig, &got, &corr, &file, &ctx);

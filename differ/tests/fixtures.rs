@@ -362,6 +362,7 @@ fn differ_fixtures() {
                 );
                 let hints = Hints {
                     edited: expect.edited.clone(),
+                    ..Hints::default()
                 };
                 let diff = match differ::compare_with(&orig, &pat, &hints) {
                     Ok(d) => d,
