@@ -1023,3 +1023,216 @@ fn shared_library_thread_local_refused_for_that_reason() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// signing (hpbuild --sign, a process with HOTPATCH_PUBKEY)
+
+/// An ed25519 key pair in `dir`: `NAME.pem` (private, PEM PKCS#8) and
+/// `NAME.pub` (public, PEM), made by openssl as the README says when it is
+/// installed, else the same files by ed25519-dalek.
+fn key_pair(dir: &Path, name: &str, seed: u8) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let pem = dir.join(format!("{name}.pem"));
+    let public = dir.join(format!("{name}.pub"));
+    let openssl = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let made = openssl(&[
+        "genpkey",
+        "-algorithm",
+        "ed25519",
+        "-out",
+        pem.to_str().unwrap(),
+    ]) && openssl(&[
+        "pkey",
+        "-in",
+        pem.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
+    if !made {
+        use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
+        let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+        let private = key.to_pkcs8_pem(Default::default()).unwrap();
+        fs::write(&pem, private.as_bytes()).unwrap();
+        let pubkey = key.verifying_key();
+        fs::write(
+            &public,
+            pubkey.to_public_key_pem(Default::default()).unwrap(),
+        )
+        .unwrap();
+    }
+    // The loader ignores a key file someone else could write.
+    fs::set_permissions(&public, fs::Permissions::from_mode(0o644)).unwrap();
+    (pem, public)
+}
+
+/// `hpbuild --base BASE --diff DIFF -o OUT [--sign KEY]`.
+fn hpbuild_signed(s: &Started, diff: &Path, out: &Path, key: Option<&Path>) -> Output {
+    let mut cmd = Command::new(must(hpbuild_bin()));
+    cmd.arg("--base")
+        .arg(&s.base_dir)
+        .arg("--diff")
+        .arg(diff)
+        .arg("-o")
+        .arg(out);
+    if let Some(key) = key {
+        cmd.arg("--sign").arg(key);
+    }
+    must(run_timeout(&mut cmd, HPBUILD_TIMEOUT))
+}
+
+/// A process started with HOTPATCH_PUBKEY applies the fix built with
+/// `hpbuild --sign` and the matching private key (new code, counter kept);
+/// the same fix unsigned, or signed with another key, is refused naming
+/// the reason, and the program keeps running its old code. The manifest
+/// records the signing key.
+#[test]
+fn a_signed_patch_applies_where_a_key_is_configured_and_an_unsigned_one_is_refused() {
+    let f = must(Fixture::load("body-change"));
+    let keys = tempfile::Builder::new()
+        .prefix("hp-e2e-keys-")
+        .tempdir()
+        .unwrap();
+    let (pem, public) = key_pair(keys.path(), "key", 21);
+    let (other, _) = key_pair(keys.path(), "other", 22);
+    let env = [("HOTPATCH_PUBKEY", public.as_os_str())];
+    let mut s = must(start_fixture_with_env(
+        &f,
+        &must(f.build(DEFAULT_CONFIG)),
+        &env,
+    ));
+    let pid = s.prog.pid().to_string();
+    still_old(&mut s, 1, "start");
+    let diff = s.tmp.path().join("fix.patch");
+    fs::copy(f.dir.join("fix.patch"), &diff).unwrap();
+    let out = s.tmp.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+
+    // The same fix, unsigned and signed with a key the process does not
+    // trust: refused, each for its reason.
+    let unsigned = out.join("unsigned.hpo");
+    let build = hpbuild_signed(&s, &diff, &unsigned, None);
+    assert!(build.status.success(), "{}", build.report());
+    let wrong = out.join("wrong.hpo");
+    let build = hpbuild_signed(&s, &diff, &wrong, Some(&other));
+    assert!(build.status.success(), "{}", build.report());
+    let mut trusted_fp = String::new();
+    for (calls, hpo, reason) in [
+        (
+            2,
+            &unsigned,
+            "is not signed, and this process requires signed patches",
+        ),
+        (
+            3,
+            &wrong,
+            "signature does not verify with the configured key",
+        ),
+    ] {
+        let applied = hpctl(&["apply", &pid, hpo.to_str().unwrap()]);
+        let needles = [
+            reason.to_string(),
+            format!("HOTPATCH_PUBKEY={}", public.display()),
+        ];
+        if let Err(e) = check_refusal(
+            &applied,
+            &needles,
+            "hpctl apply of a patch not signed with the trusted key",
+        ) {
+            panic!("{e}\n{}", s.prog.report());
+        }
+        // "... (key 0123456789abcdef, HOTPATCH_PUBKEY=...)": the trusted key.
+        let shown = applied.stderr.split("key ").nth(1).unwrap_or_default();
+        trusted_fp = shown.chars().take_while(char::is_ascii_hexdigit).collect();
+        still_old(&mut s, calls, &format!("hpctl apply {}", hpo.display()));
+    }
+    assert_eq!(trusted_fp.len(), 16, "a fingerprint in the refusal");
+
+    // Signed with the private half: applies, and the counter carries on.
+    let signed = out.join("signed.hpo");
+    let build = hpbuild_signed(&s, &diff, &signed, Some(&pem));
+    assert!(build.status.success(), "{}", build.report());
+    assert!(
+        build
+            .stderr
+            .contains(&format!("signed with key {trusted_fp}")),
+        "the summary names the key\n{}",
+        build.report()
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(signed.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(m["signed"]["algorithm"], "ed25519", "{m:#}");
+    assert!(
+        m["signed"]["key_fingerprint"]
+            .as_str()
+            .is_some_and(|fp| fp.len() == 64 && fp.starts_with(&trusted_fp)),
+        "{m:#}"
+    );
+    assert_eq!(m["signed"]["public_key"].as_str().map(str::len), Some(64));
+    let um: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(unsigned.with_extension("json")).unwrap())
+            .unwrap();
+    assert!(um.get("signed").is_none(), "{um:#}");
+
+    let applied = hpctl(&["apply", &pid, signed.to_str().unwrap()]);
+    assert!(
+        applied.status.success(),
+        "{}\n{}",
+        applied.report(),
+        s.prog.report()
+    );
+    if let Err(e) = s.prog.expect("call 3", "result 9 calls 4", None) {
+        panic!("{e}\n{}", s.prog.report());
+    }
+}
+
+/// A key file hpbuild cannot sign with (missing, a public key, not a key)
+/// is refused in one line naming the file, before anything is built or
+/// written.
+#[test]
+fn hpbuild_refuses_a_bad_signing_key_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tiny_base(tmp.path(), SHOP);
+    diff_of(
+        tmp.path(),
+        &base,
+        &SHOP.replace("size * scale", "size * scale * 3"),
+    );
+    let (_, public) = key_pair(tmp.path(), "key", 23);
+    fs::write(tmp.path().join("junk.pem"), "not a key\n").unwrap();
+    for (key, why) in [
+        ("missing.pem", "cannot read the signing key"),
+        ("key.pub", "it holds a public key"),
+        ("junk.pem", "not a PEM PKCS#8 ed25519 private key"),
+    ] {
+        let out = hpbuild_with(
+            &[
+                "--base",
+                "base",
+                "--diff",
+                "fix.patch",
+                "-o",
+                "fix.hpo",
+                "--sign",
+                key,
+            ],
+            tmp.path(),
+        );
+        one_line_refusal(&out, &[key, why], &format!("hpbuild --sign {key}"));
+        for written in ["fix.hpo", "fix.json", "fix.c"] {
+            assert!(
+                !tmp.path().join(written).exists(),
+                "--sign {key}: {written} was written\n{}",
+                out.report()
+            );
+        }
+    }
+    assert!(public.exists());
+}

@@ -214,6 +214,7 @@ fn build(deployed: &str, head: &str, dir: &Path) -> Result<PathBuf> {
             .ok()
             .filter(|s| !s.is_empty()),
         unit_output: None,
+        sign: None,
         explain: false,
         json: false,
         verbose: false,

@@ -133,6 +133,13 @@ pub struct BuildArgs {
     /// Without it hpbuild uses the first and says which.
     #[arg(long, value_name = "OBJECT")]
     pub unit_output: Option<String>,
+    /// Sign the patch with this ed25519 private key (PEM PKCS#8, as
+    /// `openssl genpkey -algorithm ed25519 -out key.pem` writes it). A
+    /// process configured with the public half (HOTPATCH_PUBKEY or
+    /// trusted.pub) applies only patches signed with it. Recorded in the
+    /// manifest.
+    #[arg(long, value_name = "KEYFILE")]
+    pub sign: Option<PathBuf>,
     /// Print each shipped function and why it ships.
     #[arg(long)]
     pub explain: bool,

@@ -33,7 +33,21 @@ pub struct Manifest {
     /// Variables only the patch has: defined (with their initialisers) in
     /// the reviewable source, allocated by the loader.
     pub added_data: Vec<String>,
+    /// Present when the patch is signed (`hpbuild --sign`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed: Option<Signed>,
     pub notes: Vec<String>,
+}
+
+/// The key a signed patch was signed with.
+#[derive(Serialize)]
+pub struct Signed {
+    pub algorithm: &'static str,
+    /// Hex SHA-256 of the DER public key (`format::key_fingerprint`), the
+    /// value whose start hpctl and the loader show in their messages.
+    pub key_fingerprint: String,
+    /// The raw 32-byte ed25519 public key, hex.
+    pub public_key: String,
 }
 
 #[derive(Serialize)]

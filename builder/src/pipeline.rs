@@ -27,6 +27,9 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     // The manifest names the files it describes wherever it is read from.
     let diff_path = &absolute(diff_path)?;
     let output = &absolute(output)?;
+    // Read first: a key file that cannot sign stops the build before any
+    // work, and nothing is written.
+    let key = args.sign.as_deref().map(signing_key).transpose()?;
     let progress = Progress::new(args.verbose);
     let diff_bytes = std::fs::read(diff_path)
         .map_err(|e| Error::new(format!("cannot read diff {}: {e}", diff_path.display())))?;
@@ -91,8 +94,15 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         _ => 0,
     };
     let target = args.target.as_deref().unwrap_or("");
-    let patch = emit::emit_for(target, &emit_units, &patch_id, &trees.base_label, flags)
-        .map_err(|e| Error::new(e.to_string()))?;
+    let patch = emit::emit_signed(
+        target,
+        &emit_units,
+        &patch_id,
+        &trees.base_label,
+        flags,
+        key.as_ref(),
+    )
+    .map_err(|e| Error::new(e.to_string()))?;
     notes.extend(patch.notes);
     if crate::cache::hits() > 0 {
         notes.push(format!(
@@ -139,6 +149,14 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         notes,
     );
     manifest.target = target.to_string();
+    manifest.signed = key
+        .as_ref()
+        .zip(patch.signed_by)
+        .map(|(k, fingerprint)| manifest::Signed {
+            algorithm: "ed25519",
+            key_fingerprint: fingerprint,
+            public_key: format::hex(k.verifying_key().as_bytes()),
+        });
     if flags & format::HP_HDR_F_CALL_SITES != 0 {
         for r in &mut manifest.replaced {
             r.redirect = "call-site";
@@ -572,6 +590,23 @@ fn refuse_build_file_uses(diff: &diff::Diff, units: &[Unit]) -> Result<()> {
     Ok(())
 }
 
+/// `--sign KEYFILE`: the ed25519 private key, or one line naming the file
+/// and what is wrong with it.
+fn signing_key(path: &Path) -> Result<format::SigningKey> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        Error::new(format!(
+            "cannot read the signing key {}: {e}",
+            path.display()
+        ))
+    })?;
+    format::signing_key_from_pem(&String::from_utf8_lossy(&bytes)).map_err(|e| {
+        Error::new(format!(
+            "the signing key {} cannot sign: {e}",
+            path.display()
+        ))
+    })
+}
+
 fn patch_id(output: &Path, diff: &[u8]) -> String {
     let stem = output
         .file_stem()
@@ -682,6 +717,7 @@ fn build_manifest(
             .flat_map(|u| manifest::added_functions(&u.diff).map(str::to_string))
             .collect(),
         added_data: units.iter().flat_map(|u| u.new_data.clone()).collect(),
+        signed: None,
         notes,
     }
 }

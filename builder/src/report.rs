@@ -78,6 +78,10 @@ pub fn summary(m: &Manifest) -> String {
             parts.push(format!("adds {} ({})", count(v.len(), what), names(&v)));
         }
     }
+    if let Some(s) = &m.signed {
+        let shown = format::HP_FINGERPRINT_SHOWN as usize;
+        parts.push(format!("signed with key {}", &s.key_fingerprint[..shown]));
+    }
     let notes = match m.notes.len() {
         0 => String::new(),
         n => format!("; {} (--explain)", count(n, "note")),

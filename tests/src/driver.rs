@@ -10,6 +10,7 @@ use crate::tools::{hpbuild_bin, hpctl_bin, loader_dir};
 use crate::tree::{build_tree, copy_fixture, snapshot, snapshot_diff};
 use crate::Res;
 use serde_json::Value;
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,12 @@ pub struct Started {
 
 /// Copies, builds (with the loader) and starts a fixture.
 pub fn start_fixture(f: &Fixture, b: &Build) -> Res<Started> {
+    start_fixture_with_env(f, b, &[])
+}
+
+/// [`start_fixture`], the program started with these environment variables
+/// too.
+pub fn start_fixture_with_env(f: &Fixture, b: &Build, env: &[(&str, &OsStr)]) -> Res<Started> {
     let loader = loader_dir()?;
     let tmp = tempfile::Builder::new()
         .prefix(&format!("hp-e2e-{}-", f.name))
@@ -43,7 +50,7 @@ pub fn start_fixture(f: &Fixture, b: &Build) -> Res<Started> {
         build_tree(f, &other, b, Some(&loader))?;
         other
     };
-    let prog = Program::start(&exe, tmp.path())?;
+    let prog = Program::start_with_env(&exe, tmp.path(), env)?;
     Ok(Started {
         run_dir: run_dir.canonicalize().unwrap_or(run_dir),
         base_dir,

@@ -2,6 +2,7 @@
 
 use crate::run::{with_newline, Output};
 use crate::{Res, LINE_TIMEOUT};
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -28,6 +29,12 @@ impl Program {
     /// Starts `exe` in `workdir`; stderr goes to `workdir/prog.stderr`, the
     /// loader log to `workdir/hotpatch.log` (HOTPATCH_LOG).
     pub fn start(exe: &Path, workdir: &Path) -> Res<Program> {
+        Program::start_with_env(exe, workdir, &[])
+    }
+
+    /// [`Program::start`] with these environment variables set too (e.g.
+    /// `HOTPATCH_PUBKEY`).
+    pub fn start_with_env(exe: &Path, workdir: &Path, env: &[(&str, &OsStr)]) -> Res<Program> {
         let stderr_path = workdir.join("prog.stderr");
         let log_path = workdir.join("hotpatch.log");
         let err = fs::File::create(&stderr_path)
@@ -35,6 +42,7 @@ impl Program {
         let mut child = Command::new(exe)
             .current_dir(workdir)
             .env("HOTPATCH_LOG", &log_path)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(err)
