@@ -115,16 +115,7 @@ impl Job<'_> {
 /// The compiler binary the command runs (its path, size and mtime): an
 /// upgraded compiler misses even where its headers did not change.
 fn compiler_identity(program: &str) -> String {
-    let found = if program.contains('/') {
-        Some(PathBuf::from(program))
-    } else {
-        std::env::var_os("PATH").and_then(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(program))
-                .find(|c| c.is_file())
-        })
-    };
-    let Some(path) = found.and_then(|p| std::fs::canonicalize(p).ok()) else {
+    let Some(path) = resolve_program(program) else {
         return program.to_string();
     };
     let meta = std::fs::metadata(&path).ok();
@@ -134,6 +125,21 @@ fn compiler_identity(program: &str) -> String {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
     format!("{} {} {mtime}", path.display(), meta.map_or(0, |m| m.len()))
+}
+
+/// The file a command's program runs, found like the shell finds it, with
+/// symbolic links resolved (`cc` → `/usr/bin/x86_64-linux-gnu-gcc-12`).
+pub fn resolve_program(program: &str) -> Option<PathBuf> {
+    let found = if program.contains('/') {
+        Some(PathBuf::from(program))
+    } else {
+        std::env::var_os("PATH").and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(program))
+                .find(|c| c.is_file())
+        })
+    };
+    found.and_then(|p| std::fs::canonicalize(p).ok())
 }
 
 impl Cache {

@@ -38,6 +38,19 @@ pub fn compile(
     output: &Path,
     side: Side,
 ) -> Result<(Vec<u8>, Vec<String>)> {
+    compile_tapped(entry, base_root, tree, output, side, None)
+}
+
+/// `compile`, and with `tap` (GCC only) the deployed shape folded from the
+/// same assembly is written to `tap` too (shape.rs).
+pub fn compile_tapped(
+    entry: &Entry,
+    base_root: &Path,
+    tree: &Path,
+    output: &Path,
+    side: Side,
+    tap: Option<&Path>,
+) -> Result<(Vec<u8>, Vec<String>)> {
     let (dir, cmd) = match side {
         Side::Deployed => entry.deployed_command_in(base_root, tree, output),
         Side::Original | Side::Patched => entry.command_in(base_root, tree, output),
@@ -59,7 +72,8 @@ pub fn compile(
         dir: &dir,
         tree,
     };
-    if let Some(obj) = cache.and_then(|c| c.lookup(&job)) {
+    // Tapping needs the compile to run.
+    if let Some(obj) = cache.filter(|_| tap.is_none()).and_then(|c| c.lookup(&job)) {
         cache::note_hit();
         return Ok((obj, cmd));
     }
@@ -76,6 +90,13 @@ pub fn compile(
                 depfile.to_string_lossy().into_owned(),
             ],
         );
+    }
+    if let Some(derived) = tap {
+        let dir = derived.with_extension("as");
+        if let Ok(prefix) = crate::shape::tap_dir(&dir, derived) {
+            let at = run.len().saturating_sub(2);
+            run.insert(at, format!("-B{prefix}"));
+        }
     }
     let out = Command::new(&run[0])
         .args(&run[1..])
@@ -115,4 +136,83 @@ pub fn compile(
 /// Where a unit's object goes in the scratch directory.
 pub fn object_path(work: &Path, index: usize, side: Side) -> PathBuf {
     work.join(format!("unit{index}.{}.o", side.label()))
+}
+
+/// Where the deployed shape of the original unit comes from.
+pub enum DeployedShape {
+    /// The project already compiles with -ffunction-sections.
+    NotNeeded,
+    /// An earlier build's, unchanged inputs.
+    Cached(Vec<u8>),
+    /// Folded from the original compile's assembly into this file (GCC).
+    Tap(PathBuf),
+    /// A compile of its own (Clang assembles in process).
+    Compile,
+}
+
+/// How this build gets unit `index`'s deployed shape.
+pub fn deployed_shape(
+    entry: &Entry,
+    base_root: &Path,
+    tree: &Path,
+    work: &Path,
+    index: usize,
+) -> DeployedShape {
+    if entry.has_function_sections() {
+        return DeployedShape::NotNeeded;
+    }
+    let output = object_path(work, index, Side::Deployed);
+    let (dir, cmd) = entry.deployed_command_in(base_root, tree, &output);
+    if let Some(cache) = cache::global() {
+        let derived = derived_key(&cmd);
+        for key in [&cmd, &derived] {
+            let job = cache::Job {
+                cmd: key,
+                dir: &dir,
+                tree,
+            };
+            if let Some(obj) = cache.lookup(&job) {
+                cache::note_hit();
+                return DeployedShape::Cached(obj);
+            }
+        }
+    }
+    match cmd.first() {
+        Some(cc) if crate::shape::is_gcc(cc) => DeployedShape::Tap(output),
+        _ => DeployedShape::Compile,
+    }
+}
+
+/// The tapped deployed shape at `derived`, if the assembler shim wrote it;
+/// cached under its own key with the original compile's dependencies.
+pub fn take_tapped(
+    entry: &Entry,
+    base_root: &Path,
+    tree: &Path,
+    work: &Path,
+    index: usize,
+) -> Option<Vec<u8>> {
+    let output = object_path(work, index, Side::Deployed);
+    let bytes = std::fs::read(&output).ok()?;
+    if let Some(c) = cache::global() {
+        let (dir, cmd) = entry.deployed_command_in(base_root, tree, &output);
+        let key = derived_key(&cmd);
+        let job = cache::Job {
+            cmd: &key,
+            dir: &dir,
+            tree,
+        };
+        let depfile = object_path(work, index, Side::Original).with_extension("d");
+        c.store(&job, &bytes, &depfile);
+    }
+    Some(bytes)
+}
+
+/// The cache key of a deployed shape folded from assembly: not the object
+/// a deployed compile writes (its debug information differs), so not under
+/// that command's key.
+fn derived_key(deployed_cmd: &[String]) -> Vec<String> {
+    let mut k = deployed_cmd.to_vec();
+    k.push("<folded from the -ffunction-sections assembly>".to_string());
+    k
 }

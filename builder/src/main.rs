@@ -22,6 +22,7 @@ mod pipeline;
 mod progress;
 mod report;
 mod review;
+mod shape;
 mod tree;
 
 use clap::{Args, Parser, Subcommand};
@@ -160,6 +161,10 @@ fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some("cc-wrap") {
         return ExitCode::from(ccwrap::run(&argv[2..]).clamp(0, 255) as u8);
+    }
+    // Likewise the assembler shim GCC runs for the deployed shape (shape.rs).
+    if argv.get(1).map(String::as_str) == Some("as-wrap") {
+        return ExitCode::from(shape::as_wrap(&argv[2..]).clamp(0, 255) as u8);
     }
     let cli = Cli::parse();
     let result = match cli.command {

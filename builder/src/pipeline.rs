@@ -2,7 +2,7 @@
 //! sides of each affected unit → compare → refuse or emit.
 
 use crate::compdb::{self, Entry};
-use crate::compile::{self, Side};
+use crate::compile::{self, DeployedShape, Side};
 use crate::error::{Error, Result};
 use crate::manifest::{self, DiffInfo, Manifest, Replaced, UnitInfo};
 use crate::progress::Progress;
@@ -367,22 +367,40 @@ fn build_unit(
         let out = compile::object_path(&trees.work, index, side);
         compile::compile(&entry, &trees.base_root, tree, &out, side)
     };
-    // The compiles are independent: run them side by side. The third one
-    // (the original as the deployed build compiled it, for the base check)
-    // is needed only when the project does not already use
-    // -ffunction-sections.
-    let need_deployed = !entry.has_function_sections();
+    // The compiles are independent: run them side by side. The base check
+    // also needs the original as the deployed build compiled it, when the
+    // project does not use -ffunction-sections: from the cache, folded from
+    // the original compile's assembly (GCC), or as a third compile (Clang).
+    let root = (&entry, trees.base_root.as_path(), trees.orig.as_path());
+    let shape = compile::deployed_shape(root.0, root.1, root.2, &trees.work, index);
     let (orig, patched, deployed) = std::thread::scope(|sc| {
         let patched = sc.spawn(|| compile_side(Side::Patched, &trees.patched));
-        let deployed =
-            need_deployed.then(|| sc.spawn(|| compile_side(Side::Deployed, &trees.orig)));
-        let orig = compile_side(Side::Original, &trees.orig);
+        let deployed = matches!(shape, DeployedShape::Compile)
+            .then(|| sc.spawn(|| compile_side(Side::Deployed, &trees.orig)));
+        let tap = match &shape {
+            DeployedShape::Tap(p) => Some(p.as_path()),
+            _ => None,
+        };
+        let out = compile::object_path(&trees.work, index, Side::Original);
+        let orig = compile::compile_tapped(root.0, root.1, root.2, &out, Side::Original, tap);
         let join = |h: std::thread::ScopedJoinHandle<'_, Result<(Vec<u8>, Vec<String>)>>| {
             h.join()
                 .unwrap_or_else(|_| Err(Error::new("a compiler thread panicked")))
         };
         (orig, join(patched), deployed.map(join))
     });
+    let deployed = match shape {
+        DeployedShape::NotNeeded => None,
+        DeployedShape::Cached(obj) => Some(Ok((obj, Vec::new()))),
+        DeployedShape::Compile => deployed,
+        DeployedShape::Tap(_) => Some(
+            match compile::take_tapped(root.0, root.1, root.2, &trees.work, index) {
+                Some(obj) => Ok((obj, Vec::new())),
+                // The shim could not fold it: compile it after all.
+                None => compile_side(Side::Deployed, &trees.orig),
+            },
+        ),
+    };
     let (orig_obj, orig_cmd) = orig?;
     let (mut patched_obj, mut patched_cmd) = patched?;
     // The functions the source diff edits (and their clones) keep the
