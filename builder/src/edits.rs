@@ -25,11 +25,13 @@
 //! [`differ::names::source_function`].
 
 use crate::diff::{Diff, Hunk};
+use crate::parsed::Source;
 use differ::source_lines::LineMap;
-use extern_gen::{CFile, ItemKind};
+use extern_gen::ItemKind;
 use serde::Serialize;
 use std::ops::RangeInclusive;
 use std::path::Path;
+use std::sync::Arc;
 
 /// The function a compiler clone was made from (`f.part.0` → `f`): re-exported
 /// under its old name for `manifest.rs`.
@@ -59,8 +61,8 @@ pub struct LineTableEdit {
 
 /// The two versions of one file and their objects' line maps.
 struct Side<'a> {
-    text: String,
-    parsed: Option<CFile>,
+    /// The file's text and parse, shared with the layout check.
+    src: Arc<Source>,
     map: Option<&'a LineMap>,
     /// This file's path in `map`'s line table.
     dwarf_path: Option<String>,
@@ -94,12 +96,12 @@ pub fn edited_functions(
         if f.is_header() && old.dwarf_path.is_none() && new.dwarf_path.is_none() {
             continue;
         }
-        let changed = match (&old.parsed, &new.parsed) {
+        let changed = match (&old.src.file, &new.src.file) {
             (Some(o), Some(n)) => extern_gen::changed::compare(o, n),
             _ => Vec::new(),
         };
         // A "function" named like a macro of the file is a misparse.
-        let macros: Vec<&str> = [&old.parsed, &new.parsed]
+        let macros: Vec<&str> = [&old.src.file, &new.src.file]
             .into_iter()
             .flatten()
             .flat_map(|p| &p.items)
@@ -107,7 +109,7 @@ pub fn edited_functions(
             .filter_map(|i| i.name.as_deref())
             .collect();
         for hunk in &f.hunks {
-            let (removed, added) = locate(hunk, &old.text, &new.text);
+            let (removed, added) = locate(hunk, &old.src.text, &new.src.text);
             // The added lines name the place; a pure removal, the old lines.
             let place = if added.is_empty() {
                 format!("{}:{} (old)", f.path, span_text(&removed))
@@ -176,12 +178,10 @@ fn load<'a>(
     map: Option<&'a LineMap>,
     base_root: &Path,
 ) -> Option<Side<'a>> {
-    let text = std::fs::read_to_string(root.join(rel)).ok()?;
-    let parsed = extern_gen::parse(&text).ok();
+    let src = crate::parsed::load(&root.join(rel))?;
     let dwarf_path = map.and_then(|m| dwarf_path(m, base_root, rel));
     Some(Side {
-        text,
-        parsed,
+        src,
         map,
         dwarf_path,
     })
@@ -215,7 +215,7 @@ fn decide(side: &Side, lines: &[usize]) -> Option<(Vec<String>, String)> {
     if dwarf.is_empty() {
         return None;
     }
-    let Some(parsed) = &side.parsed else {
+    let Some(parsed) = &side.src.file else {
         return Some((dwarf, "tree-sitter cannot parse the file".into()));
     };
     let ranges: Vec<RangeInclusive<usize>> = lines.iter().map(|&l| l..=l).collect();
@@ -224,10 +224,9 @@ fn decide(side: &Side, lines: &[usize]) -> Option<(Vec<String>, String)> {
         .into_iter()
         .filter(|i| i.conditional.is_none())
         .collect();
-    let error_lines = parsed
-        .error_ranges
-        .iter()
-        .map(|r| line_of(&side.text, r.start)..=line_of(&side.text, r.end.max(r.start + 1) - 1));
+    let error_lines = parsed.error_ranges.iter().map(|r| {
+        line_of(&side.src.text, r.start)..=line_of(&side.src.text, r.end.max(r.start + 1) - 1)
+    });
     let in_error = error_lines
         .clone()
         .any(|r| lines.iter().any(|l| r.contains(l)));

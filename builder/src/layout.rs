@@ -9,6 +9,7 @@
 use crate::bail;
 use crate::diff::Diff;
 use crate::error::Result;
+use crate::parsed::{self, Source};
 use crate::tree::Trees;
 use extern_gen::{Change, ItemKind};
 
@@ -18,10 +19,9 @@ pub fn refuse_layout_changes(diff: &Diff, trees: &Trees) -> Result<()> {
         .iter()
         .filter(|f| f.is_c() && !f.added && !f.deleted)
     {
-        let (Ok(old), Ok(new)) = (
-            std::fs::read_to_string(trees.orig.join(&f.path)),
-            std::fs::read_to_string(trees.patched.join(&f.path)),
-        ) else {
+        let (Some(old), Some(new)) =
+            parsed::load_pair(&trees.orig.join(&f.path), &trees.patched.join(&f.path))
+        else {
             continue;
         };
         if let Some(what) = changed_aggregate(&old, &new) {
@@ -37,9 +37,10 @@ pub fn refuse_layout_changes(diff: &Diff, trees: &Trees) -> Result<()> {
 /// The first struct/union definition whose members differ, described as
 /// "struct A changes its members (`int col`)" — each struct declared inside
 /// it (`struct B { ... } *p;`) named on its own.
-fn changed_aggregate(old: &str, new: &str) -> Option<String> {
-    let (old_file, new_file) = (extern_gen::parse(old).ok()?, extern_gen::parse(new).ok()?);
-    for item in extern_gen::changed_items(old, new).ok()? {
+fn changed_aggregate(old: &Source, new: &Source) -> Option<String> {
+    let (old_file, new_file) = (old.file.as_ref()?, new.file.as_ref()?);
+    let (old, new) = (old.text.as_str(), new.text.as_str());
+    for item in extern_gen::changed::compare(old_file, new_file) {
         if item.kind != ItemKind::Type || item.change != Change::Modified {
             continue;
         }
@@ -49,7 +50,7 @@ fn changed_aggregate(old: &str, new: &str) -> Option<String> {
                 .first()
                 .map(|i| file.item_text(text, i).to_string())
         };
-        let (Some(before), Some(after)) = (body(&old_file, old), body(&new_file, new)) else {
+        let (Some(before), Some(after)) = (body(old_file, old), body(new_file, new)) else {
             continue;
         };
         let is_aggregate = |t: &str| {
@@ -178,11 +179,19 @@ fn strip_comments(s: &str) -> String {
 mod tests {
     use super::*;
 
+    fn aggregate(old: &str, new: &str) -> Option<String> {
+        let src = |t: &str| Source {
+            text: t.to_string(),
+            file: extern_gen::parse(t).ok(),
+        };
+        changed_aggregate(&src(old), &src(new))
+    }
+
     #[test]
     fn member_type_change_is_named() {
         let old = "struct A {\n  int n; /* count */\n  short col;\n};\nint f(void){return 0;}\n";
         let new = "struct A {\n  int n; /* count */\n  int col;\n};\nint f(void){return 0;}\n";
-        let what = changed_aggregate(old, new).unwrap();
+        let what = aggregate(old, new).unwrap();
         assert!(what.starts_with("struct A changes its members"), "{what}");
         assert!(what.contains("int col"), "{what}");
     }
@@ -191,14 +200,14 @@ mod tests {
     fn comment_only_and_function_changes_pass() {
         let old = "struct A { int n; /* a */ };\nint f(void){return 0;}\n";
         let new = "struct A { int n; /* b */ };\nint f(void){return 1;}\n";
-        assert!(changed_aggregate(old, new).is_none());
+        assert!(aggregate(old, new).is_none());
     }
 
     #[test]
     fn nested_struct_members_are_named_under_their_own_struct() {
         let old = "struct AggInfo {\n  u8 a;\n  int nSortingColumn;\n  struct AggInfo_col {\n    int iTable;\n    i16 iColumn;\n  } *aCol;\n};\n";
         let new = "struct AggInfo {\n  u8 a;\n  u32 nSortingColumn;\n  struct AggInfo_col {\n    int iTable;\n    int iColumn;\n  } *aCol;\n};\n";
-        let what = changed_aggregate(old, new).unwrap();
+        let what = aggregate(old, new).unwrap();
         assert_eq!(
             what,
             "struct AggInfo changes its members (`u32 nSortingColumn`); struct AggInfo_col changes its members (`int iColumn`)"

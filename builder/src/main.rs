@@ -18,6 +18,7 @@ mod error;
 mod hook;
 mod layout;
 mod manifest;
+mod parsed;
 mod pipeline;
 mod progress;
 mod report;

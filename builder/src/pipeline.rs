@@ -50,19 +50,42 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         rel.ends_with(".h") || entries.iter().any(|e| e.file == full)
     };
     let applied = trees.apply(&diff, compiled)?;
-    layout::refuse_layout_changes(&diff, &trees)?;
-    let entries = one_entry_per_source(entries, args.unit_output.as_deref(), &trees.base_root)?;
-    let (selected, mut notes) = select_units(&diff, &entries.kept, &trees)?;
-    notes.splice(0..0, entries.notes);
+    // The layout check parses both sides of each changed file (seconds for
+    // an amalgamation), so it runs beside the unit selection and the first
+    // unit's compiles; its refusal still comes first, and before any other
+    // unit is compiled.
+    let units = std::thread::scope(|s| {
+        let mut layout = Some(s.spawn(|| layout::refuse_layout_changes(&diff, &trees)));
+        let mut layout_ok = || match layout.take().map(|h| h.join()) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err(Error::new("the layout check panicked")),
+        };
+        let chosen = one_entry_per_source(entries, args.unit_output.as_deref(), &trees.base_root)
+            .and_then(|entries| {
+                let (selected, notes) = select_units(&diff, &entries.kept, &trees)?;
+                Ok((selected, entries.notes, notes))
+            });
+        let (selected, entry_notes, unit_notes) = match chosen {
+            Ok(c) => c,
+            Err(e) => return layout_ok().and(Err(e)),
+        };
+        let mut units = Vec::new();
+        for (i, entry) in selected.into_iter().enumerate() {
+            let rel = entry.relative_to(&trees.base_root).unwrap_or_default();
+            progress.step(format!("compiling and comparing {rel}"));
+            let unit = build_unit(i, entry, rel, &trees, &diff);
+            layout_ok()?;
+            units.push(unit?);
+        }
+        layout_ok()?;
+        let mut notes = unit_notes;
+        notes.splice(0..0, entry_notes);
+        Ok((units, notes))
+    });
+    let (units, mut notes) = units?;
     notes.splice(0..0, applied);
     notes.splice(0..0, db.note);
-
-    let mut units = Vec::new();
-    for (i, entry) in selected.into_iter().enumerate() {
-        let rel = entry.relative_to(&trees.base_root).unwrap_or_default();
-        progress.step(format!("compiling and comparing {rel}"));
-        units.push(build_unit(i, entry, rel, &trees, &diff)?);
-    }
     refuse_if_needed(args, &units)?;
     if units
         .iter()

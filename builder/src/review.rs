@@ -18,10 +18,20 @@ pub struct ReviewUnit<'a> {
 /// The reviewable C source: shipped functions verbatim plus an `extern`
 /// declaration for every outside symbol they use.
 pub fn source(patch_id: &str, patched_root: &Path, units: &[ReviewUnit]) -> String {
+    // The patched files as parsed for the edited-function search.
+    let sources: Vec<_> = units
+        .iter()
+        .map(|u| crate::parsed::load(&patched_root.join(u.rel)))
+        .collect();
+    let parsed: Vec<_> = sources
+        .iter()
+        .map(|s| s.as_ref().and_then(|s| s.file.as_ref()))
+        .collect();
     let units = units
         .iter()
-        .map(|u| {
-            let text = std::fs::read_to_string(patched_root.join(u.rel)).unwrap_or_default();
+        .zip(&sources)
+        .map(|(u, src)| {
+            let text = src.as_ref().map(|s| s.text.clone()).unwrap_or_default();
             UnitSource {
                 path: u.rel.to_string(),
                 text,
@@ -32,10 +42,11 @@ pub fn source(patch_id: &str, patched_root: &Path, units: &[ReviewUnit]) -> Stri
             }
         })
         .collect();
-    extern_gen::generate(&PatchSource {
+    let patch = PatchSource {
         patch_id: patch_id.to_string(),
         units,
-    })
+    };
+    extern_gen::generate_parsed(&patch, &parsed)
 }
 
 fn shipped_functions(diff: &UnitDiff) -> Vec<String> {

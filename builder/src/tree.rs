@@ -60,6 +60,7 @@ impl Trees {
     /// the build, naming the file. Hunks applied at an offset or with fuzz
     /// are noted. Returns the notes.
     pub fn apply(&self, diff: &Diff, compiled: impl Fn(&str) -> bool) -> Result<Vec<String>> {
+        self.unshare(diff)?;
         let diff_file = self.work.join("fix.diff");
         fs::write(&diff_file, &diff.text)
             .map_err(|e| Error::new(format!("cannot write {}: {e}", diff_file.display())))?;
@@ -105,6 +106,39 @@ impl Trees {
             bail!("the diff does not apply to the base: {}", last.trim());
         }
         Ok(notes)
+    }
+}
+
+impl Trees {
+    /// Every file the diff names (`---`/`+++` lines, after the strip level)
+    /// becomes the patched tree's own copy, so that patching it can never
+    /// write through a hard link into the base.
+    fn unshare(&self, diff: &Diff) -> Result<()> {
+        for line in diff.text.lines() {
+            let Some(rest) = line
+                .strip_prefix("--- ")
+                .or_else(|| line.strip_prefix("+++ "))
+            else {
+                continue;
+            };
+            let path = rest.split('\t').next().unwrap_or("").trim_end();
+            let rel: PathBuf = Path::new(path).components().skip(diff.strip).collect();
+            if rel.as_os_str().is_empty() || rel.is_absolute() {
+                continue;
+            }
+            let file = self.patched.join(&rel);
+            let Ok(meta) = fs::symlink_metadata(&file) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let copy = file.with_extension("hpbuild-unshare");
+            fs::copy(&file, &copy)
+                .and_then(|_| fs::rename(&copy, &file))
+                .map_err(|e| Error::new(format!("cannot copy {}: {e}", file.display())))?;
+        }
+        Ok(())
     }
 }
 
@@ -188,7 +222,8 @@ fn checkout_git_rev(rev: &str, into: &Path) -> Result<(PathBuf, PathBuf, String)
     ))
 }
 
-/// Copies a tree, keeping symlinks as links and skipping `.git`.
+/// Copies a tree (files as hard links where it can), keeping symlinks as
+/// links and skipping `.git`.
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     mkdir(to)?;
     let entries = fs::read_dir(from)
@@ -211,8 +246,11 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
                 .and_then(|target| std::os::unix::fs::symlink(target, &dst))
                 .map_err(|e| Error::new(format!("cannot copy link {}: {e}", src.display())))
         } else {
-            fs::copy(&src, &dst)
-                .map(|_| ())
+            // A link costs nothing where a copy of a big tree costs seconds;
+            // the files the diff names are made copies of their own before
+            // patch runs (`unshare`), and nothing else writes to the tree.
+            fs::hard_link(&src, &dst)
+                .or_else(|_| fs::copy(&src, &dst).map(|_| ()))
                 .map_err(|e| Error::new(format!("cannot copy {}: {e}", src.display())))
         };
         copied?;
@@ -223,6 +261,28 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The patched tree shares unchanged files with the base (hard links);
+    /// patching must still leave the base's files as they were.
+    #[test]
+    fn patching_never_writes_into_the_base() {
+        let base = tempfile::tempdir().unwrap();
+        std::fs::create_dir(base.path().join("src")).unwrap();
+        std::fs::write(
+            base.path().join("src/a.c"),
+            "int a(void)\n{\n    return 1;\n}\n",
+        )
+        .unwrap();
+        std::fs::write(base.path().join("b.c"), "int b;\n").unwrap();
+        let trees = prepare(base.path().to_str().unwrap()).unwrap();
+        let text = "--- a/src/a.c\n+++ b/src/a.c\n@@ -1,4 +1,4 @@\n int a(void)\n {\n-    return 1;\n+    return 2;\n }\n";
+        let diff = crate::diff::parse(text, &trees.orig).unwrap();
+        trees.apply(&diff, |_| true).unwrap();
+        let read = |root: &Path, rel: &str| std::fs::read_to_string(root.join(rel)).unwrap();
+        assert!(read(base.path(), "src/a.c").contains("return 1;"));
+        assert!(read(&trees.patched, "src/a.c").contains("return 2;"));
+        assert_eq!(read(&trees.patched, "b.c"), "int b;\n");
+    }
 
     #[test]
     fn patch_output_is_read_per_file() {

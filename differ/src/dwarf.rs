@@ -107,6 +107,53 @@ pub struct Debug {
     /// The same files as full paths (compilation directory, include
     /// directory and name joined, `.`/`..` resolved).
     pub paths: Vec<String>,
+    /// `subprogram_at`'s index, built on first use.
+    subprograms: std::sync::OnceLock<SubprogramIndex>,
+}
+
+/// Every range of every subprogram DIE, sorted by start, with the running
+/// maximum of the ends: a lookup is a binary search plus a walk back over
+/// the ranges that can still reach the address (almost always none).
+#[derive(Debug, Default)]
+struct SubprogramIndex {
+    /// (begin, end, DIE index), by begin.
+    ranges: Vec<(u64, u64, usize)>,
+    /// `max_end[i]`: the largest end among `ranges[..=i]`.
+    max_end: Vec<u64>,
+}
+
+impl SubprogramIndex {
+    fn new(dies: &[Die]) -> Self {
+        let mut ranges: Vec<(u64, u64, usize)> = dies
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.tag == gimli::DW_TAG_subprogram)
+            .flat_map(|(i, d)| d.ranges.iter().map(move |&(b, e)| (b, e, i)))
+            .collect();
+        ranges.sort_unstable();
+        let max_end = ranges
+            .iter()
+            .scan(0, |m, r| {
+                *m = (*m).max(r.1);
+                Some(*m)
+            })
+            .collect();
+        SubprogramIndex { ranges, max_end }
+    }
+
+    /// The first DIE (in DIE order) with a range holding `addr`.
+    fn at(&self, addr: u64) -> Option<usize> {
+        let mut i = self.ranges.partition_point(|r| r.0 <= addr);
+        let mut best = None;
+        while i > 0 && self.max_end[i - 1] > addr {
+            i -= 1;
+            let (b, e, die) = self.ranges[i];
+            if b <= addr && addr < e {
+                best = Some(best.map_or(die, |x: usize| x.min(die)));
+            }
+        }
+        best
+    }
 }
 
 pub fn encode(section: usize, offset: u64) -> u64 {
@@ -344,10 +391,9 @@ impl Debug {
 
     /// The concrete subprogram whose code contains section-encoded `addr`.
     pub fn subprogram_at(&self, addr: u64) -> Option<usize> {
-        self.dies.iter().position(|d| {
-            d.tag == gimli::DW_TAG_subprogram
-                && d.ranges.iter().any(|&(b, e)| b <= addr && addr < e)
-        })
+        self.subprograms
+            .get_or_init(|| SubprogramIndex::new(&self.dies))
+            .at(addr)
     }
 
     /// The static storage of function-scope variables (static locals, GCC's
@@ -481,6 +527,40 @@ impl Debug {
             }
             // Base types and typedefs by name.
             _ => d.name.clone().unwrap_or_else(|| format!("<{}>", d.tag)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The index answers as a scan of the DIEs in order would, also for
+    /// nested and overlapping ranges and addresses between ranges.
+    #[test]
+    fn subprogram_index_answers_like_a_scan() {
+        let die = |tag, ranges: &[(u64, u64)]| Die {
+            tag,
+            ranges: ranges.to_vec(),
+            ..Die::default()
+        };
+        let dies = vec![
+            die(gimli::DW_TAG_compile_unit, &[(0, 1000)]),
+            die(gimli::DW_TAG_subprogram, &[(100, 200), (500, 600)]),
+            die(gimli::DW_TAG_subprogram, &[(0, 900)]),
+            die(gimli::DW_TAG_inlined_subroutine, &[(150, 160)]),
+            die(gimli::DW_TAG_subprogram, &[(150, 170)]),
+            die(gimli::DW_TAG_subprogram, &[(950, 960)]),
+        ];
+        let scan = |addr: u64| {
+            dies.iter().position(|d| {
+                d.tag == gimli::DW_TAG_subprogram
+                    && d.ranges.iter().any(|&(b, e)| b <= addr && addr < e)
+            })
+        };
+        let index = SubprogramIndex::new(&dies);
+        for addr in 0..1100 {
+            assert_eq!(index.at(addr), scan(addr), "address {addr}");
         }
     }
 }

@@ -66,9 +66,15 @@ pub enum SymbolKind {
 /// several, each section is (see [`generate_unit`]) but their concatenation
 /// may repeat type definitions.
 pub fn generate(input: &PatchSource) -> String {
+    generate_parsed(input, &[])
+}
+
+/// [`generate`] for a caller that has already parsed some units' text:
+/// `parsed[i]`, where present, is `input.units[i].text` parsed.
+pub fn generate_parsed(input: &PatchSource, parsed: &[Option<&CFile>]) -> String {
     let mut out = header(&input.patch_id, &input.units);
-    for unit in &input.units {
-        unit_section(unit, &mut out);
+    for (i, unit) in input.units.iter().enumerate() {
+        unit_section(unit, parsed.get(i).copied().flatten(), &mut out);
     }
     out
 }
@@ -76,7 +82,7 @@ pub fn generate(input: &PatchSource) -> String {
 /// One translation unit's patch source, with the header: a compilable file.
 pub fn generate_unit(patch_id: &str, unit: &UnitSource) -> String {
     let mut out = header(patch_id, std::slice::from_ref(unit));
-    unit_section(unit, &mut out);
+    unit_section(unit, None, &mut out);
     out
 }
 
@@ -121,10 +127,15 @@ fn header(patch_id: &str, units: &[UnitSource]) -> String {
 
 /// One unit's section of the output: the parts listed in the README, each
 /// the text of one step below, in order.
-fn unit_section(unit: &UnitSource, out: &mut String) {
+fn unit_section(unit: &UnitSource, parsed: Option<&CFile>, out: &mut String) {
     let path = c(&unit.path);
     let _ = writeln!(out, "\n/* ==== translation unit {path} ==== */\n");
-    let file = match parse(&unit.text) {
+    let mut owned = None;
+    let file = match parsed {
+        Some(f) => Ok(f),
+        None => parse(&unit.text).map(|f| &*owned.insert(f)),
+    };
+    let file = match file {
         Ok(f) => f,
         Err(e) => {
             let _ = writeln!(
@@ -142,18 +153,18 @@ fn unit_section(unit: &UnitSource, out: &mut String) {
         out,
         "/* Context from {path}: includes, macros and types. */"
     );
-    out.push_str(&context(&file, text));
-    let (decls, mut declared) = outside_declarations(unit, &file, &shipped, &path);
+    out.push_str(&context(file, text));
+    let (decls, mut declared) = outside_declarations(unit, file, &shipped, &path);
     out.push_str(&decls);
-    out.push_str(&new_definitions(unit, &file, text, &path, &mut declared));
-    let shipped_items = shipped_items(unit, &file);
-    let (copied, decls) = unlisted_uses(&file, text, &shipped_items, &shipped, declared, &path);
+    out.push_str(&new_definitions(unit, file, text, &path, &mut declared));
+    let shipped_items = shipped_items(unit, file);
+    let (copied, decls) = unlisted_uses(file, text, &shipped_items, &shipped, declared, &path);
     out.push_str(&decls);
     let functions = functions_in_order(&shipped_items, &copied);
     out.push_str(&forward_declarations(&functions));
-    out.push_str(&copied_constants(&file, text, &copied, &path));
-    out.push_str(&function_texts(&file, text, &functions, &shipped, &path));
-    out.push_str(&missing_definitions(unit, &file, &path));
+    out.push_str(&copied_constants(file, text, &copied, &path));
+    out.push_str(&function_texts(file, text, &functions, &shipped, &path));
+    out.push_str(&missing_definitions(unit, file, &path));
 }
 
 /// Declarations of the outside symbols the shipped code uses, and the names

@@ -13,5 +13,7 @@ pub mod source;
 mod syntax;
 
 pub use changed::{changed_items, Change, ChangedItem};
-pub use generate::{generate, generate_unit, OutsideSymbol, PatchSource, SymbolKind, UnitSource};
+pub use generate::{
+    generate, generate_parsed, generate_unit, OutsideSymbol, PatchSource, SymbolKind, UnitSource,
+};
 pub use source::{parse, CFile, Conditional, DeclParts, Item, ItemKind, SourceError};
