@@ -7,6 +7,9 @@
 //!   before the patch;
 //! * pause — the longest stall a busy thread sees while a patch is applied
 //!   vs. its longest stall in a quiet window of the same length;
+//! * build — hpbuild against one plain compile of a 3000-function unit,
+//!   with an empty object cache and with a warm one (`cargo xtask bench
+//!   build`);
 //! * memory — resident memory of the program with the loader linked in vs.
 //!   without it;
 //! * apply — `hpctl apply` wall time vs. `hpctl list`, and the loader's time
@@ -33,9 +36,9 @@ use std::time::{Duration, Instant};
 pub fn run() -> Result<(), String> {
     let only = std::env::args().nth(2);
     let only = only.as_deref();
-    if !matches!(only, None | Some("apply" | "calls" | "stop")) {
+    if !matches!(only, None | Some("build" | "apply" | "calls" | "stop")) {
         return Err(format!(
-            "unknown bench {:?} (apply, calls or stop; none for all)",
+            "unknown bench {:?} (build, apply, calls or stop; none for all)",
             only.unwrap_or_default()
         ));
     }
@@ -44,8 +47,10 @@ pub fn run() -> Result<(), String> {
     let (dir, loader) = fixture::workdir("bench")?;
     let mut rows = Vec::new();
     let mut tables = Vec::new();
-    if all {
+    if all || only == Some("build") {
         rows.extend(build_ratio(&dir)?);
+    }
+    if all {
         rows.extend(runtime_rows(&dir)?);
     }
     if all || only == Some("apply") {
