@@ -382,9 +382,7 @@ fn stopped_process_is_refused_at_once() {
     let mut s = start("stopped", &[]);
     let pid = s.proc_.pid();
     let file = patch_file(&s, "fix-s", &v2(), &["compute", "greet", "say"], &[]);
-    // SAFETY: signals to our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
-    std::thread::sleep(Duration::from_millis(100));
+    common::stop_process(pid);
     let t0 = std::time::Instant::now();
     let (ok, _, err) = hpctl(&["apply", &pid.to_string(), &file]);
     assert!(!ok);

@@ -314,10 +314,9 @@ fn the_exit_status_says_whether_all_some_or_none_succeeded() {
 
     let mut running = Running::start(&exe, &work, "running", &[]);
     let stopped = Running::start(&exe, &work, "stopped", &[]);
-    // SAFETY: signals a child of this test.
-    unsafe { libc::kill(stopped.pid() as i32, libc::SIGSTOP) };
+    common::stop_process(stopped.pid());
     let (code, out, err) = hpctl(&work, &args);
-    // SAFETY: as above.
+    // SAFETY: signals a child of this test.
     unsafe { libc::kill(stopped.pid() as i32, libc::SIGCONT) };
     assert_eq!(code, 3, "{out}{err}");
     let p = stopped.pid();

@@ -295,3 +295,22 @@ pub fn reloc_types(obj: &[u8]) -> Vec<String> {
     }
     out
 }
+
+/// Sends SIGSTOP to `pid` (a child of the test) and waits, up to 5 s, until
+/// the kernel shows it stopped (state T in /proc): the signal is delivered
+/// asynchronously, and a check made before that sees a running process.
+pub fn stop_process(pid: u32) {
+    // SAFETY: signals a child of this test.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < end {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state follows the command's closing parenthesis.
+        let state = stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next());
+        if state == Some('T') {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("process {pid} did not stop within 5 s");
+}

@@ -195,12 +195,7 @@ fn check_process(pid: u32) -> Result<(), String> {
 /// A stopped process (SIGSTOP, a debugger) cannot answer: its loader would
 /// act only once it continues, long after hpctl gave up. Say so at once.
 fn check_running(pid: u32) -> Result<(), String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The state follows the command name's closing parenthesis.
-    let state = stat
-        .rsplit_once(") ")
-        .and_then(|(_, rest)| rest.chars().next());
-    match state {
+    match state(pid) {
         Some('T') => Err(format!(
             "process {pid} is stopped (state T); continue it (kill -CONT {pid}) and try again; nothing was sent"
         )),
@@ -210,6 +205,14 @@ fn check_running(pid: u32) -> Result<(), String> {
         Some('Z') => Err(format!("process {pid} has exited (zombie)")),
         _ => Ok(()),
     }
+}
+
+/// The process's state letter in /proc/PID/stat (R, S, T, t, Z, ...).
+fn state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the command name's closing parenthesis.
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
 }
 
 /// hpctl's answers to the loader: its ptrace stop and its call-site search.
@@ -244,6 +247,13 @@ fn exchange(pid: u32, req: &Request) -> Result<(Reply, Vec<Duration>), String> {
         Ok(r) => Err(r.message),
         Err(ClientError::NoLoader(_)) => Err(format!(
             "process {pid} has no hotpatch loader listening (link libhotpatch.a with -Wl,--whole-archive)"
+        )),
+        // Stopped while we talked (the state was checked just before): say
+        // that rather than the socket's error. The loader acts on no
+        // request whose client has gone.
+        Err(_) if matches!(state(pid), Some('T' | 't')) => Err(format!(
+            "process {pid} was stopped while hpctl talked to it; it will not act on this \
+             request: continue it (kill -CONT {pid}) and try again"
         )),
         Err(e) => Err(format!("process {pid}: {e}")),
     }
