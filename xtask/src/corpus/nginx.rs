@@ -42,10 +42,7 @@ fn cases() -> Vec<Case> {
     use Check::*;
     let case = |patch, check| Case { patch, check };
     vec![
-        case(
-            "CVE-2025-23419.patch",
-            NoRepro("not written: needs TLS client certificates and a session resumed under another server name"),
-        ),
+        case("CVE-2025-23419.patch", Repro(tls_session_of_other_server)),
         case(
             "CVE-2024-7347-1.patch",
             NoRepro("not written: needs an MP4 file whose chunk run times samples per chunk passes 2^32"),
@@ -79,10 +76,7 @@ fn cases() -> Vec<Case> {
             NoRepro("not written: needs an OCSP responder for client certificates of a stream SSL server"),
         ),
         case("CVE-2026-32647.patch", Repro(mp4_empty_range)),
-        case(
-            "CVE-2026-42945.patch",
-            NoRepro("not written: rewrite with arguments in the replacement"),
-        ),
+        case("CVE-2026-42945.patch", Repro(rewrite_after_args)),
         case(
             "CVE-2026-42946.1.patch",
             NoRepro("not written: the scgi/uwsgi half; the proxy half is 42946.2's reproducer"),
@@ -92,17 +86,16 @@ fn cases() -> Vec<Case> {
             "CVE-2026-40701.patch",
             Refused("struct ngx_ssl_ocsp_ctx_s changes its members"),
         ),
-        case(
-            "CVE-2026-42934.patch",
-            NoRepro("not written: charset recoding of a body split inside a UTF-8 character"),
-        ),
+        case("CVE-2026-42934.patch", Repro(charset_split_character)),
         case(
             "CVE-2026-9256.patch",
             NoRepro("not written: a heap overflow that a plain build does not show"),
         ),
         case(
             "FIX-HTTP2bomb.patch",
-            Refused("ngx_http_header_count_module"),
+            // A new module: configure lists it in the generated module
+            // table; live, it would have no index and no configuration.
+            Refused("auto/modules: the build file's change names `ngx_http_header_count_module`"),
         ),
         case(
             "CVE-2026-48142.patch",
@@ -118,6 +111,7 @@ pub fn run(cache: &Path, env: &Env) -> Result<Vec<Row>, String> {
     let pkg = fetch::package(cache, PACKAGE)?;
     let tree = env.work.join(PACKAGE).join("tree");
     copy_tree(&pkg.upstream, &tree)?;
+    tls_material(&env.work.join(PACKAGE).join("tls"))?;
     let cases = cases();
     let mut rows = Vec::new();
     let mut state = BuildState {
@@ -333,7 +327,7 @@ fn live(case: &Case, server: &Server, hpo: &Path, env: &Env, row: &mut Row) -> R
     kept.get("/")?;
     let load = Load::start(
         server.port,
-        &["/", "/davdir/file.txt", "/index.html"],
+        &["/", "/davdir/file.txt", "/rw/load", "/index.html"],
         &LoadLimits {
             threads: 3,
             max_requests: 2_000_000,
@@ -448,7 +442,10 @@ fn every_process(
 pub struct Server {
     master: Child,
     pub port: u16,
+    /// Two TLS servers (a.test, the default, and b.test) share it.
+    tls_port: u16,
     grpc: Upstream,
+    run: PathBuf,
 }
 
 /// Workers: two, so a fix must reach more than one forked child.
@@ -458,12 +455,15 @@ impl Server {
     fn start(tree: &Path, env: &Env) -> Result<Server, String> {
         let run = env.work.join(PACKAGE).join("run");
         let _ = std::fs::remove_dir_all(&run);
-        for d in ["logs", "html/mp4", "dav"] {
+        for d in ["logs", "html/mp4", "html/cs", "dav"] {
             std::fs::create_dir_all(run.join(d)).map_err(|e| e.to_string())?;
         }
         write(&run.join("html/index.html"), b"hello from nginx\n")?;
         write(&run.join("dav/file.txt"), b"dav file\n")?;
         write(&run.join("html/mp4/ok.mp4"), &mp4::file(&[(1, 1, 1)]))?;
+        // "abc" and a two-byte UTF-8 letter: read in 4-byte buffers, the
+        // last buffer holds the letter's second byte alone.
+        write(&run.join("html/cs/split.txt"), "abc\u{434}".as_bytes())?;
         // Chunks 1, 3, 2: the third entry goes back.
         write(
             &run.join("html/mp4/unordered.mp4"),
@@ -476,13 +476,20 @@ impl Server {
             Step::Send(b" XYZ split-body\n"),
         ])?;
         let port = http::free_port()?;
+        let tls_port = http::free_port()?;
         let conf = std::fs::read_to_string(env.fixtures.join("nginx/nginx.conf"))
             .map_err(|e| format!("cannot read fixtures/corpus/nginx/nginx.conf: {e}"))?
             .replace("@PORT@", &port.to_string())
             .replace("@RUN@", &run.display().to_string())
             .replace("@WORKERS@", &WORKERS.to_string())
             .replace("@GRPC@", &grpc.port.to_string())
-            .replace("@SPLIT@", &split.port.to_string());
+            .replace("@SPLIT@", &split.port.to_string())
+            .replace("@TLSPORT@", &tls_port.to_string())
+            .replace("@TREE@", &tree.display().to_string())
+            .replace(
+                "@TLS@",
+                &env.work.join(PACKAGE).join("tls").display().to_string(),
+            );
         write(&run.join("nginx.conf"), conf.as_bytes())?;
         let master = Command::new(tree.join("objs/nginx"))
             .arg("-p")
@@ -492,16 +499,22 @@ impl Server {
             .stdin(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start nginx: {e}"))?;
-        let mut s = Server { master, port, grpc };
+        let mut s = Server {
+            master,
+            port,
+            tls_port,
+            grpc,
+            run,
+        };
         let end = Instant::now() + Duration::from_secs(10);
         while Instant::now() < end {
             if let Ok(Some(st)) = s.master.try_wait() {
                 return Err(format!(
                     "nginx exited at start ({st}); see {}",
-                    run.join("logs/error.log").display()
+                    s.run.join("logs/error.log").display()
                 ));
             }
-            if http::accepts(port) && s.pids()?.len() == WORKERS + 1 {
+            if http::accepts(port) && http::accepts(tls_port) && s.pids()?.len() == WORKERS + 1 {
                 return Ok(s);
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -644,5 +657,172 @@ fn mp4_empty_range(s: &Server) -> Result<String, String> {
         500 => "fixed (500 for an empty time range)".into(),
         0 if r.body.is_empty() => "buggy (connection closed without a reply)".into(),
         st => format!("buggy ({st} for an empty time range)"),
+    })
+}
+
+/// CVE-2026-42945: a rewrite whose replacement has arguments, followed by
+/// another rewrite of the same request. Unfixed, the second rewrite still
+/// thinks it writes arguments and escapes its capture (the request's
+/// `a%20b` comes back as `/rw3/a%20b`, more bytes than it reserved);
+/// fixed, it copies the capture as it is (`/rw3/a b`).
+fn rewrite_after_args(s: &Server) -> Result<String, String> {
+    let r = request(
+        s,
+        b"GET /rw/a%20b HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )?;
+    let body = String::from_utf8_lossy(&r.body).trim().to_string();
+    Ok(if body.starts_with("uri=/rw3/a b ") {
+        format!("fixed ({body:?})")
+    } else {
+        format!("buggy ({} {body:?}: the capture escaped)", r.status)
+    })
+}
+
+/// Keys and certificates for the TLS reproducer, made once per run with
+/// the openssl command: two CAs, a server certificate, and a client
+/// certificate that only CA 1 signed.
+fn tls_material(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let openssl = |args: &[&str]| {
+        tools::run(
+            Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .stderr(Stdio::null()),
+        )
+        .map_err(|e| format!("making the TLS test keys: {e} (is openssl installed?)"))
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for name in ["ca1", "ca2", "server"] {
+        let (key, pem, subj) = (
+            format!("{name}.key"),
+            format!("{name}.pem"),
+            format!("/CN={name}"),
+        );
+        let mut args = vec![
+            "req", "-x509", "-days", "2", "-subj", &subj, "-keyout", &key, "-out", &pem,
+        ];
+        args.extend(ec);
+        openssl(&args)?;
+    }
+    let mut args = vec![
+        "req",
+        "-subj",
+        "/CN=client",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+    ];
+    args.extend(ec);
+    openssl(&args)?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca1.pem",
+        "-CAkey",
+        "ca1.key",
+        "-CAcreateserial",
+        "-out",
+        "client.pem",
+    ])
+}
+
+/// One TLS 1.3 connection with `openssl s_client` to the TLS port under
+/// `servername`: sends a GET and returns everything s_client printed.
+fn s_client(s: &Server, servername: &str, extra: &[&str]) -> Result<String, String> {
+    use std::io::Write;
+    let mut child = Command::new("timeout")
+        .args([
+            "10", "openssl", "s_client", "-tls1_3", "-ign_eof", "-connect",
+        ])
+        .arg(format!("127.0.0.1:{}", s.tls_port))
+        .args(["-servername", servername])
+        .args(extra)
+        .current_dir(&s.run)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run openssl s_client: {e}"))?;
+    let req = format!("GET / HTTP/1.1\r\nHost: {servername}\r\nConnection: close\r\n\r\n");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(req.as_bytes())
+        .map_err(|e| format!("openssl s_client: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("openssl s_client: {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+}
+
+/// CVE-2025-23419: two TLS servers on one port, each asking for a client
+/// certificate from its own CA. A client with a certificate from CA 1
+/// connects to a.test and keeps the session, then resumes it with the
+/// server name b.test, whose CA never signed that certificate. Unfixed,
+/// b.test accepts the resumed session and answers; fixed, the handshake
+/// is refused (the session belongs to another server name).
+fn tls_session_of_other_server(s: &Server) -> Result<String, String> {
+    let tls = s.run.join("../tls");
+    let (cert, key) = (tls.join("client.pem"), tls.join("client.key"));
+    let first = s_client(
+        s,
+        "a.test",
+        &[
+            "-cert",
+            &cert.display().to_string(),
+            "-key",
+            &key.display().to_string(),
+            "-sess_out",
+            "session.pem",
+        ],
+    )?;
+    if !first.contains("server a") {
+        return Err(format!("the full handshake to a.test failed: {first}"));
+    }
+    let resumed = s_client(s, "b.test", &["-sess_in", "session.pem"])?;
+    let reused = resumed.contains("Reused, TLSv1.3");
+    Ok(if resumed.contains("server b") {
+        format!("buggy (b.test answered a session of a.test, reused: {reused})")
+    } else if resumed.contains("alert") || resumed.contains("error") {
+        "fixed (b.test refused a session of a.test)".into()
+    } else {
+        format!("no verdict: {resumed}")
+    })
+}
+
+/// CVE-2026-42934: a UTF-8 body recoded to windows-1251 and read in 4-byte
+/// buffers, the last one holding only the second byte of a letter (д).
+/// Unfixed, the letter is decoded one byte short, kept as incomplete, and
+/// the reply never ends; fixed, it arrives as "abc" and the letter's
+/// windows-1251 byte (0xE4).
+fn charset_split_character(s: &Server) -> Result<String, String> {
+    let r = http::raw_request(
+        s.port,
+        // HTTP/1.0: the body comes as it is, not in chunks.
+        b"GET /cs/split.txt HTTP/1.0\r\nHost: localhost\r\n\r\n",
+        Duration::from_secs(3),
+    );
+    Ok(match r {
+        Ok(r) if r.body == b"abc\xe4" => "fixed (\"abc\" and the recoded letter)".into(),
+        Ok(r) => format!(
+            "buggy ({} with body {:?})",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        ),
+        Err(e) => format!("buggy (no complete reply in 3 s: {e})"),
     })
 }
