@@ -197,6 +197,10 @@ size_t hp_arena_chunks(void);
 /* TP offset of the start of the executable's TLS block (negative: variant
  * II); a thread-local with st_value v lives at TP + offset + v. */
 int hp_tls_block_offset(int64_t *out, char *err, size_t errlen);
+/* The TLS module id of the shared library loaded at `bias` (named `name`
+ * in messages), for general/local-dynamic access through __tls_get_addr. */
+int hp_tls_library_modid(uintptr_t bias, const char *name, size_t *modid, char *err,
+                         size_t errlen);
 
 /* ---- link.c ------------------------------------------------------------- */
 struct hp_linked {

@@ -24,9 +24,13 @@
  *
  * Thread-locals of the executable (tls.c computes their TP offsets):
  * R_X86_64_TPOFF32 (local-exec) gets the TP offset itself, R_X86_64_GOTTPOFF
- * (initial-exec) a slot holding it. General/local-dynamic TLS is refused, and
- * so is a thread-local the executable does not define (a shared library's:
- * the patch writer marks references to thread-locals STT_TLS).
+ * (initial-exec) a slot holding it. Thread-locals of the shared library a
+ * patch is for, reached as the library's -fPIC code does through
+ * __tls_get_addr: R_X86_64_TLSGD gets a pair of slots (module id, offset),
+ * R_X86_64_TLSLD a pair (module id, 0) and R_X86_64_DTPOFF32 the offset.
+ * Any other combination is refused, and so is a thread-local of some other
+ * shared library (the patch writer marks references to thread-locals
+ * STT_TLS).
  *
  * Absolute 32-bit relocations (R_X86_64_32/32S, from code compiled without
  * -fPIE) to the patch's own code or data need the region below 2 GiB; the
@@ -58,9 +62,13 @@ struct symres {
     uint8_t near;      /* known to be within reach of the region */
     uint8_t need_slot, need_stub;
     uint8_t is_tls, need_tls_slot; /* thread-local: addr is unused, tpoff holds */
-    uint32_t slot, stub, tls_slot;
+    uint8_t tls_lib;               /* of the target library: modid and dtpoff hold */
+    uint8_t need_gd, need_ld;      /* its (module, offset) / (module, 0) slot pairs */
+    uint32_t slot, stub, tls_slot, gd_slot, ld_slot;
     uintptr_t addr;
-    int64_t tpoff; /* TP offset of a thread-local of the executable */
+    int64_t tpoff;   /* TP offset of a thread-local of the executable */
+    uint64_t modid;  /* TLS module id of the target library */
+    uint64_t dtpoff; /* offset of a library thread-local in its module's block */
 };
 
 static const char *rtype_name(unsigned t)
@@ -112,6 +120,7 @@ static unsigned reloc_field_size(unsigned t)
     case R_X86_64_PC32: case R_X86_64_PLT32: case R_X86_64_32: case R_X86_64_32S:
     case R_X86_64_GOTPCREL: case R_X86_64_GOTPCRELX: case R_X86_64_REX_GOTPCRELX:
     case R_X86_64_GOTTPOFF: case R_X86_64_TPOFF32:
+    case R_X86_64_TLSGD: case R_X86_64_TLSLD: case R_X86_64_DTPOFF32:
         return 4;
     }
     return 0;
@@ -121,11 +130,10 @@ static unsigned reloc_field_size(unsigned t)
 static const char *unsupported_why(unsigned t)
 {
     switch (t) {
-    case R_X86_64_TLSGD: case R_X86_64_TLSLD: case R_X86_64_DTPOFF32: case R_X86_64_DTPOFF64:
+    case R_X86_64_DTPOFF64:
     case R_X86_64_GOTPC32_TLSDESC: case R_X86_64_TLSDESC_CALL:
-        return ": general/local-dynamic thread-local access comes from -fPIC code for shared "
-               "objects; compile the patched files like the executable (-fPIE or -fno-pie) so "
-               "they use initial- or local-exec TLS";
+        return ": TLS descriptors (-mtls-dialect=gnu2) and 64-bit module offsets are not "
+               "supported; build with the default dialect";
     }
     return is_tls_type(t) ? ": this thread-local relocation is not supported" : "";
 }
@@ -168,11 +176,16 @@ static int resolve_undef(const struct hp_patchobj *po, const struct hp_exe *exe,
         if (n == 0)
             n = hp_patch_lookup(NULL, full, 0, refs);
     }
-    if (n == 1 && refs[0].type == STT_TLS && *exe->name)
-        return hp_fail(err, errlen,
-                       "thread-local %s is defined in shared library %s: thread-locals of "
-                       "shared libraries are not supported",
-                       full, exe->name);
+    if (n == 1 && refs[0].type == STT_TLS && *exe->name) {
+        size_t modid;
+        if (hp_tls_library_modid(exe->bias, exe->name, &modid, err, errlen))
+            return -1;
+        r->is_tls = r->tls_lib = 1;
+        r->modid = modid;
+        r->dtpoff = refs[0].addr;
+        r->state = SYM_ADDR;
+        return 0;
+    }
     if (n == 1 && refs[0].type == STT_TLS) {
         int64_t block;
         if (hp_tls_block_offset(&block, err, errlen))
@@ -278,9 +291,16 @@ static int fits_s32(int64_t v)
     return v >= INT32_MIN && v <= INT32_MAX;
 }
 
+/* Exec-model access, as the executable's code makes it. */
 static int is_tls_access(unsigned t)
 {
     return t == R_X86_64_GOTTPOFF || t == R_X86_64_TPOFF32;
+}
+
+/* Dynamic-model access, as a shared library's -fPIC code makes it. */
+static int is_tls_dynamic(unsigned t)
+{
+    return t == R_X86_64_TLSGD || t == R_X86_64_TLSLD || t == R_X86_64_DTPOFF32;
 }
 
 /* Where the bytes for runtime address `at` of this patch are staged. */
@@ -353,6 +373,23 @@ static int apply_one(const struct hp_patchobj *po, struct hp_linked *l, struct s
     }
     case R_X86_64_TPOFF32:
         v = s->tpoff + A;
+        if (!fits_s32(v))
+            goto overflow;
+        v32 = (uint32_t)(int32_t)v;
+        memcpy(place, &v32, 4);
+        return 0;
+    case R_X86_64_TLSGD:
+    case R_X86_64_TLSLD: {
+        uint32_t pair = type == R_X86_64_TLSGD ? s->gd_slot : s->ld_slot;
+        v = (int64_t)(slots + (uintptr_t)pair * 8 + (uint64_t)A - P);
+        if (!fits_s32(v))
+            goto overflow;
+        v32 = (uint32_t)(int32_t)v;
+        memcpy(place, &v32, 4);
+        return 0;
+    }
+    case R_X86_64_DTPOFF32:
+        v = (int64_t)s->dtpoff + A;
         if (!fits_s32(v))
             goto overflow;
         v32 = (uint32_t)(int32_t)v;
@@ -450,16 +487,39 @@ int hp_link(const struct hp_patchobj *po, const struct hp_exe *exe, struct hp_li
             if (resolve(po, exe, si, &sr[si], err, errlen))
                 goto fail;
             struct symres *s = &sr[si];
-            if (is_tls_access(type) != s->is_tls) {
+            int tls_ref = is_tls_access(type) || is_tls_dynamic(type);
+            if (tls_ref != s->is_tls) {
                 hp_fail(err, errlen, "relocation %s against %s symbol %s in %s+%#lx",
                         rtype_name(type), s->is_tls ? "thread-local" : "non-thread-local",
                         hp_po_symname(po, si), hp_po_secname(po, tsec),
                         (unsigned long)r.r_offset);
                 goto fail;
             }
+            if (tls_ref && is_tls_dynamic(type) != s->tls_lib) {
+                hp_fail(err, errlen,
+                        "relocation %s against thread-local %s in %s+%#lx: %s",
+                        rtype_name(type), hp_po_symname(po, si), hp_po_secname(po, tsec),
+                        (unsigned long)r.r_offset,
+                        s->tls_lib ? "a shared library's thread-local is reached through "
+                                     "__tls_get_addr (build the patch -fPIC, like the library)"
+                                   : "general/local-dynamic access comes from -fPIC code for "
+                                     "shared objects; compile the patched files like the "
+                                     "executable (-fPIE or -fno-pie)");
+                goto fail;
+            }
             if (type == R_X86_64_GOTTPOFF && !s->need_tls_slot) {
                 s->need_tls_slot = 1;
                 s->tls_slot = (uint32_t)l->nslots++;
+            }
+            if (type == R_X86_64_TLSGD && !s->need_gd) {
+                s->need_gd = 1;
+                s->gd_slot = (uint32_t)l->nslots;
+                l->nslots += 2;
+            }
+            if (type == R_X86_64_TLSLD && !s->need_ld) {
+                s->need_ld = 1;
+                s->ld_slot = (uint32_t)l->nslots;
+                l->nslots += 2;
             }
             if ((type == R_X86_64_32 || type == R_X86_64_32S) && s->state == SYM_IN_PATCH)
                 low_region = 1;
@@ -554,6 +614,15 @@ int hp_link(const struct hp_patchobj *po, const struct hp_exe *exe, struct hp_li
             memcpy(staged(l, slots + (uintptr_t)sr[i].slot * 8), &l->sym_addr[i], 8);
         if (sr[i].need_tls_slot)
             memcpy(staged(l, slots + (uintptr_t)sr[i].tls_slot * 8), &sr[i].tpoff, 8);
+        /* __tls_get_addr's argument: {module id, offset}, 16 bytes. */
+        if (sr[i].need_gd) {
+            uint64_t pair[2] = {sr[i].modid, sr[i].dtpoff};
+            memcpy(staged(l, slots + (uintptr_t)sr[i].gd_slot * 8), pair, 16);
+        }
+        if (sr[i].need_ld) {
+            uint64_t pair[2] = {sr[i].modid, 0};
+            memcpy(staged(l, slots + (uintptr_t)sr[i].ld_slot * 8), pair, 16);
+        }
         if (sr[i].need_stub) {
             uintptr_t at = stubs + (uintptr_t)sr[i].stub * STUB_SIZE;
             uint8_t *st = staged(l, at);

@@ -19,9 +19,10 @@
  * which must equal TP - off; on disagreement the measured value wins (and
  * is logged), since it is what the program's own code uses.
  *
- * General- and local-dynamic TLS (TLSGD/TLSLD/TLSDESC) only appears in
- * -fPIC code meant for shared objects and needs __tls_get_addr with the
- * module id; patch code is built like the executable, so link.c refuses it.
+ * General- and local-dynamic TLS (TLSGD/TLSLD) appears in -fPIC code for
+ * shared objects and needs __tls_get_addr with the module id: a patch for
+ * the executable never has it (link.c refuses it there), a patch for a
+ * shared library uses it for that library's thread-locals (below).
  */
 #include <link.h>
 
@@ -92,5 +93,50 @@ int hp_tls_block_offset(int64_t *out, char *err, size_t errlen)
     cached = computed;
     done = 1;
     *out = cached;
+    return 0;
+}
+
+/*
+ * Thread-locals of a shared library the patch is for. The library's own
+ * code (-fPIC) reaches them through __tls_get_addr with a (module id,
+ * offset) pair: general-dynamic (R_X86_64_TLSGD: the pair of one
+ * variable) or local-dynamic (R_X86_64_TLSLD: the pair (module, 0), then
+ * R_X86_64_DTPOFF32 adds each variable's offset). Patch code built the same
+ * way needs only the library's module id, which dl_iterate_phdr reports;
+ * the offset is the symbol's st_value. This works whether the library's
+ * block is in static TLS or allocated on first use, in every thread.
+ */
+struct modid_probe {
+    uintptr_t bias;
+    size_t modid;
+    int found;
+};
+
+static int modid_cb(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    struct modid_probe *p = arg;
+    if (size < offsetof(struct dl_phdr_info, dlpi_tls_modid) + sizeof info->dlpi_tls_modid)
+        return 0;
+    if (info->dlpi_addr != p->bias)
+        return 0;
+    p->found = 1;
+    p->modid = info->dlpi_tls_modid;
+    return 1;
+}
+
+int hp_tls_library_modid(uintptr_t bias, const char *name, size_t *modid, char *err,
+                         size_t errlen)
+{
+    struct modid_probe p = {.bias = bias};
+    dl_iterate_phdr(modid_cb, &p);
+    if (!p.found)
+        return hp_fail(err, errlen, "shared library %s is not in the dynamic linker's list",
+                       name);
+    if (p.modid == 0)
+        return hp_fail(err, errlen,
+                       "shared library %s has no TLS segment, but the patch uses a thread-local "
+                       "of it",
+                       name);
+    *modid = p.modid;
     return 0;
 }

@@ -112,3 +112,51 @@ fn a_fix_to_a_shared_library_applies_to_its_code() {
     assert!(ok, "{err}");
     assert_eq!(p.ask("scale 5"), "13");
 }
+
+/// A library fix that reads and writes the library's thread-locals (issue 9
+/// item 1): the library's -fPIC code reaches them through __tls_get_addr,
+/// an exported one general-dynamic (TLSGD) and the library's own
+/// local-dynamic (TLSLD + DTPOFF32); the patch does the same with the
+/// library's module id, so the patched code sees this thread's values and
+/// keeps updating them.
+#[test]
+fn a_library_fix_uses_the_librarys_thread_locals() {
+    let work = Work::new("library-tls");
+    let v1 = lib_version(2, "");
+    let lib_obj = common::compile(&work, "lib", "libdemo.c", &v1, &["-fPIC"]);
+    let lib_dir = work.path("lib");
+    run(Command::new("gcc")
+        .args(["-shared", "-Wl,-soname,libdemo.so.1", "-o", "libdemo.so.1"])
+        .arg(&lib_obj)
+        .current_dir(&lib_dir));
+    run(Command::new("ln")
+        .args(["-sf", "libdemo.so.1", "libdemo.so"])
+        .current_dir(&lib_dir));
+    let prog_obj = common::compile(&work, "prog", "uselib.c", PROG, &[]);
+    let exe = work.path("prog/uselib");
+    let lib_arg = format!("-L{}", lib_dir.display());
+    let rpath = format!("-Wl,-rpath,{}", lib_dir.display());
+    run(Command::new("gcc")
+        .arg(&prog_obj)
+        .args(["-o", exe.to_str().unwrap(), &lib_arg, "-ldemo", &rpath])
+        .args(loader::link_args(&work.path("loader"))));
+
+    let fixed = format!("#define LIB_TLS_FACTOR 3\n{v1}");
+    let patch = library_patch(&work, "tlsfix", "libdemo.so.1", &v1, &fixed);
+    let file = work.path("tlsfix.hpo");
+    std::fs::write(&file, &patch).unwrap();
+
+    let mut p = Proc::start(&exe, &work);
+    let pid = p.pid().to_string();
+    // calls * 1000 + total * factor
+    assert_eq!(p.ask("tls 5"), "1010");
+    assert_eq!(p.ask("tls 5"), "2020");
+    let (ok, out, err) = hpctl(&["apply", &pid, file.to_str().unwrap()]);
+    assert!(ok, "{err}\n{}", p.log_text());
+    assert!(out.starts_with("applied tlsfix: 1 function"), "{out}");
+    // The new factor, the thread's counters carried on (3 calls, 15 in all).
+    assert_eq!(p.ask("tls 5"), "3045");
+    let (ok, _, err) = hpctl(&["revert", &pid]);
+    assert!(ok, "{err}");
+    assert_eq!(p.ask("tls 5"), "4040");
+}

@@ -769,7 +769,9 @@ fn tls_local_exec_in_a_non_pie_program() {
     tls_patch_works("tls-nopie", &["-fno-pie", "-no-pie"], "R_X86_64_TPOFF32");
 }
 
-/// -fPIC code uses local-dynamic TLS (__tls_get_addr): refused with a reason.
+/// -fPIC code uses local-dynamic TLS (__tls_get_addr): for the executable's
+/// thread-locals, refused with a reason (a library's are reached that way:
+/// library.rs).
 /// (The patch replaces compute(), which had no TLS access, so what refuses
 /// it is the loader's relocation check, not the fingerprint of code the
 /// linker rewrote.)
@@ -786,12 +788,9 @@ fn tls_dynamic_models_are_refused_with_a_reason() {
     );
     let (ok, _, err) = hpctl(&["apply", &pid, &file]);
     assert!(!ok);
-    assert!(err.contains("unsupported relocation R_X86_64_TLS"), "{err}");
+    assert!(err.contains("relocation R_X86_64_TLS"), "{err}");
     assert!(err.contains("tls_count"), "{err}");
-    assert!(
-        err.contains("general/local-dynamic thread-local access"),
-        "{err}"
-    );
+    assert!(err.contains("general/local-dynamic access"), "{err}");
     assert!(err.contains("-fPIE or -fno-pie"), "{err}");
     assert_eq!(s.proc_.ask("tls"), "1");
 }

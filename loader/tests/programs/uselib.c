@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 int lib_scale(int x);
+int lib_tls(int x);
 
 int main(void)
 {
@@ -14,6 +15,8 @@ int main(void)
     while (fgets(line, sizeof line, stdin)) {
         if (strncmp(line, "scale ", 6) == 0)
             printf("%d\n", lib_scale(atoi(line + 6)));
+        else if (strncmp(line, "tls ", 4) == 0)
+            printf("%d\n", lib_tls(atoi(line + 4)));
         else
             printf("?\n");
     }
