@@ -299,7 +299,12 @@ impl Entry {
                 || a.starts_with("-MF")
                 || a.starts_with("-MT")
                 || a.starts_with("-MQ");
-            if !drop {
+            if matches!(a.as_str(), "-save-temps" | "-save-temps=cwd") {
+                // Beside the object (hpbuild's scratch directory), not in
+                // the unit's directory: that is the base itself, or the
+                // patched tree whose files are hard links to the base's.
+                args.push("-save-temps=obj".to_string());
+            } else if !drop {
                 args.push(moved(a));
             }
         }
@@ -352,6 +357,30 @@ mod tests {
             ),
             "{two}"
         );
+    }
+
+    /// `-save-temps` writes into the unit's directory: the base, or the
+    /// patched tree that shares its files. It is moved beside the object.
+    #[test]
+    fn save_temps_go_beside_the_object() {
+        let e = entry(
+            RawEntry {
+                directory: "/base".into(),
+                file: "a.c".into(),
+                arguments: None,
+                command: Some("gcc -O2 -save-temps -c a.c -o a.o".into()),
+                output: None,
+            },
+            Path::new("db"),
+        )
+        .unwrap();
+        for (_, cmd) in [
+            e.command_in(Path::new("/base"), Path::new("/t"), Path::new("/w/o.o")),
+            e.deployed_command_in(Path::new("/base"), Path::new("/t"), Path::new("/w/d.o")),
+        ] {
+            assert!(cmd.contains(&"-save-temps=obj".to_string()), "{cmd:?}");
+            assert!(!cmd.contains(&"-save-temps".to_string()), "{cmd:?}");
+        }
     }
 
     #[test]
