@@ -275,12 +275,10 @@ fn read_unit(
                 | gimli::DW_TAG_inlined_subroutine
                 | gimli::DW_TAG_lexical_block
         ) {
-            if let Ok(mut it) = dwarf.die_ranges(unit, entry) {
-                while let Ok(Some(r)) = it.next() {
-                    if r.end > r.begin {
-                        die.ranges.push((r.begin, r.end));
-                    }
-                }
+            // gimli adds DW_AT_low_pc and a constant DW_AT_high_pc without
+            // checking (a malformed object overflows it; found by fuzzing).
+            if !pc_range_overflows(dwarf, unit, entry) {
+                push_ranges(dwarf, unit, entry, &mut die);
             }
         }
         if die.tag == gimli::DW_TAG_compile_unit && out.cu_name.is_none() {
@@ -367,6 +365,43 @@ fn normalize_path(p: &std::path::Path) -> String {
         }
     }
     out.to_string_lossy().into_owned()
+}
+
+/// Whether `entry`'s DW_AT_low_pc plus a constant DW_AT_high_pc (a size)
+/// overflows 64 bits: read as gimli's `die_ranges` reads them.
+fn pc_range_overflows(
+    dwarf: &gimli::Dwarf<R<'_>>,
+    unit: &gimli::Unit<R<'_>>,
+    entry: &gimli::DebuggingInformationEntry<'_, '_, R<'_>>,
+) -> bool {
+    // Every attribute in order, the last of a name winning, as gimli does.
+    let (mut low, mut size) = (None, None);
+    let mut attrs = entry.attrs();
+    while let Ok(Some(a)) = attrs.next() {
+        match (a.name(), a.value()) {
+            (gimli::DW_AT_low_pc, v) => low = dwarf.attr_address(unit, v).ok().flatten(),
+            (gimli::DW_AT_high_pc, gimli::AttributeValue::Udata(n)) => size = Some(n),
+            (gimli::DW_AT_high_pc, _) => size = None,
+            _ => {}
+        }
+    }
+    matches!((low, size), (Some(l), Some(n)) if l.checked_add(n).is_none())
+}
+
+/// The address ranges of `entry` (non-empty ones) into `die`.
+fn push_ranges(
+    dwarf: &gimli::Dwarf<R<'_>>,
+    unit: &gimli::Unit<R<'_>>,
+    entry: &gimli::DebuggingInformationEntry<'_, '_, R<'_>>,
+    die: &mut Die,
+) {
+    if let Ok(mut it) = dwarf.die_ranges(unit, entry) {
+        while let Ok(Some(r)) = it.next() {
+            if r.end > r.begin {
+                die.ranges.push((r.begin, r.end));
+            }
+        }
+    }
 }
 
 impl Debug {
