@@ -1,6 +1,7 @@
-//! `cargo xtask fuzz [--seconds N] [TARGET...]`: the fuzz targets, each run
-//! for N seconds (default 30) from its committed corpus; `cargo xtask fuzz
-//! seeds` rewrites the generated seeds.
+//! `cargo xtask fuzz [--seconds N] [--seed S] [TARGET...]`: the fuzz
+//! targets, each run for N seconds (default 30) from its committed corpus,
+//! with libFuzzer's random seed S (default: a new one each run; CI fixes
+//! it); `cargo xtask fuzz seeds` rewrites the generated seeds.
 //!
 //! Targets:
 //! * `loader` — libFuzzer harness over the loader's C patch reader and
@@ -37,6 +38,7 @@ struct Outcome {
 
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut seconds = 30u64;
+    let mut seed = None;
     let mut targets = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -46,6 +48,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     .next()
                     .and_then(|s| s.parse().ok())
                     .ok_or("--seconds needs a number")?
+            }
+            // A fixed seed makes a run repeat itself for the same code (CI):
+            // a crash then comes from a change, not from the dice.
+            "--seed" => {
+                seed = Some(
+                    it.next()
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .ok_or("--seed needs a number")?,
+                )
             }
             "seeds" => return seeds(),
             t if t == "loader" || RUST_TARGETS.contains(&t) => targets.push(t.to_string()),
@@ -73,7 +84,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             false,
             &corpus,
             &root.join("hpo.dict"),
-            seconds,
+            (seconds, seed),
         )?);
     }
     let rust: Vec<&String> = targets.iter().filter(|t| *t != "loader").collect();
@@ -93,7 +104,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             true,
             &corpus,
             &workspace().join("loader/fuzz/hpo.dict"),
-            seconds,
+            (seconds, seed),
         )?);
     }
 
@@ -148,7 +159,7 @@ fn libfuzzer(
     via_cargo_fuzz: bool,
     corpus: &[PathBuf],
     dict: &Path,
-    seconds: u64,
+    (seconds, seed): (u64, Option<u64>),
 ) -> Result<Outcome, String> {
     let dir = workspace().join("target/fuzz").join(name);
     let scratch = dir.join("corpus");
@@ -170,6 +181,9 @@ fn libfuzzer(
         .arg("-rss_limit_mb=2048")
         .arg(format!("-dict={}", dict.display()))
         .arg(format!("-artifact_prefix={}/", artifacts.display()));
+    if let Some(n) = seed {
+        cmd.arg(format!("-seed={n}"));
+    }
     if !via_cargo_fuzz {
         cmd.args(&dirs);
     }
