@@ -55,11 +55,10 @@ fn library_patch(work: &Work, id: &str, target: &str, orig: &str, new: &str) -> 
         .object
 }
 
-#[test]
-fn a_fix_to_a_shared_library_applies_to_its_code() {
-    let work = Work::new("library");
-    let v1 = lib_version(2, "");
-    let lib_obj = common::compile(&work, "lib", "libdemo.c", &v1, &["-fPIC"]);
+/// libdemo.so.1 built from `lib_src` and the program linked to it (with the
+/// loader); the program's path.
+fn build_uselib(work: &Work, lib_src: &str) -> std::path::PathBuf {
+    let lib_obj = common::compile(work, "lib", "libdemo.c", lib_src, &["-fPIC"]);
     let lib_dir = work.path("lib");
     run(Command::new("gcc")
         .args(["-shared", "-Wl,-soname,libdemo.so.1", "-o", "libdemo.so.1"])
@@ -68,7 +67,7 @@ fn a_fix_to_a_shared_library_applies_to_its_code() {
     run(Command::new("ln")
         .args(["-sf", "libdemo.so.1", "libdemo.so"])
         .current_dir(&lib_dir));
-    let prog_obj = common::compile(&work, "prog", "uselib.c", PROG, &[]);
+    let prog_obj = common::compile(work, "prog", "uselib.c", PROG, &[]);
     let exe = work.path("prog/uselib");
     let lib_arg = format!("-L{}", lib_dir.display());
     let rpath = format!("-Wl,-rpath,{}", lib_dir.display());
@@ -76,6 +75,14 @@ fn a_fix_to_a_shared_library_applies_to_its_code() {
         .arg(&prog_obj)
         .args(["-o", exe.to_str().unwrap(), &lib_arg, "-ldemo", &rpath])
         .args(loader::link_args(&work.path("loader"))));
+    exe
+}
+
+#[test]
+fn a_fix_to_a_shared_library_applies_to_its_code() {
+    let work = Work::new("library");
+    let v1 = lib_version(2, "");
+    let exe = build_uselib(&work, &v1);
 
     let fixed = lib_version(3, "+ 1000");
     let patch = library_patch(&work, "libfix", "libdemo.so.1", &v1, &fixed);
@@ -123,23 +130,7 @@ fn a_fix_to_a_shared_library_applies_to_its_code() {
 fn a_library_fix_uses_the_librarys_thread_locals() {
     let work = Work::new("library-tls");
     let v1 = lib_version(2, "");
-    let lib_obj = common::compile(&work, "lib", "libdemo.c", &v1, &["-fPIC"]);
-    let lib_dir = work.path("lib");
-    run(Command::new("gcc")
-        .args(["-shared", "-Wl,-soname,libdemo.so.1", "-o", "libdemo.so.1"])
-        .arg(&lib_obj)
-        .current_dir(&lib_dir));
-    run(Command::new("ln")
-        .args(["-sf", "libdemo.so.1", "libdemo.so"])
-        .current_dir(&lib_dir));
-    let prog_obj = common::compile(&work, "prog", "uselib.c", PROG, &[]);
-    let exe = work.path("prog/uselib");
-    let lib_arg = format!("-L{}", lib_dir.display());
-    let rpath = format!("-Wl,-rpath,{}", lib_dir.display());
-    run(Command::new("gcc")
-        .arg(&prog_obj)
-        .args(["-o", exe.to_str().unwrap(), &lib_arg, "-ldemo", &rpath])
-        .args(loader::link_args(&work.path("loader"))));
+    let exe = build_uselib(&work, &v1);
 
     let fixed = format!("#define LIB_TLS_FACTOR 3\n{v1}");
     let patch = library_patch(&work, "tlsfix", "libdemo.so.1", &v1, &fixed);

@@ -153,6 +153,20 @@ fn variant(defines: &str) -> String {
     format!("{defines}\n{PROG}")
 }
 
+/// The patch `scale-3` (scale() multiplies by 3) over PROG; its path.
+fn scale3_patch(work: &Work) -> PathBuf {
+    make_patch(
+        work,
+        "scale-3",
+        FILE,
+        PROG,
+        &variant("#define FACTOR 3"),
+        &["scale"],
+        &[],
+    );
+    work.path("scale-3.hpo")
+}
+
 #[test]
 fn every_process_of_a_binary_is_patched_and_a_restarted_one_gets_its_patch_back() {
     let work = Work::new("ops-exe");
@@ -162,16 +176,7 @@ fn every_process_of_a_binary_is_patched_and_a_restarted_one_gets_its_patch_back(
     let old_id = build_id(&exe);
     common::build_program(&work, FILE, PROG, &[]);
     assert_ne!(build_id(&exe), old_id, "a rebuild gives another build-id");
-    make_patch(
-        &work,
-        "scale-3",
-        FILE,
-        PROG,
-        &variant("#define FACTOR 3"),
-        &["scale"],
-        &[],
-    );
-    let patch = work.path("scale-3.hpo");
+    let patch = scale3_patch(&work);
     let mut procs: Vec<Running> = ["a", "b", "c"]
         .iter()
         .map(|n| Running::start(&exe, &work, n, &[]))
@@ -293,16 +298,7 @@ fn every_process_of_a_binary_is_patched_and_a_restarted_one_gets_its_patch_back(
 fn the_exit_status_says_whether_all_some_or_none_succeeded() {
     let work = Work::new("ops-status");
     let exe = common::build_program(&work, FILE, PROG, &[]);
-    make_patch(
-        &work,
-        "scale-3",
-        FILE,
-        PROG,
-        &variant("#define FACTOR 3"),
-        &["scale"],
-        &[],
-    );
-    let patch = work.path("scale-3.hpo");
+    let patch = scale3_patch(&work);
     let args = ["apply", "--exe", s(&exe), s(&patch)];
 
     let (code, _, err) = hpctl(&work, &args);
@@ -343,16 +339,7 @@ fn the_exit_status_says_whether_all_some_or_none_succeeded() {
 fn a_persisted_patch_that_no_longer_matches_is_logged_and_never_applied() {
     let work = Work::new("ops-stale");
     let exe = common::build_program(&work, FILE, PROG, &[]);
-    make_patch(
-        &work,
-        "scale-3",
-        FILE,
-        PROG,
-        &variant("#define FACTOR 3"),
-        &["scale"],
-        &[],
-    );
-    let patch = work.path("scale-3.hpo");
+    let patch = scale3_patch(&work);
     let p = Running::start(&exe, &work, "v1", &[]);
     let (code, out, err) = hpctl(
         &work,

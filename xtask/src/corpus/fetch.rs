@@ -30,24 +30,30 @@ impl Package {
 
 const DEB_SRC: &str = "/etc/apt/sources.list.d/hpbuild-deb-src.sources";
 
+/// `apt-get source --download-only SPEC` into `downloads` (SPEC: `pkg`, or
+/// `pkg=version` for a pinned one), deb-src enabled first.
+pub fn download_source(downloads: &Path, spec: &str) -> Result<(), String> {
+    enable_deb_src()?;
+    tools::run(
+        Command::new("apt-get")
+            .args([
+                "source",
+                "--download-only",
+                "-qq",
+                "-o",
+                "Acquire::Retries=3",
+                spec,
+            ])
+            .current_dir(downloads),
+    )
+}
+
 /// Downloads (once) and unpacks `pkg` under `cache`.
 pub fn package(cache: &Path, pkg: &str) -> Result<Package, String> {
     let downloads = cache.join("downloads");
     std::fs::create_dir_all(&downloads).map_err(|e| e.to_string())?;
     if find(&downloads, &format!("{pkg}_"), ".dsc").is_none() {
-        enable_deb_src()?;
-        tools::run(
-            Command::new("apt-get")
-                .args([
-                    "source",
-                    "--download-only",
-                    "-qq",
-                    "-o",
-                    "Acquire::Retries=3",
-                    pkg,
-                ])
-                .current_dir(&downloads),
-        )?;
+        download_source(&downloads, pkg)?;
     }
     let root = cache.join("src").join(pkg);
     let upstream = root.join("upstream");

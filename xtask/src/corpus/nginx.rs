@@ -170,19 +170,7 @@ fn download(cache: &Path) -> Result<(), String> {
     if downloads.join(format!("{PACKAGE}_{VERSION}.dsc")).exists() {
         return Ok(());
     }
-    fetch::enable_deb_src()?;
-    tools::run(
-        Command::new("apt-get")
-            .args([
-                "source",
-                "--download-only",
-                "-qq",
-                "-o",
-                "Acquire::Retries=3",
-            ])
-            .arg(format!("{PACKAGE}={VERSION}"))
-            .current_dir(&downloads),
-    )
+    fetch::download_source(&downloads, &format!("{PACKAGE}={VERSION}"))
 }
 
 /// nginx's rewrite module (the regex fixes) needs PCRE2's headers.
