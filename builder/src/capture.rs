@@ -1,6 +1,8 @@
 //! `hpbuild capture -- make …`: records the exact compile command of every
 //! translation unit the project's own build runs, for projects that do not
-//! write compile_commands.json (plain Makefiles such as Lua's).
+//! write compile_commands.json (plain Makefiles such as Lua's), and its link
+//! and archive steps in link_commands.json (`linkrec`), which say what each
+//! unit is linked into.
 //!
 //! The build runs with a directory of compiler shims first in PATH (`cc`,
 //! `gcc`, `clang`, versioned and triplet names found in PATH). A shim is a
@@ -11,8 +13,9 @@
 //! bypasses PATH; the error says so.
 
 use crate::bail;
-use crate::ccwrap::{LOG_ENV, PATH_ENV};
+use crate::ccwrap::{LINKS_ENV, LOG_ENV, PATH_ENV};
 use crate::error::{Error, Result};
+use crate::linkrec::{self, LinkStep};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -29,10 +32,11 @@ pub struct Recorded {
     pub output: String,
 }
 
-/// Compiler names to shim: fixed ones plus every `gcc-12`, `clang-16`,
-/// `x86_64-linux-gnu-gcc-12`… present in PATH.
-fn compiler_names(path: &str) -> Vec<String> {
-    let mut names: Vec<String> = ["cc", "c99", "c89", "gcc", "clang"]
+/// Tool names to shim: fixed ones plus every `gcc-12`, `clang-16`,
+/// `x86_64-linux-gnu-gcc-12`, `x86_64-linux-gnu-ar`… present in PATH. The
+/// archivers are there for the link record (`linkrec`).
+fn tool_names(path: &str) -> Vec<String> {
+    let mut names: Vec<String> = ["cc", "c99", "c89", "gcc", "clang", "ar", "gcc-ar"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -41,7 +45,7 @@ fn compiler_names(path: &str) -> Vec<String> {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let base = name.rsplit('-').find(|p| p.parse::<u32>().is_err());
-            let is_cc = base.is_some_and(|b| b == "gcc" || b == "clang")
+            let is_cc = base.is_some_and(|b| b == "gcc" || b == "clang" || b == "ar")
                 && !name.contains("++")
                 && !names.contains(&name);
             if is_cc {
@@ -68,9 +72,10 @@ pub fn run(dir: &Path, cmd: &[String]) -> Result<()> {
         .map_err(|e| Error::new(format!("cannot create a scratch directory: {e}")))?;
     let shims = scratch.path().join("bin");
     let log = scratch.path().join("commands.jsonl");
+    let links_log = scratch.path().join("links.jsonl");
     fs::create_dir_all(&shims).map_err(|e| Error::new(format!("cannot create shims: {e}")))?;
     let orig_path = std::env::var("PATH").unwrap_or_default();
-    for name in compiler_names(&orig_path) {
+    for name in tool_names(&orig_path) {
         write_shim(&shims.join(&name), &me, &name)?;
     }
     let status = Command::new(&cmd[0])
@@ -78,6 +83,7 @@ pub fn run(dir: &Path, cmd: &[String]) -> Result<()> {
         .env("PATH", format!("{}:{orig_path}", shims.display()))
         .env(PATH_ENV, &orig_path)
         .env(LOG_ENV, &log)
+        .env(LINKS_ENV, &links_log)
         .status()
         .map_err(|e| Error::new(format!("cannot run the build command {}: {e}", cmd[0])))?;
     if !status.success() {
@@ -98,13 +104,57 @@ pub fn run(dir: &Path, cmd: &[String]) -> Result<()> {
     let json = serde_json::to_string_pretty(&merged).expect("entries serialise");
     fs::write(&out, json)
         .map_err(|e| Error::new(format!("cannot write {}: {e}", out.display())))?;
+    let links = write_links(dir, &links_log)?;
     eprintln!(
-        "hpbuild: recorded {} compile command(s) in {} ({} unit(s) in all)",
+        "hpbuild: recorded {} compile command(s) in {} ({} unit(s) in all){links}",
         entries.len(),
         out.display(),
         merged.len()
     );
     Ok(())
+}
+
+/// Writes `<dir>/link_commands.json`: the existing steps, updated by this
+/// build's. Returns the summary's addition.
+fn write_links(dir: &Path, log: &Path) -> Result<String> {
+    let new = read_jsonl::<LinkStep>(log)?;
+    if new.is_empty() {
+        return Ok(String::new());
+    }
+    let out = dir.join(linkrec::FILE_NAME);
+    let old: Vec<LinkStep> = fs::read_to_string(&out)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let merged = merge_links(old, &new);
+    let json = serde_json::to_string_pretty(&merged).expect("steps serialise");
+    fs::write(&out, json)
+        .map_err(|e| Error::new(format!("cannot write {}: {e}", out.display())))?;
+    Ok(format!(
+        " and {} link step(s) in {}",
+        new.len(),
+        out.display()
+    ))
+}
+
+/// The last step writing an output wins, except that an archive keeps the
+/// members earlier steps put in it (`ar r` adds or replaces members, and an
+/// incremental build adds only the objects it rebuilt).
+fn merge_links(mut steps: Vec<LinkStep>, new: &[LinkStep]) -> Vec<LinkStep> {
+    for n in new {
+        let same = |s: &LinkStep| s.directory == n.directory && s.output == n.output;
+        let mut step = n.clone();
+        if let Some(old) = steps.iter().find(|s| same(s)) {
+            if old.kind == linkrec::Kind::Archive && n.kind == linkrec::Kind::Archive {
+                let mut members = old.inputs.clone();
+                members.extend(n.inputs.iter().filter(|m| !old.inputs.contains(m)).cloned());
+                step.inputs = members;
+            }
+        }
+        steps.retain(|s| !same(s));
+        steps.push(step);
+    }
+    steps
 }
 
 /// An incremental build recompiles only what changed: keep the existing
@@ -146,16 +196,24 @@ fn write_shim(path: &Path, hpbuild: &Path, name: &str) -> Result<()> {
 /// The log's entries, the last compile of each (directory, file, output)
 /// winning — a unit rebuilt during the build keeps its final command.
 fn read_log(log: &Path) -> Result<Vec<Recorded>> {
-    let text = match fs::read_to_string(log) {
-        Ok(t) => t,
-        Err(_) => return Ok(Vec::new()),
-    };
     let mut out: Vec<Recorded> = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let r: Recorded = serde_json::from_str(line)
-            .map_err(|e| Error::new(format!("corrupt capture log {}: {e}", log.display())))?;
+    for r in read_jsonl::<Recorded>(log)? {
         out.retain(|o| (&o.directory, &o.file, &o.output) != (&r.directory, &r.file, &r.output));
         out.push(r);
     }
     Ok(out)
+}
+
+/// The records of a JSON-lines log, in order (none if it was never written).
+fn read_jsonl<T: serde::de::DeserializeOwned>(log: &Path) -> Result<Vec<T>> {
+    let Ok(text) = fs::read_to_string(log) else {
+        return Ok(Vec::new());
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            serde_json::from_str(line)
+                .map_err(|e| Error::new(format!("corrupt capture log {}: {e}", log.display())))
+        })
+        .collect()
 }

@@ -2,21 +2,25 @@
 //! `hpbuild capture`. Runs the real compiler exactly as asked, and when it
 //! compiled C sources (to objects, or compiled and linked them in one
 //! command: then the record is the compile half), appends one record per
-//! source to the capture log. The build's result is the compiler's: the wrapper never
+//! source to the capture log, and a record of each link or archive step
+//! (`linkrec`; the `ar` shims run here too). The build's result is the compiler's: the wrapper never
 //! changes arguments and exits with the compiler's status.
 
 use crate::capture::Recorded;
+use crate::linkrec;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 /// The PATH the build had before the shims were put in front.
 pub const PATH_ENV: &str = "HPBUILD_CAPTURE_PATH";
 /// The JSON-lines log the records are appended to.
 pub const LOG_ENV: &str = "HPBUILD_CAPTURE_LOG";
+/// The JSON-lines log of link and archive steps (`linkrec`).
+pub const LINKS_ENV: &str = "HPBUILD_CAPTURE_LINKS";
 
 /// Options whose value is the next argument (so it is not a source file).
-const TAKES_VALUE: &[&str] = &[
+pub const TAKES_VALUE: &[&str] = &[
     "-o",
     "-MF",
     "-MT",
@@ -56,7 +60,7 @@ pub fn run(args: &[String]) -> i32 {
         }
     };
     if status.success() {
-        if let Err(e) = record(name, rest) {
+        if let Err(e) = record(name, rest).and_then(|()| record_link(name, rest)) {
             // A lost record is a capture bug, not a build failure: say it.
             eprintln!("hpbuild cc-wrap: cannot record the compile command: {e}");
         }
@@ -152,17 +156,16 @@ fn output_of(args: &[String], source: &str) -> String {
     if let Some(o) = args.iter().find_map(|a| a.strip_prefix("-o")) {
         return o.to_string();
     }
-    let stem = Path::new(source)
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    format!("{stem}.o")
+    crate::linkrec::object_for_source(source)
 }
 
 fn record(name: &str, args: &[String]) -> std::io::Result<()> {
     let Ok(log) = std::env::var(LOG_ENV) else {
         return Ok(());
     };
+    if linkrec::is_archiver(name) {
+        return Ok(());
+    }
     let linked = is_compile_and_link(args);
     if !is_compile(args) && !linked {
         return Ok(());
@@ -198,10 +201,34 @@ fn record(name: &str, args: &[String]) -> std::io::Result<()> {
         lines.push_str(&serde_json::to_string(&r).expect("record serialises"));
         lines.push('\n');
     }
+    append(&log, &lines)
+}
+
+/// A link or archive step, to the links log.
+fn record_link(name: &str, args: &[String]) -> std::io::Result<()> {
+    let Ok(log) = std::env::var(LINKS_ENV) else {
+        return Ok(());
+    };
+    let directory = std::env::current_dir()?.to_string_lossy().into_owned();
+    let step = if linkrec::is_archiver(name) {
+        linkrec::from_ar(&directory, args)
+    } else {
+        linkrec::from_cc(&directory, args)
+    };
+    match step {
+        Some(s) => append(
+            &log,
+            &format!("{}\n", serde_json::to_string(&s).expect("step serialises")),
+        ),
+        None => Ok(()),
+    }
+}
+
+/// One O_APPEND write per command keeps parallel (`make -j`) records whole.
+fn append(log: &str, lines: &str) -> std::io::Result<()> {
     if lines.is_empty() {
         return Ok(());
     }
-    // One O_APPEND write per compile keeps parallel (`make -j`) records whole.
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -17,6 +17,8 @@ mod edits;
 mod error;
 mod hook;
 mod layout;
+mod linkrec;
+mod links;
 mod manifest;
 mod parsed;
 mod pipeline;
@@ -24,6 +26,7 @@ mod progress;
 mod report;
 mod review;
 mod shape;
+mod target;
 mod tree;
 
 use clap::{Args, Parser, Subcommand};
@@ -56,7 +59,8 @@ enum Command {
         out: PathBuf,
     },
     /// Run the project's own build and record each unit's exact compile
-    /// command in DIR/compile_commands.json (for builds that write none).
+    /// command in DIR/compile_commands.json (for builds that write none), and
+    /// its link and archive steps in DIR/link_commands.json.
     Capture {
         /// Where compile_commands.json is written (the base directory).
         #[arg(long, value_name = "DIR", default_value = ".")]
@@ -123,16 +127,20 @@ pub struct BuildArgs {
     #[arg(long, value_name = "KIND", default_value = "entry",
           value_parser = ["entry", "call-site"])]
     pub redirect: String,
-    /// The shared library the patch is for, as the running process loaded
-    /// it (its soname, file name or path, e.g. `liblua5.4.so.0`), when the
-    /// changed units are linked into a library rather than the executable.
-    /// Recorded in the patch; the loader patches that library's code.
-    #[arg(long, value_name = "LIB")]
+    /// The program or shared library the patch is for, as the build names
+    /// it (a library by its soname or file name, e.g. `liblua5.4.so.0`; a
+    /// program by its file name). With the link steps `hpbuild capture`
+    /// records (link_commands.json) it is inferred: the output the changed
+    /// units are linked into. It also picks, among a source's entries, the
+    /// one linked into that output. Recorded in the patch; for a library,
+    /// the loader patches that library's code.
+    #[arg(long, value_name = "NAME")]
     pub target: Option<String>,
     /// A source compiled into several programs has several entries in the
     /// compile database (a server and its CLI, each with its own flags):
     /// use the one whose object path ends with this (e.g. `server/net.o`).
-    /// Without it hpbuild uses the first and says which.
+    /// Without it (and without --target and link steps) hpbuild uses the
+    /// first and says which.
     #[arg(long, value_name = "OBJECT")]
     pub unit_output: Option<String>,
     /// Sign the patch with this ed25519 private key (PEM PKCS#8, as

@@ -4,9 +4,10 @@
 use crate::compdb::{self, Entry};
 use crate::compile::{self, DeployedShape, Side};
 use crate::error::{Error, Result};
+use crate::links::Links;
 use crate::manifest::{self, DiffInfo, Manifest, Replaced, UnitInfo};
 use crate::progress::Progress;
-use crate::{bail, deps, diff, edits, layout, report, review, tree, BuildArgs};
+use crate::{bail, deps, diff, edits, layout, report, review, target, tree, BuildArgs};
 use differ::UnitDiff;
 use std::path::Path;
 
@@ -44,6 +45,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     };
     let db = compdb::locate(&trees.base_root, args.compile_db.as_deref(), choose)?;
     let entries = compdb::load(&db.path)?;
+    let links = Links::beside(&db.path)?;
     // A hunk that fails in a file no unit compiles (docs, tests) is noted.
     let compiled = |rel: &str| {
         let full = compdb::normalize(&trees.base_root.join(rel));
@@ -61,12 +63,18 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             Some(Ok(Err(e))) => Err(e),
             Some(Err(_)) => Err(Error::new("the layout check panicked")),
         };
-        let chosen = one_entry_per_source(entries, args.unit_output.as_deref(), &trees.base_root)
-            .and_then(|entries| {
-                let (selected, notes) = select_units(&diff, &entries.kept, &trees)?;
-                Ok((selected, entries.notes, notes))
-            });
-        let (selected, entry_notes, unit_notes) = match chosen {
+        let want = Want {
+            object: args.unit_output.as_deref(),
+            output: args.target.as_deref(),
+            links: links.as_ref(),
+        };
+        let chosen = one_entry_per_source(entries, &want, &trees.base_root).and_then(|entries| {
+            let (selected, mut notes) = select_units(&diff, &entries.kept, &trees)?;
+            let t = target::choose(links.as_ref(), want.output, selected, &trees.base_root)?;
+            notes.extend(t.notes);
+            Ok(((t.units, t.target), entries.notes, notes))
+        });
+        let ((selected, target), entry_notes, unit_notes) = match chosen {
             Ok(c) => c,
             Err(e) => return layout_ok().and(Err(e)),
         };
@@ -81,9 +89,9 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         layout_ok()?;
         let mut notes = unit_notes;
         notes.splice(0..0, entry_notes);
-        Ok((units, notes))
+        Ok((units, target, notes))
     });
-    let (units, mut notes) = units?;
+    let (units, target, mut notes) = units?;
     notes.splice(0..0, applied);
     notes.splice(0..0, db.note);
     refuse_if_needed(args, &units)?;
@@ -116,9 +124,8 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         "call-site" => format::HP_HDR_F_CALL_SITES,
         _ => 0,
     };
-    let target = args.target.as_deref().unwrap_or("");
     let patch = emit::emit_signed(
-        target,
+        &target,
         &emit_units,
         &patch_id,
         &trees.base_label,
@@ -171,7 +178,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         sha256,
         notes,
     );
-    manifest.target = target.to_string();
+    manifest.target = target;
     manifest.signed = key
         .as_ref()
         .zip(patch.signed_by)
@@ -298,10 +305,57 @@ struct Chosen {
     notes: Vec<String>,
 }
 
+/// How to choose among a source's entries: the object (`--unit-output`),
+/// or the output it is linked into (`--target`, with link steps).
+struct Want<'a> {
+    object: Option<&'a str>,
+    output: Option<&'a str>,
+    links: Option<&'a Links>,
+}
+
+impl Want<'_> {
+    fn asked(&self) -> bool {
+        self.object.is_some() || (self.output.is_some() && self.links.is_some())
+    }
+
+    /// Is `e` the entry asked for?
+    fn matches(&self, e: &Entry) -> bool {
+        if let Some(w) = self.object {
+            return e.output.as_deref().is_some_and(|o| o.ends_with(w));
+        }
+        match (self.output, self.links) {
+            (Some(t), Some(l)) => l.outputs_of_entry(e).iter().any(|o| o.is_named(t)),
+            _ => false,
+        }
+    }
+
+    /// "server/prog.o" or, with link steps, "server/prog.o → server".
+    fn describe(&self, e: &Entry) -> String {
+        let object = e.output.clone().unwrap_or_else(|| "?".into());
+        let outs = self
+            .links
+            .map(|l| l.outputs_of_entry(e))
+            .unwrap_or_default();
+        if outs.is_empty() {
+            return object;
+        }
+        let names: Vec<String> = outs.iter().map(|o| o.name()).collect();
+        format!("{object} → {}", names.join(", "))
+    }
+
+    fn how_to_choose(&self) -> &'static str {
+        if self.links.is_some() {
+            " — pass --target PROGRAM-OR-LIBRARY to use another"
+        } else {
+            " — pass --unit-output to use another"
+        }
+    }
+}
+
 /// A source with several entries (compiled into several programs with
-/// their own flags) keeps the one whose object ends with `--unit-output`,
-/// else the first; the note says which, and how to choose another.
-fn one_entry_per_source(entries: Vec<Entry>, want: Option<&str>, base: &Path) -> Result<Chosen> {
+/// their own flags) keeps the one asked for (`Want`), else the first; the
+/// note says which, and how to choose another.
+fn one_entry_per_source(entries: Vec<Entry>, want: &Want, base: &Path) -> Result<Chosen> {
     let mut kept: Vec<Entry> = Vec::new();
     let mut notes = Vec::new();
     let mut groups: Vec<Vec<Entry>> = Vec::new();
@@ -318,38 +372,36 @@ fn one_entry_per_source(entries: Vec<Entry>, want: Option<&str>, base: &Path) ->
             continue;
         }
         let rel = g[0].relative_to(base).unwrap_or_default();
-        let outputs: Vec<String> = g
-            .iter()
-            .map(|e| e.output.clone().unwrap_or_else(|| "?".into()))
-            .collect();
-        let pick = match want {
-            Some(w) => g
-                .iter()
-                .position(|e| e.output.as_deref().is_some_and(|o| o.ends_with(w)))
-                .unwrap_or(usize::MAX),
-            None => 0,
+        let described: Vec<String> = g.iter().map(|e| want.describe(e)).collect();
+        let pick = if want.asked() {
+            g.iter().position(|e| want.matches(e))
+        } else {
+            Some(0)
         };
-        if pick == usize::MAX {
-            // --unit-output names one program's objects; a source that
+        let Some(pick) = pick else {
+            // The option names one program's objects; a source that
             // program does not compile keeps its first entry.
             notes.push(format!(
-                "{rel}: {} entries ({}), none writes {}; used the first",
+                "{rel}: {} entries ({}), none {}; used the first",
                 g.len(),
-                outputs.join(", "),
-                want.unwrap_or_default()
+                described.join(", "),
+                want.object.map_or_else(
+                    || format!("linked into {}", want.output.unwrap_or_default()),
+                    |o| format!("writes {o}")
+                ),
             ));
             kept.push(g.into_iter().next().unwrap());
             continue;
-        }
+        };
         notes.push(format!(
             "{rel}: {} entries in the compile database ({}); used the one writing {}{}",
             g.len(),
-            outputs.join(", "),
-            outputs[pick],
-            if want.is_none() {
-                " — pass --unit-output to use another"
-            } else {
+            described.join(", "),
+            described[pick],
+            if want.asked() {
                 ""
+            } else {
+                want.how_to_choose()
             }
         ));
         kept.push(g.into_iter().nth(pick).unwrap());

@@ -6,7 +6,9 @@
 //! as Debian's liblua5.4-0 ships it, and the interpreter linked to it
 //! (fixtures/corpus/lua5.4/shared.mk, read by make after upstream's
 //! src/Makefile). The same fixes are then patches for the library's code in
-//! the running interpreter (`hpbuild --target liblua5.4.so.0`).
+//! the running interpreter: hpbuild finds from the link steps `hpbuild
+//! capture` recorded that the changed units are linked into
+//! liblua5.4.so.0, without `--target`.
 
 use super::{Case, Check, Driver, Env, Project};
 use crate::corpus::session::Session;

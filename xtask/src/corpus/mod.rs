@@ -72,8 +72,10 @@ pub trait Project {
     fn name(&self) -> &'static str {
         self.package()
     }
-    /// The shared library the fixes are built for (`hpbuild --target`),
-    /// when the changed units are linked into one; `None`: the executable.
+    /// The shared library the fixes are for, when the changed units are
+    /// linked into one; `None`: the executable. hpbuild is not told: it
+    /// must infer it from the link steps capture recorded, and the row fails
+    /// when the manifest's target differs.
     fn target(&self) -> Option<&'static str> {
         None
     }
@@ -349,12 +351,6 @@ fn run_case(
         .arg(tree)
         .arg("--diff")
         .arg(&diff)
-        .args(
-            p.target()
-                .map(|lib| ["--target", lib])
-                .into_iter()
-                .flatten(),
-        )
         .arg("-o")
         .arg(&hpo)
         .output()
@@ -379,6 +375,15 @@ fn run_case(
         return Err(format!("hpbuild failed: {err}"));
     }
     row.shipped = report::shipped(&hpo.with_extension("json"))?;
+    let target = report::target(&hpo.with_extension("json"))?;
+    if target.as_deref() != p.target() {
+        row.apply = format!(
+            "FAILED: built for {}, expected {}",
+            target.as_deref().unwrap_or("the executable"),
+            p.target().unwrap_or("the executable")
+        );
+        return Ok(row);
+    }
 
     // The same patch goes into every live process.
     for (d, s) in live.iter() {

@@ -37,12 +37,23 @@ impl Row {
     }
 }
 
-/// The shipped functions and why, from the patch manifest (OUT.json).
-pub fn shipped(manifest: &Path) -> Result<Vec<String>, String> {
+/// The shared library the manifest says the patch is for (`None`: the
+/// executable).
+pub fn target(manifest: &Path) -> Result<Option<String>, String> {
+    Ok(read_manifest(manifest)?["target"]
+        .as_str()
+        .map(String::from))
+}
+
+fn read_manifest(manifest: &Path) -> Result<serde_json::Value, String> {
     let text = std::fs::read_to_string(manifest)
         .map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
-    let m: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", manifest.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", manifest.display()))
+}
+
+/// The shipped functions and why, from the patch manifest (OUT.json).
+pub fn shipped(manifest: &Path) -> Result<Vec<String>, String> {
+    let m = read_manifest(manifest)?;
     let mut out = Vec::new();
     for r in m["replaced"].as_array().into_iter().flatten() {
         let why: Vec<&str> = r["why"]
