@@ -6,6 +6,10 @@
 //! the first entry is linked into and says so; `--target prog-static` picks
 //! the other entry. Each patch is applied to the running program it is for:
 //! new code runs, the counter in scale.c carries on.
+//!
+//! A unit linked into several outputs is patched in each one a process has:
+//! the same position-independent object in libscale.so.1 and in
+//! `prog-both`, which also loads the library, makes one patch for both.
 
 use std::fs;
 use std::path::Path;
@@ -47,15 +51,66 @@ main.o: main.c\n\t$(CC) $(CFLAGS) -c main.c -o main.o\n";
 
 const FIX: &str = "--- a/scale.c\n+++ b/scale.c\n@@ -3,5 +3,5 @@ static int calls;\n int scale(int x)\n {\n     calls++;\n-    return x * 2;\n+    return x * 3;\n }\n";
 
+/// `prog-both`: scale.c's object linked in, and libscale.so.1 (the same
+/// object) loaded beside it; `libcall N` calls the library's copy.
+const BOTH: &str = r#"#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+int scale(int);
+int scale_calls(void);
+int main(void)
+{
+    char self[4096], line[64];
+    int x;
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 32);
+    if (n < 0)
+        return 1;
+    self[n] = 0;
+    strcpy(strrchr(self, '/') + 1, "libscale.so.1");
+    void *h = dlopen(self, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        fprintf(stderr, "%s\n", dlerror());
+        return 1;
+    }
+    int (*lib_scale)(int) = (int (*)(int))dlsym(h, "scale");
+    int (*lib_calls)(void) = (int (*)(void))dlsym(h, "scale_calls");
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    while (fgets(line, sizeof line, stdin)) {
+        if (sscanf(line, "call %d", &x) == 1) {
+            int r = scale(x);
+            printf("result %d calls %d\n", r, scale_calls());
+        } else if (sscanf(line, "libcall %d", &x) == 1) {
+            int r = lib_scale(x);
+            printf("lib result %d calls %d\n", r, lib_calls());
+        }
+    }
+    return 0;
+}
+"#;
+
+const MAKEFILE_BOTH: &str = "CC = gcc\nCFLAGS = -O2 -g\n\
+all: libscale.so.1 prog prog-both\n\
+pic/scale.o: scale.c\n\tmkdir -p pic\n\t$(CC) $(CFLAGS) -fPIC -c scale.c -o pic/scale.o\n\
+libscale.so.1: pic/scale.o\n\t$(CC) -shared -Wl,-soname,libscale.so.1 -o $@ pic/scale.o\n\
+prog: main.o libscale.so.1\n\t$(CC) -o $@ main.o ./libscale.so.1 -Wl,-rpath,'$$ORIGIN' $(LOADER)\n\
+prog-both: both.o pic/scale.o libscale.so.1\n\t$(CC) -o $@ both.o pic/scale.o -ldl $(LOADER)\n\
+%.o: %.c\n\t$(CC) $(CFLAGS) -c $< -o $@\n";
+
 /// The project built under `hpbuild capture` in `<tmp>/base`.
 fn captured() -> (tempfile::TempDir, std::path::PathBuf) {
+    captured_with(&[("Makefile", MAKEFILE)])
+}
+
+/// [`captured`] with these files too (or instead).
+fn captured_with(files: &[(&str, &str)]) -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::Builder::new()
         .prefix("hp-e2e-links-")
         .tempdir()
         .unwrap();
     let base = tmp.path().join("base");
     fs::create_dir_all(&base).unwrap();
-    for (name, text) in [("scale.c", SCALE), ("main.c", MAIN), ("Makefile", MAKEFILE)] {
+    for (name, text) in [("scale.c", SCALE), ("main.c", MAIN)].iter().chain(files) {
         fs::write(base.join(name), text).unwrap();
     }
     let loader = format!("LOADER={}", loader::link_flags(&must(loader_dir())));
@@ -102,17 +157,26 @@ fn hpctl(args: &[&str]) -> Output {
     ))
 }
 
+/// `exe` of the built `base`, running.
+fn start(base: &Path, exe: &str) -> Program {
+    let dir = base.parent().unwrap().join(format!("run-{exe}"));
+    fs::create_dir_all(&dir).unwrap();
+    must(Program::start(&base.join(exe), &dir))
+}
+
+/// Sends `line`, requires `want` back.
+fn answers(p: &mut Program, line: &str, want: &str, when: &str) {
+    if let Err(e) = p.expect(line, want, None) {
+        panic!("{when}: {e}\n{}", p.report());
+    }
+}
+
 /// `exe` started, given state (two calls), patched with `hpo`: the new
 /// code runs and the counter carries on.
 fn applies_live(base: &Path, exe: &str, hpo: &Path, refused: Option<(&Path, &str)>) {
-    let dir = base.parent().unwrap().join(format!("run-{exe}"));
-    fs::create_dir_all(&dir).unwrap();
-    let mut p = must(Program::start(&base.join(exe), &dir));
-    for (i, want) in [(1, "result 6 calls 1"), (2, "result 6 calls 2")] {
-        must(
-            p.expect("call 3", want, None)
-                .map_err(|e| format!("{exe} call {i}: {e}")),
-        );
+    let mut p = start(base, exe);
+    for want in ["result 6 calls 1", "result 6 calls 2"] {
+        answers(&mut p, "call 3", want, exe);
     }
     let pid = p.pid().to_string();
     if let Some((other, why)) = refused {
@@ -125,9 +189,12 @@ fn applies_live(base: &Path, exe: &str, hpo: &Path, refused: Option<(&Path, &str
     }
     let out = hpctl(&["apply", &pid, hpo.to_str().unwrap()]);
     assert!(out.status.success(), "{}\n{}", out.report(), p.report());
-    if let Err(e) = p.expect("call 3", "result 9 calls 3", None) {
-        panic!("{exe} after the patch: {e}\n{}", p.report());
-    }
+    answers(
+        &mut p,
+        "call 3",
+        "result 9 calls 3",
+        &format!("{exe} after the patch"),
+    );
 }
 
 #[test]
@@ -182,4 +249,74 @@ fn capture_records_links_and_the_patch_goes_to_the_output_its_unit_is_linked_int
         &exe_hpo,
         Some((&lib_hpo, "which this process has not loaded")),
     );
+}
+
+#[test]
+fn a_unit_linked_into_a_program_and_its_library_is_patched_in_both() {
+    let (tmp, base) = captured_with(&[("Makefile", MAKEFILE_BOTH), ("both.c", BOTH)]);
+    let (_, manifest) = build(tmp.path(), &base, "both", &[]);
+    assert_eq!(
+        manifest["targets"],
+        serde_json::json!(["libscale.so.1", ""]),
+        "{manifest:#}"
+    );
+    let notes = manifest["notes"].to_string();
+    assert!(
+        notes.contains("the patch is for each of libscale.so.1, the executable (prog-both)"),
+        "{notes}"
+    );
+    let hpo = tmp.path().join("both.hpo");
+
+    // A process with only the library: the library is patched.
+    applies_live(&base, "prog", &hpo, None);
+
+    // A process with both copies: one apply switches both, each copy's
+    // counter carries on, one revert puts both back.
+    let mut p = start(&base, "prog-both");
+    let pid = p.pid().to_string();
+    answers(&mut p, "call 3", "result 6 calls 1", "prog-both");
+    answers(&mut p, "libcall 3", "lib result 6 calls 1", "prog-both");
+    let out = hpctl(&["apply", &pid, hpo.to_str().unwrap()]);
+    assert!(out.status.success(), "{}\n{}", out.report(), p.report());
+    assert!(
+        out.stdout
+            .contains("1 function in libscale.so.1, the executable"),
+        "{}",
+        out.report()
+    );
+    answers(
+        &mut p,
+        "call 3",
+        "result 9 calls 2",
+        "the executable's copy, patched",
+    );
+    answers(
+        &mut p,
+        "libcall 3",
+        "lib result 9 calls 2",
+        "the library's copy, patched",
+    );
+    let listed = hpctl(&["list", &pid]);
+    assert_eq!(
+        listed.stdout.lines().filter(|l| l.contains("both")).count(),
+        1,
+        "one patch listed\n{}",
+        listed.report()
+    );
+    let out = hpctl(&["revert", &pid]);
+    assert!(out.status.success(), "{}\n{}", out.report(), p.report());
+    answers(
+        &mut p,
+        "call 3",
+        "result 6 calls 3",
+        "the executable's copy, reverted",
+    );
+    answers(
+        &mut p,
+        "libcall 3",
+        "lib result 6 calls 3",
+        "the library's copy, reverted",
+    );
+    let listed = hpctl(&["list", &pid]);
+    assert!(!listed.stdout.contains("both"), "{}", listed.report());
 }

@@ -19,10 +19,14 @@ pub struct Manifest {
     pub sha256: String,
     pub reviewable_source: String,
     pub base: String,
-    /// The shared library the patch is for (`hpbuild --target`); absent:
-    /// the executable.
+    /// The shared library the patch is for (`hpbuild --target`, or inferred
+    /// from the link steps); absent: the executable.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub target: String,
+    /// A patch for several outputs (its units are linked into each): their
+    /// names, "" for the executable. Then `target` is absent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
     pub diff: DiffInfo,
     pub compiler: String,
     pub units: Vec<UnitInfo>,
@@ -37,6 +41,17 @@ pub struct Manifest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signed: Option<Signed>,
     pub notes: Vec<String>,
+}
+
+impl Manifest {
+    /// Records what the patch is for, as `format::Meta::targets` has it.
+    pub fn set_targets(&mut self, targets: Vec<String>) {
+        match targets.as_slice() {
+            [one] => self.target = one.clone(),
+            [] => {}
+            _ => self.targets = targets,
+        }
+    }
 }
 
 /// The key a signed patch was signed with.

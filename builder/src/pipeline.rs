@@ -72,9 +72,9 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             let (selected, mut notes) = select_units(&diff, &entries.kept, &trees)?;
             let t = target::choose(links.as_ref(), want.output, selected, &trees.base_root)?;
             notes.extend(t.notes);
-            Ok(((t.units, t.target), entries.notes, notes))
+            Ok(((t.units, t.targets), entries.notes, notes))
         });
-        let ((selected, target), entry_notes, unit_notes) = match chosen {
+        let ((selected, targets), entry_notes, unit_notes) = match chosen {
             Ok(c) => c,
             Err(e) => return layout_ok().and(Err(e)),
         };
@@ -89,9 +89,9 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         layout_ok()?;
         let mut notes = unit_notes;
         notes.splice(0..0, entry_notes);
-        Ok((units, target, notes))
+        Ok((units, targets, notes))
     });
-    let (units, target, mut notes) = units?;
+    let (units, targets, mut notes) = units?;
     notes.splice(0..0, applied);
     notes.splice(0..0, db.note);
     refuse_if_needed(args, &units)?;
@@ -125,7 +125,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         _ => 0,
     };
     let patch = emit::emit_signed(
-        &target,
+        &targets,
         &emit_units,
         &patch_id,
         &trees.base_label,
@@ -178,7 +178,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         sha256,
         notes,
     );
-    manifest.target = target;
+    manifest.set_targets(targets);
     manifest.signed = key
         .as_ref()
         .zip(patch.signed_by)
@@ -778,6 +778,7 @@ fn build_manifest(
     Manifest {
         format_version: format::HP_FORMAT_VERSION,
         target: String::new(),
+        targets: Vec::new(),
         patch_id,
         patch_object: output.display().to_string(),
         sha256,

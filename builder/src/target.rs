@@ -5,8 +5,11 @@
 //!   into NAME are patched; a unit linked only into other outputs is left
 //!   out with a note (a header fix compares every includer, and some of
 //!   them belong to other programs).
-//! - Without it, the output every affected unit is linked into is the
-//!   target: a shared library by its soname, a program as "the executable".
+//! - Without it, the outputs every affected unit is linked into are the
+//!   targets: a shared library by its soname, a program as "the executable".
+//!   A unit linked into several (the same objects in a program and in a
+//!   shared library) makes a patch for each; the loader patches every one
+//!   of them a process has.
 //! - Without link steps (a compile database from CMake or Bear), the target
 //!   is `--target` or the executable, as before.
 
@@ -17,10 +20,11 @@ use crate::linkrec::Kind;
 use crate::links::{Links, Output};
 use std::path::Path;
 
-/// The patch's target and the units it is made of.
+/// The patch's targets and the units it is made of.
 pub struct Targeted {
-    /// As the patch records it: a library's name, "" for the executable.
-    pub target: String,
+    /// As the patch records them (`format::Meta::targets`): a library's
+    /// name, "" for the executable; none: the executable.
+    pub targets: Vec<String>,
     pub units: Vec<Entry>,
     pub notes: Vec<String>,
 }
@@ -34,7 +38,7 @@ pub fn choose(
 ) -> Result<Targeted> {
     let Some(links) = links else {
         return Ok(Targeted {
-            target: want.unwrap_or("").to_string(),
+            targets: want.map(String::from).into_iter().collect(),
             units,
             notes: Vec::new(),
         });
@@ -60,7 +64,7 @@ fn for_named(
         // Not an output the build recorded (a name it is installed under,
         // say): the user's word stands, for every unit.
         return Ok(Targeted {
-            target: name.to_string(),
+            targets: vec![name.to_string()],
             units,
             notes: Vec::new(),
         });
@@ -82,7 +86,7 @@ fn for_named(
     // Every affected unit belongs elsewhere: `kept` cannot be empty here,
     // since `output` came from one of them.
     Ok(Targeted {
-        target: output.target(),
+        targets: vec![output.target()],
         units: kept,
         notes,
     })
@@ -102,7 +106,7 @@ fn inferred(
         .collect();
     let Some((_, first)) = known.first() else {
         return Ok(Targeted {
-            target: String::new(),
+            targets: Vec::new(),
             units,
             notes: Vec::new(),
         });
@@ -121,29 +125,40 @@ fn inferred(
             each.join("; ")
         );
     }
-    let libraries: Vec<&&Output> = common.iter().filter(|o| o.kind == Kind::Shared).collect();
-    let target = match libraries.as_slice() {
-        [] => String::new(),
-        [lib] if common.len() == 1 => lib.target(),
-        _ => bail!(
-            "{} is linked into several outputs: {}; pass --target NAME to build the patch for one of them",
-            rel(known[0].0),
-            list(&common.iter().map(|o| (*o).clone()).collect::<Vec<_>>())
-        ),
-    };
-    let what = if target.is_empty() {
-        format!("the executable ({})", list_names(&common))
+    let programs: Vec<&Output> = common
+        .iter()
+        .copied()
+        .filter(|o| o.kind != Kind::Shared)
+        .collect();
+    let mut targets: Vec<String> = common
+        .iter()
+        .filter(|o| o.kind == Kind::Shared)
+        .map(|o| o.target())
+        .collect();
+    let mut what: Vec<String> = targets.clone();
+    if !programs.is_empty() {
+        what.push(format!("the executable ({})", list_names(&programs)));
+        if !targets.is_empty() {
+            targets.push(String::new());
+        }
+    }
+    let note = if what.len() > 1 {
+        format!(
+            "the patch is for each of {}: {} links the changed unit(s) into each, and the loader patches every one of them a process has",
+            what.join(", "),
+            links.path.display()
+        )
     } else {
-        target.clone()
+        format!(
+            "the patch is for {}: {} links the changed unit(s) into it",
+            what[0],
+            links.path.display()
+        )
     };
-    let notes = vec![format!(
-        "the patch is for {what}: {} links the changed unit(s) into it",
-        links.path.display()
-    )];
     Ok(Targeted {
-        target,
+        targets,
         units,
-        notes,
+        notes: vec![note],
     })
 }
 
@@ -211,44 +226,50 @@ mod tests {
     #[test]
     fn the_one_shared_output_is_the_target() {
         let t = choose_for(None, &["srv"]).unwrap();
-        assert_eq!(t.target, "");
+        assert!(t.targets.is_empty());
         assert!(
             t.notes[0].contains("the executable (server)"),
             "{:?}",
             t.notes
         );
         let t = choose_for(None, &["cli"]).unwrap();
-        assert_eq!(t.target, "");
+        assert!(t.targets.is_empty());
     }
 
     #[test]
-    fn units_of_different_outputs_or_one_in_several_are_refused_without_target() {
+    fn units_of_different_outputs_are_refused_without_target() {
         let e = choose_for(None, &["srv", "cli"]).err().unwrap().to_string();
         assert!(
             e.contains("srv.c → server (program); cli.c → tool (program)"),
             "{e}"
         );
         assert!(e.contains("--target"), "{e}");
-        let e = choose_for(None, &["core"]).err().unwrap().to_string();
+    }
+
+    #[test]
+    fn a_unit_in_a_library_and_a_program_is_patched_in_each() {
+        let t = choose_for(None, &["core"]).unwrap();
+        assert_eq!(t.targets, ["libcore.so.2", ""]);
         assert!(
-            e.contains("core.c is linked into several outputs: libcore.so.2 (shared library), tool (program)"),
-            "{e}"
+            t.notes[0].starts_with("the patch is for each of libcore.so.2, the executable (tool)"),
+            "{:?}",
+            t.notes
         );
     }
 
     #[test]
     fn target_picks_the_output_and_leaves_out_units_not_linked_into_it() {
         let t = choose_for(Some("libcore.so.2"), &["core", "cli"]).unwrap();
-        assert_eq!(t.target, "libcore.so.2");
+        assert_eq!(t.targets, ["libcore.so.2"]);
         assert_eq!(t.units.len(), 1);
         assert_eq!(
             t.notes,
             ["cli.c: not linked into libcore.so.2 (the build links it into tool (program)); left out"]
         );
         let t = choose_for(Some("tool"), &["core", "cli"]).unwrap();
-        assert_eq!((t.target.as_str(), t.units.len()), ("", 2));
+        assert_eq!((t.targets, t.units.len()), (vec![String::new()], 2));
         // A name the build does not know stands as given.
         let t = choose_for(Some("libcore.so"), &["core"]).unwrap();
-        assert_eq!(t.target, "libcore.so");
+        assert_eq!(t.targets, ["libcore.so"]);
     }
 }

@@ -50,12 +50,12 @@ fn the_manifest_records_the_sealed_content_hash() {
         None,
         "a patch for the executable names no library"
     );
-    assert_eq!(format::read_patch(&hpo).unwrap().target, "");
+    assert!(format::read_patch(&hpo).unwrap().targets.is_empty());
 }
 
 #[test]
 fn target_names_the_library_in_the_patch_and_the_manifest() {
     let (hpo, manifest) = build(&["--target", "libscale.so.1"]);
-    assert_eq!(format::read_patch(&hpo).unwrap().target, "libscale.so.1");
+    assert_eq!(format::read_patch(&hpo).unwrap().targets, ["libscale.so.1"]);
     assert_eq!(manifest["target"], Value::from("libscale.so.1"));
 }

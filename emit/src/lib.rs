@@ -82,26 +82,27 @@ pub struct Unit<'a> {
 
 /// Writes the patch object for `units` (one per compared translation unit).
 pub fn emit(units: &[Unit], patch_id: &str, base_id: &str, flags: u32) -> Result<Patch> {
-    emit_for("", units, patch_id, base_id, flags)
+    emit_for(&[], units, patch_id, base_id, flags)
 }
 
-/// [`emit`] for a shared library the process loaded (`target`: its path,
-/// file name or soname; empty: the executable).
+/// [`emit`] for the outputs of the build the units are linked into
+/// (`format::Meta::targets`: a shared library by its path, file name or
+/// soname, "" the executable; none: the executable).
 pub fn emit_for(
-    target: &str,
+    targets: &[String],
     units: &[Unit],
     patch_id: &str,
     base_id: &str,
     flags: u32,
 ) -> Result<Patch> {
-    emit_signed(target, units, patch_id, base_id, flags, None)
+    emit_signed(targets, units, patch_id, base_id, flags, None)
 }
 
 /// [`emit_for`], signed with `key` when there is one: the object gets a
 /// signature section (`format::HP_SIG_SECTION`) and is signed, then sealed
 /// (`format::sign`), as its last step.
 pub fn emit_signed(
-    target: &str,
+    targets: &[String],
     units: &[Unit],
     patch_id: &str,
     base_id: &str,
@@ -136,7 +137,7 @@ pub fn emit_signed(
         patch_id: patch_id.into(),
         flags,
         base_id: base_id.into(),
-        target: target.into(),
+        targets: targets.to_vec(),
         funcs,
     };
     let section = out.add_section(
@@ -510,7 +511,7 @@ mod tests {
             rel: "t.c",
         };
         let key = format::SigningKey::from_bytes(&[5; 32]);
-        let patch = emit_signed("", &[unit()], "signed", "base", 0, Some(&key)).unwrap();
+        let patch = emit_signed(&[], &[unit()], "signed", "base", 0, Some(&key)).unwrap();
         let fp = format::key_fingerprint(key.verifying_key().as_bytes());
         assert_eq!(patch.signed_by.as_deref(), Some(fp.as_str()));
         assert_eq!(format::verify_content_hash(&patch.object), Ok(patch.sha256));

@@ -73,6 +73,18 @@ pub const HP_HDR_F_TARGET: u32 = 4;
 pub const HP_HDR_TARGET: u32 = 80; // str, the library (with HP_HDR_F_TARGET)
 pub const HP_HDR_TARGETED_SIZE: u32 = 88;
 
+/// The patch is for several outputs of the build that its units are linked
+/// into (the same objects in a program and in a shared library, say):
+/// HP_HDR_NTARGETS names, "" for the executable, at HP_HDR_TARGETS; the
+/// tables start after them. The loader applies the patch, in one switch, to
+/// each of them the process has: a library it has loaded by that name, the
+/// executable when it defines the patch's first function. Not with
+/// HP_HDR_F_TARGET.
+pub const HP_HDR_F_TARGETS: u32 = 8;
+pub const HP_HDR_NTARGETS: u32 = 84; // u32, 2..=HP_MAX_TARGETS (with HP_HDR_F_TARGETS)
+pub const HP_HDR_TARGETS: u32 = 88; // [str; NTARGETS] (with HP_HDR_F_TARGETS)
+pub const HP_MAX_TARGETS: u32 = 16;
+
 // Function record: one per function of the running program that the patch
 // replaces.
 pub const HP_FUNC_SIZE: u32 = 48;

@@ -63,10 +63,12 @@ pub struct Meta {
     pub flags: u32,
     /// Free text describing what the patch was built against.
     pub base_id: String,
-    /// The shared library the patch is for (path, file name or soname);
-    /// empty: the executable. Written as [`HP_HDR_TARGET`] with
-    /// [`HP_HDR_F_TARGET`], which `decode` removes from `flags`.
-    pub target: String,
+    /// What the patch is for: a shared library by path, file name or
+    /// soname, "" the executable. None: the executable. One library:
+    /// [`HP_HDR_TARGET`] with [`HP_HDR_F_TARGET`]. Several (a unit linked
+    /// into several outputs): [`HP_HDR_TARGETS`] with [`HP_HDR_F_TARGETS`].
+    /// `decode` removes both flags from `flags`.
+    pub targets: Vec<String>,
     pub funcs: Vec<FuncRecord>,
 }
 
@@ -150,10 +152,12 @@ impl Meta {
     pub fn encode(&self) -> Vec<u8> {
         let mut strs = StrTab::new();
         let nmasks: usize = self.funcs.iter().map(|f| f.masks.len()).sum();
-        let funcs_off = if self.target.is_empty() {
-            HP_HDR_SEALED_SIZE
-        } else {
-            HP_HDR_TARGETED_SIZE
+        let several = self.targets.len() > 1;
+        let funcs_off = match self.targets.as_slice() {
+            [] => HP_HDR_SEALED_SIZE,
+            [one] if one.is_empty() => HP_HDR_SEALED_SIZE,
+            [_] => HP_HDR_TARGETED_SIZE,
+            more => (HP_HDR_TARGETS + 4 * more.len() as u32).next_multiple_of(8),
         };
         let masks_off = funcs_off + HP_FUNC_SIZE * self.funcs.len() as u32;
         let strtab_off = masks_off + HP_MASK_SIZE * nmasks as u32;
@@ -161,16 +165,22 @@ impl Meta {
 
         out[..8].copy_from_slice(HP_MAGIC);
         put_u32(&mut out, HP_HDR_VERSION, HP_FORMAT_VERSION);
-        let target_flag = if self.target.is_empty() {
-            0
-        } else {
-            put_u32(&mut out, HP_HDR_TARGET, strs.add(&self.target));
+        let target_flag = if several {
+            put_u32(&mut out, HP_HDR_NTARGETS, self.targets.len() as u32);
+            for (i, t) in self.targets.iter().enumerate() {
+                put_u32(&mut out, HP_HDR_TARGETS + 4 * i as u32, strs.add(t));
+            }
+            HP_HDR_F_TARGETS
+        } else if funcs_off == HP_HDR_TARGETED_SIZE {
+            put_u32(&mut out, HP_HDR_TARGET, strs.add(&self.targets[0]));
             HP_HDR_F_TARGET
+        } else {
+            0
         };
         put_u32(
             &mut out,
             HP_HDR_FLAGS,
-            (self.flags & !HP_HDR_F_TARGET) | HP_HDR_F_SHA256 | target_flag,
+            (self.flags & !(HP_HDR_F_TARGET | HP_HDR_F_TARGETS)) | HP_HDR_F_SHA256 | target_flag,
         );
         put_u32(&mut out, HP_HDR_PATCH_ID, strs.add(&self.patch_id));
         put_u32(&mut out, HP_HDR_BASE_ID, strs.add(&self.base_id));
@@ -234,17 +244,7 @@ impl Meta {
         let patch_id = s(r.u32(HP_HDR_PATCH_ID)?)?;
         let base_id = s(r.u32(HP_HDR_BASE_ID)?)?;
         let flags = r.u32(HP_HDR_FLAGS)?;
-        let target = if flags & HP_HDR_F_TARGET != 0 {
-            r.slice(0, HP_HDR_TARGETED_SIZE as u64)
-                .map_err(|_| bad("metadata is too short for its target field"))?;
-            let t = s(r.u32(HP_HDR_TARGET)?)?;
-            if t.is_empty() {
-                return Err(bad("patch names an empty target library"));
-            }
-            t
-        } else {
-            String::new()
-        };
+        let targets = decode_targets(&r, flags, &s)?;
 
         let mut funcs = Vec::new();
         for i in 0..nfuncs {
@@ -279,9 +279,9 @@ impl Meta {
         }
         Ok(Meta {
             patch_id,
-            flags: flags & !(HP_HDR_F_SHA256 | HP_HDR_F_TARGET),
+            flags: flags & !(HP_HDR_F_SHA256 | HP_HDR_F_TARGET | HP_HDR_F_TARGETS),
             base_id,
-            target,
+            targets,
             funcs,
         })
     }
@@ -418,6 +418,48 @@ pub fn verify_content_hash(patch: &[u8]) -> Result<[u8; 32], FormatError> {
     Ok(stored)
 }
 
+/// The outputs the header names ([`Meta::targets`]), refused with the C
+/// reader's words.
+fn decode_targets(
+    r: &Reader,
+    flags: u32,
+    s: &dyn Fn(u32) -> Result<String, FormatError>,
+) -> Result<Vec<String>, FormatError> {
+    match (flags & HP_HDR_F_TARGET != 0, flags & HP_HDR_F_TARGETS != 0) {
+        (false, false) => Ok(Vec::new()),
+        (true, true) => Err(bad("patch has both a target and a target list")),
+        (true, false) => {
+            r.slice(0, HP_HDR_TARGETED_SIZE as u64)
+                .map_err(|_| bad("metadata is too short for its target field"))?;
+            let t = s(r.u32(HP_HDR_TARGET)?)?;
+            if t.is_empty() {
+                return Err(bad("patch names an empty target library"));
+            }
+            Ok(vec![t])
+        }
+        (false, true) => {
+            let too_short = |_| bad("metadata is too short for its target list");
+            let n = r.u32(HP_HDR_NTARGETS).map_err(too_short)?;
+            if !(2..=HP_MAX_TARGETS).contains(&n) {
+                return Err(bad(format!(
+                    "patch names {n} targets (a list holds 2 to {HP_MAX_TARGETS})"
+                )));
+            }
+            r.slice(0, (HP_HDR_TARGETS + 4 * n) as u64)
+                .map_err(too_short)?;
+            let mut out: Vec<String> = Vec::new();
+            for i in 0..n {
+                let t = s(r.u32(HP_HDR_TARGETS + 4 * i)?)?;
+                if out.contains(&t) {
+                    return Err(bad(format!("patch names target \"{t}\" twice")));
+                }
+                out.push(t);
+            }
+            Ok(out)
+        }
+    }
+}
+
 /// Lower-case hex of a hash, as the manifest and messages show it.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -531,7 +573,7 @@ mod tests {
             flags: HP_HDR_F_CALL_SITES,
             patch_id: "fix-1".into(),
             base_id: "v1".into(),
-            target: String::new(),
+            targets: Vec::new(),
             funcs: vec![
                 FuncRecord {
                     name: "helper".into(),
@@ -560,13 +602,24 @@ mod tests {
         let meta = sample();
         assert_eq!(Meta::decode(&meta.encode()).unwrap(), meta);
         let for_lib = Meta {
-            target: "liblua5.4.so.0".into(),
+            targets: vec!["liblua5.4.so.0".into()],
             ..sample()
         };
         let bytes = for_lib.encode();
         assert_eq!(Meta::decode(&bytes).unwrap(), for_lib);
         let flags = u32::from_le_bytes(bytes[12..16].try_into().unwrap());
         assert_eq!(flags & HP_HDR_F_TARGET, HP_HDR_F_TARGET);
+        let for_both = Meta {
+            targets: vec!["liblua5.4.so.0".into(), String::new()],
+            ..sample()
+        };
+        let bytes = for_both.encode();
+        assert_eq!(Meta::decode(&bytes).unwrap(), for_both);
+        let flags = u32::from_le_bytes(bytes[12..16].try_into().unwrap());
+        assert_eq!(
+            flags & (HP_HDR_F_TARGET | HP_HDR_F_TARGETS),
+            HP_HDR_F_TARGETS
+        );
     }
 
     #[test]

@@ -350,23 +350,20 @@ static size_t add_call_sites(const struct hp_opts *o, struct redirect *r, size_t
 /* Records the switched patch on the stack. */
 static struct applied *record(const struct hp_patchobj *po, const struct hp_linked *l,
                               struct redirect *r, struct span *spans, size_t nspans, int sites,
-                              const struct hp_callbacks *cb)
+                              const struct hp_callbacks *cb, const char *target, int with_prev)
 {
     struct applied *a = calloc(1, sizeof *a);
-    char *id = strdup(po->patch_id);
-    if (!a || !id) {
-        free(a);
-        free(id);
-        return NULL;
-    }
+    char *id = strdup(po->patch_id), *t = strdup(target);
     size_t ndefs = 0;
-    struct patch_def *defs = hp_defs_collect(po, l, &ndefs);
+    struct patch_def *defs = a && id && t ? hp_defs_collect(po, l, &ndefs) : NULL;
     if (!defs) {
         free(a);
         free(id);
+        free(t);
         return NULL;
     }
-    *a = (struct applied){.id = id, .r = r, .n = po->nfuncs, .spans = spans, .nspans = nspans,
+    *a = (struct applied){.id = id, .target = t, .with_prev = with_prev, .r = r,
+                          .n = po->nfuncs, .spans = spans, .nspans = nspans,
                           .call_sites = sites, .text = l->text, .data = l->data,
                           .cb = *cb, .defs = defs, .ndefs = ndefs,
                           .prev = hp_patch_top};
@@ -400,20 +397,185 @@ static size_t count_sites(const struct redirect *r, size_t n)
     return k;
 }
 
+/* One object of the process the patch is applied to (the executable or a
+ * library) and what was prepared for it. */
+struct module {
+    const struct hp_exe *exe;
+    const char *target;  /* its name in the patch ("": the executable) */
+    struct redirect *r;
+    struct span *spans;
+    size_t nspans, skipped;
+    struct busy_range *ranges;
+    size_t nranges;
+    struct hp_linked l;
+    int linked, called;  /* called: its pre-apply callbacks ran */
+    struct hp_callbacks cb;
+    struct applied *recorded;
+};
+
+/* Finds, links and aims everything for one object: its functions checked
+ * against the patch's base, the new code linked within its reach, the
+ * entry jumps (and call sites) as spans, the ranges no frame may be in. */
+static int prepare_module(const struct hp_patchobj *po, const struct hp_opts *o,
+                          struct module *m, char *msg, size_t msglen)
+{
+    struct prep prep = {0};
+    m->r = new_redirects(po);
+    m->spans = calloc(po->nfuncs, sizeof *m->spans);
+    if (!m->r || !m->spans || prep_init(&prep, m->exe, po->nfuncs)) {
+        prep_free(&prep);
+        return hp_fail(msg, msglen, "out of memory");
+    }
+    for (uint32_t i = 0; i < po->nfuncs; i++)
+        if (prepare_entry(&prep, &po->funcs[i], &m->r[i], &m->spans[i], i, msg, msglen)) {
+            prep_free(&prep);
+            return -1;
+        }
+    prep_free(&prep);
+    if (hp_link(po, m->exe, &m->l, msg, msglen))
+        return -1;
+    m->linked = 1;
+    if (aim_entries(po, &m->l, m->r, m->spans, msg, msglen) ||
+        hp_callbacks_collect(po, &m->l, &m->cb, msg, msglen))
+        return -1;
+    m->nspans = add_chains(m->r, po->nfuncs, &m->spans);
+    if (!m->nspans)
+        return hp_fail(msg, msglen, "out of memory");
+    m->nspans = add_call_sites(o, m->r, po->nfuncs, &m->spans, m->nspans, &m->skipped);
+    m->ranges = hp_busy_ranges(m->r, po->nfuncs, NULL, &m->nranges);
+    return m->ranges ? 0 : hp_fail(msg, msglen, "out of memory");
+}
+
+/* What a module holds that its record did not take over. */
+static void module_free(struct module *m, uint32_t nfuncs, const char *patch_id)
+{
+    if (m->called) /* its pre-apply callbacks ran: let the patch undo them */
+        hp_callbacks_run(&m->cb, HP_CB_POST_REVERT, patch_id, NULL, 0);
+    free(m->ranges);
+    if (m->recorded)
+        return;
+    hp_callbacks_free(&m->cb);
+    if (m->linked) {
+        hp_link_unmap(&m->l); /* no jump points into it */
+        hp_link_free_tables(&m->l);
+    }
+    free(m->spans);
+    hp_free_redirects(m->r, nfuncs);
+}
+
+/* Does the executable have the unit the patch was built from? A list of
+ * targets names every output the build links it into; a process runs one
+ * program, which may or may not be one of them. */
+static int exe_has_unit(const struct hp_patchobj *po, const struct hp_exe *exe)
+{
+    struct hp_symref ref;
+    return hp_exe_lookup(exe, po->funcs[0].file, po->funcs[0].name, 1, &ref, 1) > 0;
+}
+
+/* The objects the patch is applied to: its one target (which must be
+ * there), or each object of a target list that this process has. */
+static int find_modules(const struct hp_patchobj *po, struct module *m, size_t *nm, char *msg,
+                        size_t msglen)
+{
+    *nm = 0;
+    if (po->ntargets == 1) {
+        m[0].target = po->target;
+        if (hp_target_get(po->target, &m[0].exe, msg, msglen))
+            return -1;
+        *nm = 1;
+        return 0;
+    }
+    char names[512] = "";
+    size_t used = 0;
+    for (uint32_t i = 0; i < po->ntargets; i++) {
+        const char *t = po->targets[i];
+        int w = snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "",
+                         *t ? t : "the executable");
+        used = w > 0 && used + (size_t)w < sizeof names ? used + (size_t)w : used;
+        if (*t && !hp_library_loaded(t))
+            continue;
+        const struct hp_exe *exe;
+        if (hp_target_get(t, &exe, msg, msglen))
+            return -1;
+        if (!*t && !exe_has_unit(po, exe))
+            continue;
+        int seen = 0; /* two names of one loaded library */
+        for (size_t k = 0; k < *nm; k++)
+            seen |= m[k].exe == exe;
+        if (!seen)
+            m[(*nm)++] = (struct module){.exe = exe, .target = t};
+    }
+    if (!*nm)
+        return hp_fail(msg, msglen,
+                       "the patch is for %s, and this process has none of them (no such library "
+                       "is loaded, and the executable does not define %s)",
+                       names, po->funcs[0].name);
+    return 0;
+}
+
+/* The modules' spans, redirects and busy ranges joined for one switch. */
+static int join_modules(const struct module *m, size_t nm, uint32_t nfuncs, struct hp_parts *j)
+{
+    for (size_t k = 0; k < nm; k++)
+        if (hp_parts_add(j, m[k].r, nfuncs, m[k].spans, m[k].nspans, m[k].ranges, m[k].nranges))
+            return -1;
+    return 0;
+}
+
+/* Records every module on the stack (oldest first; the newer ones say they
+ * came with it). On failure nothing stays recorded. */
+static int record_modules(const struct hp_patchobj *po, struct module *m, size_t nm,
+                          const struct hp_opts *o)
+{
+    for (size_t k = 0; k < nm; k++) {
+        m[k].recorded = record(po, &m[k].l, m[k].r, m[k].spans, m[k].nspans,
+                               o->call_sites && o->client, &m[k].cb, m[k].target, k > 0);
+        if (!m[k].recorded) {
+            while (k-- > 0) {
+                hp_patch_top = m[k].recorded->prev;
+                hp_unrecord(m[k].recorded);
+                m[k].recorded = NULL;
+            }
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* "applied fix-1: 2 functions" and, for several objects, which. */
+static void applied_message(const struct module *m, size_t nm, const struct hp_opts *o, char *msg,
+                            size_t msglen)
+{
+    const struct applied *a = m[0].recorded;
+    size_t nsites = 0, skipped = 0;
+    for (size_t k = 0; k < nm; k++) {
+        nsites += count_sites(m[k].r, a->n);
+        skipped += m[k].skipped;
+    }
+    char extra[96] = "", where[256] = "";
+    if (a->call_sites)
+        snprintf(extra, sizeof extra, " (%zu call sites%s)", nsites,
+                 skipped ? ", some could not be rewritten: their calls take the entry jump" : "");
+    for (size_t k = 0, used = 0; nm > 1 && k < nm; k++) {
+        int w = snprintf(where + used, sizeof where - used, "%s%s", k ? ", " : " in ",
+                         *m[k].target ? m[k].target : "the executable");
+        used = w > 0 && used + (size_t)w < sizeof where ? used + (size_t)w : used;
+    }
+    snprintf(msg, msglen, "applied %s: %zu function%s%s%s%s", a->id, a->n, a->n == 1 ? "" : "s",
+             where, o->consistent ? " (consistent: no thread was running them)" : "", extra);
+    if (skipped)
+        hp_log("call sites: %zu skipped (bytes, reach or overlap)", skipped);
+}
+
 int hp_apply_mem_locked(const void *data, size_t size, const struct hp_opts *o, char *msg,
                         size_t msglen, char *details, size_t detlen)
 {
     struct hp_patchobj po;
-    struct hp_linked l;
-    const struct hp_exe *exe;
-    struct redirect *r = NULL;
-    struct span *spans = NULL;
-    struct busy_range *ranges = NULL;
-    struct prep prep = {0};
-    struct hp_callbacks cb = {0};
-    size_t nspans = 0, nranges = 0, skipped = 0;
-    int linked = 0, called = 0;
+    struct module m[HP_MAX_TARGETS];
+    struct hp_parts parts = {0};
+    size_t nm = 0;
 
+    memset(m, 0, sizeof m);
     if (hp_patchobj_parse(&po, data, size, msg, msglen))
         goto fail;
     if (hp_sig_check(&po, msg, msglen)) /* before anything is linked or written */
@@ -423,32 +585,12 @@ int hp_apply_mem_locked(const void *data, size_t size, const struct hp_opts *o, 
             hp_fail(msg, msglen, "patch %s is already applied", po.patch_id);
             goto fail;
         }
-    if (hp_target_get(po.target, &exe, msg, msglen)) /* the executable or a library */
+    if (find_modules(&po, m, &nm, msg, msglen)) /* the executable and/or libraries */
         goto fail;
-    r = new_redirects(&po);
-    spans = calloc(po.nfuncs, sizeof *spans);
-    if (!r || !spans || prep_init(&prep, exe, po.nfuncs)) {
-        hp_fail(msg, msglen, "out of memory");
-        goto fail;
-    }
-    for (uint32_t i = 0; i < po.nfuncs; i++)
-        if (prepare_entry(&prep, &po.funcs[i], &r[i], &spans[i], i, msg, msglen))
+    for (size_t k = 0; k < nm; k++)
+        if (prepare_module(&po, o, &m[k], msg, msglen))
             goto fail;
-    prep_free(&prep);
-    if (hp_link(&po, exe, &l, msg, msglen))
-        goto fail;
-    linked = 1;
-    if (aim_entries(&po, &l, r, spans, msg, msglen) ||
-        hp_callbacks_collect(&po, &l, &cb, msg, msglen))
-        goto fail;
-    nspans = add_chains(r, po.nfuncs, &spans);
-    if (!nspans) {
-        hp_fail(msg, msglen, "out of memory");
-        goto fail;
-    }
-    nspans = add_call_sites(o, r, po.nfuncs, &spans, nspans, &skipped);
-    ranges = hp_busy_ranges(r, po.nfuncs, NULL, &nranges);
-    if (!ranges) {
+    if (join_modules(m, nm, po.nfuncs, &parts)) {
         hp_fail(msg, msglen, "out of memory");
         goto fail;
     }
@@ -456,15 +598,17 @@ int hp_apply_mem_locked(const void *data, size_t size, const struct hp_opts *o, 
         hp_fail(msg, msglen, "the client went away before the switch; nothing was changed");
         goto fail;
     }
-    if (hp_callbacks_run(&cb, HP_CB_PRE_APPLY, po.patch_id, msg, msglen))
-        goto fail;
-    called = 1; /* from here a failure runs the post-revert callbacks (undo) */
-    struct hp_switch sw = {.r = r, .nr = po.nfuncs, .spans = spans, .nspans = nspans,
-                           .ranges = ranges, .nranges = nranges, .opts = o};
+    for (size_t k = 0; k < nm; k++) {
+        if (hp_callbacks_run(&m[k].cb, HP_CB_PRE_APPLY, po.patch_id, msg, msglen))
+            goto fail;
+        m[k].called = 1; /* from here a failure runs its post-revert callbacks (undo) */
+    }
+    struct hp_switch sw = {.r = parts.r, .nr = parts.nr, .spans = parts.spans,
+                           .nspans = parts.nspans, .ranges = parts.ranges,
+                           .nranges = parts.nranges, .opts = o};
     if (hp_switch(&sw, msg, msglen, details, detlen))
         goto fail;
-    struct applied *a = record(&po, &l, r, spans, nspans, o->call_sites && o->client, &cb);
-    if (!a) {
+    if (record_modules(&po, m, nm, o)) {
         /* Cannot record it: undo, so the stack always matches the code. */
         char e2[128];
         struct hp_opts lazy = {0};
@@ -474,34 +618,22 @@ int hp_apply_mem_locked(const void *data, size_t size, const struct hp_opts *o, 
         hp_fail(msg, msglen, "out of memory");
         goto fail;
     }
-    hp_callbacks_run(&a->cb, HP_CB_POST_APPLY, a->id, NULL, 0);
-    size_t nsites = count_sites(r, po.nfuncs);
-    char extra[96] = "";
-    if (a->call_sites)
-        snprintf(extra, sizeof extra, " (%zu call sites%s)", nsites,
-                 skipped ? ", some could not be rewritten: their calls take the entry jump" : "");
-    snprintf(msg, msglen, "applied %s: %zu function%s%s%s", a->id, a->n, a->n == 1 ? "" : "s",
-             o->consistent ? " (consistent: no thread was running them)" : "", extra);
-    if (skipped)
-        hp_log("call sites: %zu skipped (bytes, reach or overlap)", skipped);
-    log_applied(a, msg, po.base_id);
-    free(ranges);
-    hp_link_free_tables(&l);
+    applied_message(m, nm, o, msg, msglen);
+    for (size_t k = 0; k < nm; k++) {
+        m[k].called = 0;
+        hp_callbacks_run(&m[k].recorded->cb, HP_CB_POST_APPLY, po.patch_id, NULL, 0);
+        log_applied(m[k].recorded, msg, po.base_id);
+        hp_link_free_tables(&m[k].l);
+        module_free(&m[k], po.nfuncs, po.patch_id);
+    }
+    hp_parts_free(&parts);
     hp_patchobj_free(&po);
     return 0;
 fail:
     hp_log("apply failed: %s", msg);
-    if (called) /* the pre-apply callbacks ran: let the patch undo them */
-        hp_callbacks_run(&cb, HP_CB_POST_REVERT, po.patch_id, NULL, 0);
-    hp_callbacks_free(&cb);
-    prep_free(&prep);
-    if (linked) {
-        hp_link_unmap(&l); /* no jump points into it */
-        hp_link_free_tables(&l);
-    }
-    free(ranges);
-    free(spans);
-    hp_free_redirects(r, po.nfuncs);
+    for (size_t k = 0; k < nm; k++)
+        module_free(&m[k], po.nfuncs, po.patch_id);
+    hp_parts_free(&parts);
     hp_patchobj_free(&po);
     return -1;
 }

@@ -545,6 +545,13 @@ struct lib_entry {
 };
 static struct lib_entry *g_libs;
 
+int hp_library_loaded(const char *name)
+{
+    struct lib_find lf = {.want = name};
+    dl_iterate_phdr(lib_phdr_cb, &lf);
+    return lf.found;
+}
+
 int hp_target_get(const char *target, const struct hp_exe **out, char *err, size_t errlen)
 {
     if (!target || !*target)

@@ -86,6 +86,8 @@ struct hp_patchobj {
     const char *patch_id;
     const char *base_id;
     const char *target;  /* the shared library it is for; "": the executable */
+    const char *targets[HP_MAX_TARGETS]; /* every output it is for (HP_HDR_F_TARGETS; */
+    uint32_t ntargets;   /* else one: target) */
     struct hp_func_rec *funcs;
     uint32_t nfuncs;
     struct hp_mask *masks;
@@ -136,6 +138,8 @@ int hp_exe_get(const struct hp_exe **out, char *err, size_t errlen);
  * whose .symtab is read from the file it was loaded from. Same interface
  * as the executable's: struct hp_exe. */
 int hp_target_get(const char *target, const struct hp_exe **out, char *err, size_t errlen);
+/* Has the process loaded a library of that name (as hp_target_get finds it)? */
+int hp_library_loaded(const char *name);
 /* Looks up a defined symbol. file == NULL or "" → global (version suffix
  * "@..." ignored); otherwise the local `name` after STT_FILE `file`.
  * funcs_only restricts to STT_FUNC / STT_GNU_IFUNC. Returns the number of

@@ -172,6 +172,51 @@ int hp_patch_code_info(struct hp_code_info **out, size_t *n)
     return 0;
 }
 
+void hp_unrecord(struct applied *a)
+{
+    free(a->defs);
+    free(a->target);
+    free(a->id);
+    free(a);
+}
+
+/* Grows *p (n elements of size sz) by k; -1: out of memory. */
+static int grow(void **p, size_t n, size_t k, size_t sz)
+{
+    void *g = realloc(*p, (n + k ? n + k : 1) * sz);
+    if (!g)
+        return -1;
+    *p = g;
+    return 0;
+}
+
+int hp_parts_add(struct hp_parts *j, const struct redirect *r, size_t nr, const struct span *s,
+                 size_t ns, const struct busy_range *b, size_t nb)
+{
+    if (grow((void **)&j->r, j->nr, nr, sizeof *r) ||
+        grow((void **)&j->spans, j->nspans, ns, sizeof *s) ||
+        grow((void **)&j->ranges, j->nranges, nb, sizeof *b))
+        return -1;
+    memcpy(j->r + j->nr, r, nr * sizeof *r);
+    for (size_t i = 0; i < ns; i++) {
+        j->spans[j->nspans + i] = s[i];
+        j->spans[j->nspans + i].func += (uint32_t)j->nr;
+    }
+    memcpy(j->ranges + j->nranges, b, nb * sizeof *b);
+    j->nr += nr;
+    j->nspans += ns;
+    j->nranges += nb;
+    return 0;
+}
+
+void hp_parts_free(struct hp_parts *j)
+{
+    free(j->r);
+    free(j->spans);
+    free(j->ranges);
+    *j = (struct hp_parts){0};
+}
+
 void hp_free_redirects(struct redirect *r, size_t n)
 {
     (void)n; /* the names live in r's block */
@@ -183,7 +228,8 @@ int hp_list_locked(char *buf, size_t len)
     size_t count = 0, used = 0;
     const struct applied *order[4096];
     for (const struct applied *p = hp_patch_top; p && count < 4096; p = p->prev)
-        order[count++] = p;
+        if (!p->with_prev) /* a patch for several objects: listed once */
+            order[count++] = p;
     if (len)
         buf[0] = 0;
     for (size_t k = count; k-- > 0;) {

@@ -54,6 +54,9 @@ struct patch_def {
 
 struct applied {
     char *id;
+    char *target;        /* the object it patched: "" the executable, or a library */
+    int with_prev;       /* the same apply patched prev's object too (a patch for
+                          * several outputs): they are reverted together */
     struct redirect *r;
     size_t n;
     struct span *spans;  /* entry jumps (span i for r[i]), chained entry
@@ -70,6 +73,24 @@ struct applied {
 };
 
 /* ---- patch.c -------------------------------------------------------------- */
+/* Frees what record() allocated for an entry, not the code, redirects and
+ * spans it took over (apply.c, when recording several objects fails). */
+void hp_unrecord(struct applied *a);
+/* Several objects' redirects, spans and busy ranges joined for one switch:
+ * a patch for several outputs switches them all at once. */
+struct hp_parts {
+    struct redirect *r;
+    size_t nr;
+    struct span *spans;
+    size_t nspans;
+    struct busy_range *ranges;
+    size_t nranges;
+};
+/* Appends one object's parts (its spans' function indexes shifted past the
+ * redirects already there). -1: out of memory. */
+int hp_parts_add(struct hp_parts *j, const struct redirect *r, size_t nr, const struct span *s,
+                 size_t ns, const struct busy_range *b, size_t nb);
+void hp_parts_free(struct hp_parts *j);
 /* The newest applied patch (its prev is the next older one); read and
  * changed under hp_lock. */
 extern struct applied *hp_patch_top;

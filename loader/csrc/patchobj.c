@@ -303,12 +303,36 @@ static int parse_meta(struct hp_patchobj *po, const uint8_t *m, uint64_t msize, 
     STR(rd32(m + HP_HDR_PATCH_ID), po->patch_id);
     STR(rd32(m + HP_HDR_BASE_ID), po->base_id);
     po->target = "";
-    if (rd32(m + HP_HDR_FLAGS) & HP_HDR_F_TARGET) {
+    uint32_t hflags = rd32(m + HP_HDR_FLAGS);
+    if ((hflags & HP_HDR_F_TARGET) && (hflags & HP_HDR_F_TARGETS))
+        return hp_fail(err, errlen, "patch has both a target and a target list");
+    if (hflags & HP_HDR_F_TARGET) {
         if (msize < HP_HDR_TARGETED_SIZE)
             return hp_fail(err, errlen, "metadata is too short for its target field");
         STR(rd32(m + HP_HDR_TARGET), po->target);
         if (!*po->target)
             return hp_fail(err, errlen, "patch names an empty target library");
+    }
+    po->targets[0] = po->target;
+    po->ntargets = 1;
+    if (hflags & HP_HDR_F_TARGETS) {
+        if (msize < HP_HDR_TARGETS)
+            return hp_fail(err, errlen, "metadata is too short for its target list");
+        uint32_t n = rd32(m + HP_HDR_NTARGETS);
+        if (n < 2 || n > HP_MAX_TARGETS)
+            return hp_fail(err, errlen, "patch names %u targets (a list holds 2 to %u)", n,
+                           (unsigned)HP_MAX_TARGETS);
+        if (msize < HP_HDR_TARGETS + 4 * (uint64_t)n)
+            return hp_fail(err, errlen, "metadata is too short for its target list");
+        for (uint32_t i = 0; i < n; i++) {
+            STR(rd32(m + HP_HDR_TARGETS + 4 * i), po->targets[i]);
+            for (uint32_t j = 0; j < i; j++)
+                if (strcmp(po->targets[j], po->targets[i]) == 0)
+                    return hp_fail(err, errlen, "patch names target \"%s\" twice",
+                                   po->targets[i]);
+        }
+        po->ntargets = n;
+        po->target = po->targets[0];
     }
 
     po->masks = calloc(nmasks ? nmasks : 1, sizeof *po->masks);

@@ -50,7 +50,7 @@ fn library_patch(work: &Work, id: &str, target: &str, orig: &str, new: &str) -> 
         diff: &diff,
         rel: "libdemo.c",
     };
-    emit::emit_for(target, &[unit], id, "test", 0)
+    emit::emit_for(&[target.to_string()], &[unit], id, "test", 0)
         .unwrap()
         .object
 }

@@ -269,6 +269,39 @@ const MALFORMED: &[Case] = &[
             })
         },
     },
+    // A list of targets (HP_HDR_F_TARGETS): several outputs of the build.
+    Case {
+        name: "both a target and a target list",
+        says: "patch has both a target and a target list",
+        edit: |p| {
+            with_meta(p, |m| {
+                let both = HP_HDR_F_TARGET | HP_HDR_F_TARGETS;
+                m.write32(HP_HDR_FLAGS, m.read32(HP_HDR_FLAGS) | both);
+            })
+        },
+    },
+    Case {
+        name: "a target list longer than the loader takes",
+        says: "patch names 17 targets (a list holds 2 to 16)",
+        edit: |p| {
+            with_meta(p, |m| {
+                m.write32(HP_HDR_FLAGS, m.read32(HP_HDR_FLAGS) | HP_HDR_F_TARGETS);
+                m.write32(HP_HDR_NTARGETS, 17);
+            })
+        },
+    },
+    Case {
+        name: "a target list naming one output twice",
+        says: "patch names target \"\" twice",
+        edit: |p| {
+            with_meta(p, |m| {
+                m.write32(HP_HDR_FLAGS, m.read32(HP_HDR_FLAGS) | HP_HDR_F_TARGETS);
+                m.write32(HP_HDR_NTARGETS, 2);
+                m.write32(HP_HDR_TARGETS, 0);
+                m.write32(HP_HDR_TARGETS + 4, 0);
+            })
+        },
+    },
     // Function records.
     Case {
         name: "masks run past the mask table",

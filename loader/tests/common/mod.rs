@@ -159,7 +159,7 @@ pub fn make_signed_patch(
         rel: file,
     };
     let patch =
-        emit::emit_signed("", &[unit], id, "test", 0, key).unwrap_or_else(|e| panic!("{id}: {e}"));
+        emit::emit_signed(&[], &[unit], id, "test", 0, key).unwrap_or_else(|e| panic!("{id}: {e}"));
     for note in &patch.notes {
         eprintln!("{id}: note: {note}");
     }
