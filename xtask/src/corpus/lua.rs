@@ -6,9 +6,11 @@
 //! as Debian's liblua5.4-0 ships it, and the interpreter linked to it
 //! (fixtures/corpus/lua5.4/shared.mk, read by make after upstream's
 //! src/Makefile). The same fixes are then patches for the library's code in
-//! the running interpreter: hpbuild finds from the link steps `hpbuild
-//! capture` recorded that the changed units are linked into
-//! liblua5.4.so.0, without `--target`.
+//! the running interpreter. The same build links the same objects into
+//! upstream's static `src/lua` too: hpbuild finds from the link steps
+//! `hpbuild capture` recorded that the changed units are linked into both,
+//! without `--target`, and each fix is one patch applied to both running
+//! interpreters (the library's code in one, the executable's in the other).
 
 use super::{Case, Check, Driver, Env, Project};
 use crate::corpus::session::Session;
@@ -21,7 +23,8 @@ pub struct Lua;
 /// `src/lua fixtures/corpus/lua5.4/driver.lua`, reading chunks from a pipe.
 pub struct LuaDriver;
 
-/// The same source built as liblua5.4.so.0 and `src/lua-shared` linked to it.
+/// The same source built as liblua5.4.so.0 and `src/lua-shared` linked to
+/// it, and as upstream's static `src/lua` from the same objects.
 pub struct LuaShared;
 
 /// `src/lua-shared fixtures/corpus/lua5.4/driver.lua`: the interpreter whose
@@ -119,12 +122,12 @@ impl Project for LuaShared {
         "lua5.4-shared"
     }
 
-    fn target(&self) -> Option<&'static str> {
-        Some(SONAME)
+    fn targets(&self) -> &'static [&'static str] {
+        &[SONAME, ""]
     }
 
     fn cases(&self) -> Vec<Case> {
-        cases(&[&LuaSharedDriver])
+        cases(&[&LuaSharedDriver, &LuaStaticDriver])
     }
 
     fn prepare(&self, tree: &Path) -> Result<(), String> {
@@ -152,6 +155,37 @@ impl Project for LuaShared {
                     &libs,
                 ]),
         )
+    }
+}
+
+/// `src/lua` of the shared build: the same objects linked in statically,
+/// so the patch for the library is also for this executable.
+pub struct LuaStaticDriver;
+
+impl Driver for LuaStaticDriver {
+    fn name(&self) -> &'static str {
+        "lua driver (static, same objects)"
+    }
+
+    fn start(&self, tree: &Path, env: &Env) -> Result<Session, String> {
+        let mut cmd = Command::new(tree.join("src/lua"));
+        cmd.arg(env.fixtures.join("lua5.4/driver.lua")).env(
+            "HOTPATCH_LOG",
+            env.work.join("lua5.4-shared/loader-static.log"),
+        );
+        Session::start(cmd, "==done==")
+    }
+
+    fn request(&self, script: &str) -> String {
+        LuaDriver.request(script)
+    }
+
+    fn set_state(&self, token: &str) -> String {
+        LuaDriver.set_state(token)
+    }
+
+    fn get_state(&self) -> String {
+        LuaDriver.get_state()
     }
 }
 

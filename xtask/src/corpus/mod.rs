@@ -72,12 +72,12 @@ pub trait Project {
     fn name(&self) -> &'static str {
         self.package()
     }
-    /// The shared library the fixes are for, when the changed units are
-    /// linked into one; `None`: the executable. hpbuild is not told: it
-    /// must infer it from the link steps capture recorded, and the row fails
-    /// when the manifest's target differs.
-    fn target(&self) -> Option<&'static str> {
-        None
+    /// What the fixes' patches are for, as the manifest names them: a
+    /// shared library by its soname, "" the executable; none: the
+    /// executable. hpbuild is not told: it must infer them from the link
+    /// steps capture recorded, and the row fails when the manifest differs.
+    fn targets(&self) -> &'static [&'static str] {
+        &[]
     }
     fn cases(&self) -> Vec<Case>;
     /// Generated files Debian's build would add (before the first build).
@@ -375,12 +375,11 @@ fn run_case(
         return Err(format!("hpbuild failed: {err}"));
     }
     row.shipped = report::shipped(&hpo.with_extension("json"))?;
-    let target = report::target(&hpo.with_extension("json"))?;
-    if target.as_deref() != p.target() {
+    let targets = report::targets(&hpo.with_extension("json"))?;
+    if targets != p.targets() {
         row.apply = format!(
-            "FAILED: built for {}, expected {}",
-            target.as_deref().unwrap_or("the executable"),
-            p.target().unwrap_or("the executable")
+            "FAILED: built for {targets:?}, expected {:?} (\"\": the executable)",
+            p.targets()
         );
         return Ok(row);
     }

@@ -37,12 +37,20 @@ impl Row {
     }
 }
 
-/// The shared library the manifest says the patch is for (`None`: the
-/// executable).
-pub fn target(manifest: &Path) -> Result<Option<String>, String> {
-    Ok(read_manifest(manifest)?["target"]
-        .as_str()
-        .map(String::from))
+/// What the manifest says the patch is for (`target`, or `targets` for
+/// several outputs; none: the executable).
+pub fn targets(manifest: &Path) -> Result<Vec<String>, String> {
+    let m = read_manifest(manifest)?;
+    let names = match m["target"].as_str() {
+        Some(one) => vec![one.to_string()],
+        None => m["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(String::from))
+            .collect(),
+    };
+    Ok(names)
 }
 
 fn read_manifest(manifest: &Path) -> Result<serde_json::Value, String> {
