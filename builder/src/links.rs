@@ -150,6 +150,20 @@ impl Links {
         found
     }
 
+    /// The program or shared library of the build that `name` names (as
+    /// `--target` does), if any.
+    pub fn output_named(&self, name: &str) -> Option<Output> {
+        self.steps
+            .iter()
+            .filter(|s| matches!(s.kind, Kind::Executable | Kind::Shared))
+            .map(|s| Output {
+                path: s.output.clone(),
+                kind: s.kind,
+                soname: s.soname.clone(),
+            })
+            .find(|o| o.is_named(name))
+    }
+
     /// The outputs of a compile entry's object (none when its object is
     /// unknown or the build never linked it).
     pub fn outputs_of_entry(&self, e: &Entry) -> Vec<Output> {

@@ -46,7 +46,7 @@ pub fn choose(
     let outputs: Vec<Vec<Output>> = units.iter().map(|e| links.outputs_of_entry(e)).collect();
     let rel = |e: &Entry| e.relative_to(base).unwrap_or_default();
     match want {
-        Some(name) => for_named(name, units, &outputs, rel),
+        Some(name) => for_named(name, units, &outputs, rel, links),
         None => inferred(units, &outputs, rel, links),
     }
 }
@@ -58,9 +58,23 @@ fn for_named(
     units: Vec<Entry>,
     outputs: &[Vec<Output>],
     rel: impl Fn(&Entry) -> String,
+    links: &Links,
 ) -> Result<Targeted> {
     let named = outputs.iter().flatten().find(|o| o.is_named(name)).cloned();
     let Some(output) = named else {
+        if let Some(o) = links.output_named(name) {
+            let mut all: Vec<Output> = Vec::new();
+            for o in outputs.iter().flatten() {
+                if !all.contains(o) {
+                    all.push(o.clone());
+                }
+            }
+            bail!(
+                "--target {name}: none of the units the diff changes is linked into {} (they are linked into {})",
+                o.describe(),
+                list(&all)
+            );
+        }
         // Not an output the build recorded (a name it is installed under,
         // say): the user's word stands, for every unit.
         return Ok(Targeted {
@@ -271,5 +285,14 @@ mod tests {
         // A name the build does not know stands as given.
         let t = choose_for(Some("libcore.so"), &["core"]).unwrap();
         assert_eq!(t.targets, ["libcore.so"]);
+        // An output none of the units is linked into is refused.
+        let e = choose_for(Some("server"), &["core"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("--target server: none of the units the diff changes is linked into server (program) (they are linked into libcore.so.2 (shared library), tool (program))"),
+            "{e}"
+        );
     }
 }
