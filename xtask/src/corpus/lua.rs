@@ -20,16 +20,41 @@ use std::process::Command;
 
 pub struct Lua;
 
-/// `src/lua fixtures/corpus/lua5.4/driver.lua`, reading chunks from a pipe.
-pub struct LuaDriver;
+/// `<exe> fixtures/corpus/lua5.4/driver.lua`, reading chunks from a pipe:
+/// one of the interpreters the builds make.
+pub struct LuaDriver {
+    name: &'static str,
+    /// The interpreter, in the built tree.
+    exe: &'static str,
+    /// Its loader log, in the corpus work directory.
+    log: &'static str,
+}
+
+/// `src/lua` of the executable build.
+const LUA: LuaDriver = LuaDriver {
+    name: "lua driver",
+    exe: "src/lua",
+    log: "lua5.4/loader.log",
+};
+
+/// `src/lua-shared`: the interpreter whose Lua core runs in liblua5.4.so.0.
+const LUA_SHARED: LuaDriver = LuaDriver {
+    name: "lua driver (liblua5.4.so.0)",
+    exe: "src/lua-shared",
+    log: "lua5.4-shared/loader.log",
+};
+
+/// `src/lua` of the shared build: the same objects linked in statically,
+/// so the patch for the library is also for this executable.
+const LUA_STATIC: LuaDriver = LuaDriver {
+    name: "lua driver (static, same objects)",
+    exe: "src/lua",
+    log: "lua5.4-shared/loader-static.log",
+};
 
 /// The same source built as liblua5.4.so.0 and `src/lua-shared` linked to
 /// it, and as upstream's static `src/lua` from the same objects.
 pub struct LuaShared;
-
-/// `src/lua-shared fixtures/corpus/lua5.4/driver.lua`: the interpreter whose
-/// Lua core runs in liblua5.4.so.0.
-pub struct LuaSharedDriver;
 
 /// The soname the shared build gives the library (Debian's).
 const SONAME: &str = "liblua5.4.so.0";
@@ -67,7 +92,7 @@ impl Project for Lua {
     }
 
     fn cases(&self) -> Vec<Case> {
-        cases(&[&LuaDriver])
+        cases(&[&LUA])
     }
 
     fn prepare(&self, tree: &Path) -> Result<(), String> {
@@ -90,13 +115,13 @@ impl Project for Lua {
 
 impl Driver for LuaDriver {
     fn name(&self) -> &'static str {
-        "lua driver"
+        self.name
     }
 
     fn start(&self, tree: &Path, env: &Env) -> Result<Session, String> {
-        let mut cmd = Command::new(tree.join("src/lua"));
+        let mut cmd = Command::new(tree.join(self.exe));
         cmd.arg(env.fixtures.join("lua5.4/driver.lua"))
-            .env("HOTPATCH_LOG", env.work.join("lua5.4/loader.log"));
+            .env("HOTPATCH_LOG", env.work.join(self.log));
         Session::start(cmd, "==done==")
     }
 
@@ -127,7 +152,7 @@ impl Project for LuaShared {
     }
 
     fn cases(&self) -> Vec<Case> {
-        cases(&[&LuaSharedDriver, &LuaStaticDriver])
+        cases(&[&LUA_SHARED, &LUA_STATIC])
     }
 
     fn prepare(&self, tree: &Path) -> Result<(), String> {
@@ -155,61 +180,5 @@ impl Project for LuaShared {
                     &libs,
                 ]),
         )
-    }
-}
-
-/// `src/lua` of the shared build: the same objects linked in statically,
-/// so the patch for the library is also for this executable.
-pub struct LuaStaticDriver;
-
-impl Driver for LuaStaticDriver {
-    fn name(&self) -> &'static str {
-        "lua driver (static, same objects)"
-    }
-
-    fn start(&self, tree: &Path, env: &Env) -> Result<Session, String> {
-        let mut cmd = Command::new(tree.join("src/lua"));
-        cmd.arg(env.fixtures.join("lua5.4/driver.lua")).env(
-            "HOTPATCH_LOG",
-            env.work.join("lua5.4-shared/loader-static.log"),
-        );
-        Session::start(cmd, "==done==")
-    }
-
-    fn request(&self, script: &str) -> String {
-        LuaDriver.request(script)
-    }
-
-    fn set_state(&self, token: &str) -> String {
-        LuaDriver.set_state(token)
-    }
-
-    fn get_state(&self) -> String {
-        LuaDriver.get_state()
-    }
-}
-
-impl Driver for LuaSharedDriver {
-    fn name(&self) -> &'static str {
-        "lua driver (liblua5.4.so.0)"
-    }
-
-    fn start(&self, tree: &Path, env: &Env) -> Result<Session, String> {
-        let mut cmd = Command::new(tree.join("src/lua-shared"));
-        cmd.arg(env.fixtures.join("lua5.4/driver.lua"))
-            .env("HOTPATCH_LOG", env.work.join("lua5.4-shared/loader.log"));
-        Session::start(cmd, "==done==")
-    }
-
-    fn request(&self, script: &str) -> String {
-        LuaDriver.request(script)
-    }
-
-    fn set_state(&self, token: &str) -> String {
-        LuaDriver.set_state(token)
-    }
-
-    fn get_state(&self) -> String {
-        LuaDriver.get_state()
     }
 }
