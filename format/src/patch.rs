@@ -544,19 +544,26 @@ pub fn read_patch(bytes: &[u8]) -> Result<Meta, FormatError> {
                 f.name, f.new_symbol
             )));
         };
-        let code = sym
+        let section = sym
             .section_index()
-            .and_then(|i| file.section_by_index(i).ok())
-            .is_some_and(|sec| match sec.flags() {
-                object::SectionFlags::Elf { sh_flags } => {
-                    let want = (object::elf::SHF_ALLOC | object::elf::SHF_EXECINSTR) as u64;
-                    sh_flags & want == want
-                }
-                _ => false,
-            });
+            .and_then(|i| file.section_by_index(i).ok());
+        let code = section.as_ref().is_some_and(|sec| match sec.flags() {
+            object::SectionFlags::Elf { sh_flags } => {
+                let want = (object::elf::SHF_ALLOC | object::elf::SHF_EXECINSTR) as u64;
+                sh_flags & want == want
+            }
+            _ => false,
+        });
         if !code {
             return Err(bad(format!(
                 "replacement symbol {} is not in an executable section",
+                f.new_symbol
+            )));
+        }
+        // The redirect jumps to its first byte: it must be in the section.
+        if section.is_some_and(|sec| sym.address() >= sec.size()) {
+            return Err(bad(format!(
+                "replacement symbol {} lies outside its section",
                 f.new_symbol
             )));
         }

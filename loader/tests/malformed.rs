@@ -16,7 +16,7 @@ mod common;
 
 use common::{make_patch, make_signed_patch, Work};
 use format::*;
-use object::{Object, ObjectSection};
+use object::{Object, ObjectSection, ObjectSymbol};
 use std::process::Command;
 
 const PROG: &str = include_str!("programs/apply_mem.c");
@@ -351,6 +351,15 @@ const MALFORMED: &[Case] = &[
         edit: |p| with_decoded(p, |m| m.funcs[0].new_symbol = "extra".into(), &[]),
     },
     Case {
+        // The C reader refused it; the Rust one let it through to the process.
+        name: "replacement symbol at its section's end",
+        says: "replacement symbol target lies outside its section",
+        edit: |p| {
+            let end = section_of(p, ".text.target").len() as u64;
+            with_symbol_value(p, "target", end)
+        },
+    },
+    Case {
         name: "no metadata section",
         says: "no .hotpatch.meta section",
         edit: rename_meta,
@@ -564,6 +573,27 @@ fn with_sig_header(patch: &[u8], f: impl FnOnce(&mut Header)) -> Vec<u8> {
     out.write32((at + 4) as u32, h.kind);
     out[at + 24..at + 32].copy_from_slice(&h.offset.to_le_bytes());
     out[at + 32..at + 40].copy_from_slice(&h.size.to_le_bytes());
+    seal(&mut out).unwrap();
+    out
+}
+
+/// `patch` with symbol `name`'s st_value set to `value`, sealed again.
+fn with_symbol_value(patch: &[u8], name: &str, value: u64) -> Vec<u8> {
+    let file = object::File::parse(patch).unwrap();
+    let index = file
+        .symbols()
+        .find(|s| s.name() == Ok(name))
+        .unwrap()
+        .index()
+        .0;
+    let (symtab, _) = file
+        .section_by_name(".symtab")
+        .unwrap()
+        .file_range()
+        .unwrap();
+    let at = symtab as usize + index * 24 + 8; // Elf64_Sym.st_value
+    let mut out = patch.to_vec();
+    out[at..at + 8].copy_from_slice(&value.to_le_bytes());
     seal(&mut out).unwrap();
     out
 }
