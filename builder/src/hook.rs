@@ -9,7 +9,9 @@
 //! - `hpbuild.target`: the shared library the patches are for (`--target`),
 //!   when the fixes go into a library rather than the executable;
 //! - `hpbuild.compiledb`: the compile database (`--compile-db`), when it is
-//!   not found in the work tree or one of its build directories.
+//!   not found in the work tree or one of its build directories;
+//! - `hpbuild.signkey`: the private key the patches are signed with
+//!   (`--sign`), when the processes trust only signed patches.
 //!
 //! The hook runs the hpbuild that installed it (else `hpbuild` in PATH) and
 //! says on stderr and in `<sha>.error` when there is none or it failed.
@@ -214,7 +216,12 @@ fn build(deployed: &str, head: &str, dir: &Path) -> Result<PathBuf> {
             .ok()
             .filter(|s| !s.is_empty()),
         unit_output: None,
-        sign: None,
+        // A repository whose processes trust only signed patches says
+        // with which key (a path, relative to the work tree).
+        sign: git(&["config", "--get", "hpbuild.signkey"])
+            .ok()
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from),
         explain: false,
         json: false,
         verbose: false,

@@ -30,7 +30,15 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     let output = &absolute(output)?;
     // Read first: a key file that cannot sign stops the build before any
     // work, and nothing is written.
-    let key = args.sign.as_deref().map(signing_key).transpose()?;
+    let key = args
+        .sign
+        .as_deref()
+        .map(signing_key)
+        .transpose()
+        .map_err(|e| match args.from_hook {
+            true => Error::new(format!("{e} (git config hpbuild.signkey)")),
+            false => e,
+        })?;
     let progress = Progress::new(args.verbose);
     let diff_bytes = std::fs::read(diff_path)
         .map_err(|e| Error::new(format!("cannot read diff {}: {e}", diff_path.display())))?;

@@ -92,6 +92,51 @@ fn install_refuses_a_foreign_hook() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("was not written by hpbuild"));
 }
 
+/// RFC 8410's example Ed25519 private key (section 10.3): a test key.
+const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n";
+
+/// With `git config hpbuild.signkey`, the hook's patches are signed with
+/// that key (the manifest says which); a key that cannot sign is reported
+/// naming the file and the config key, and no patch is written.
+#[test]
+fn hook_signs_with_git_config_hpbuild_signkey() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    repo_with_hook(&repo, Path::new(HPBUILD), true);
+    let key = tmp.path().join("key.pem");
+    std::fs::write(&key, TEST_KEY).unwrap();
+    run(
+        &repo,
+        "git",
+        &["config", "hpbuild.signkey", key.to_str().unwrap()],
+    );
+    let path = std::env::var("PATH").unwrap_or_default();
+    let (stderr, error, wrote) = commit_fix(&repo, &path);
+    assert!(error.is_empty() && wrote, "{stderr}{error}");
+    let sha = run(&repo, "git", &["rev-parse", "HEAD"]);
+    let dir = repo.join(".git/hpbuild/patches");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(format!("{sha}.json"))).unwrap()).unwrap();
+    assert_eq!(manifest["signed"]["algorithm"], "ed25519", "{manifest:#}");
+
+    std::fs::write(&key, "not a key").unwrap();
+    std::fs::write(repo.join("main.c"), V1.replace("10 +", "11 +")).unwrap();
+    let out = Command::new("git")
+        .args(["commit", "-qam", "another fix"])
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the hook must never block a commit");
+    let sha = run(&repo, "git", &["rev-parse", "HEAD"]);
+    let error = std::fs::read_to_string(dir.join(format!("{sha}.error"))).unwrap_or_default();
+    assert!(
+        error.contains(key.to_str().unwrap()) && error.contains("git config hpbuild.signkey"),
+        "{error}"
+    );
+    assert!(!dir.join(format!("{sha}.hpo")).exists());
+}
+
 /// A repository with main.c at v1 committed as the deployed base and the
 /// hook installed by the hpbuild at `hpbuild` (its compile database written
 /// only when `with_db`).
