@@ -131,7 +131,7 @@ fn captured_with(files: &[(&str, &str)]) -> (tempfile::TempDir, std::path::PathB
 }
 
 /// `hpbuild` on the captured base: (output, manifest).
-fn build(tmp: &Path, base: &Path, name: &str, extra: &[&str]) -> (Output, serde_json::Value) {
+fn build_patch(tmp: &Path, base: &Path, name: &str, extra: &[&str]) -> (Output, serde_json::Value) {
     let hpo = tmp.join(format!("{name}.hpo"));
     let out = must(run_timeout(
         Command::new(must(hpbuild_bin()))
@@ -220,7 +220,7 @@ fn capture_records_links_and_the_patch_goes_to_the_output_its_unit_is_linked_int
 
     // No --target: the first entry of scale.c is the library's; the patch
     // is for the library, and the notes say which entry and why.
-    let (out, manifest) = build(tmp.path(), &base, "lib", &[]);
+    let (out, manifest) = build_patch(tmp.path(), &base, "lib", &[]);
     assert_eq!(manifest["target"], "libscale.so.1", "{manifest:#}");
     let notes = manifest["notes"].to_string();
     assert!(
@@ -231,7 +231,7 @@ fn capture_records_links_and_the_patch_goes_to_the_output_its_unit_is_linked_int
     assert!(notes.contains("the patch is for libscale.so.1"), "{notes}");
 
     // --target prog-static: the other entry, and a patch for the executable.
-    let (out, manifest) = build(tmp.path(), &base, "exe", &["--target", "prog-static"]);
+    let (out, manifest) = build_patch(tmp.path(), &base, "exe", &["--target", "prog-static"]);
     assert!(manifest.get("target").is_none(), "{manifest:#}");
     let notes = manifest["notes"].to_string();
     assert!(
@@ -254,7 +254,7 @@ fn capture_records_links_and_the_patch_goes_to_the_output_its_unit_is_linked_int
 #[test]
 fn a_unit_linked_into_a_program_and_its_library_is_patched_in_both() {
     let (tmp, base) = captured_with(&[("Makefile", MAKEFILE_BOTH), ("both.c", BOTH)]);
-    let (_, manifest) = build(tmp.path(), &base, "both", &[]);
+    let (_, manifest) = build_patch(tmp.path(), &base, "both", &[]);
     assert_eq!(
         manifest["targets"],
         serde_json::json!(["libscale.so.1", ""]),
@@ -319,4 +319,50 @@ fn a_unit_linked_into_a_program_and_its_library_is_patched_in_both() {
     );
     let listed = hpctl(&["list", &pid]);
     assert!(!listed.stdout.contains("both"), "{}", listed.report());
+}
+
+/// A Ninja build (the shape CMake's generator writes: `: && cc … && :`,
+/// `ar qc`) with its compile database from `ninja -t compdb`: hpbuild reads
+/// the link steps with `ninja -t commands`, no capture needed, and the
+/// patch is for the library scale.c is linked into.
+#[test]
+fn a_ninja_builds_link_steps_name_the_library() {
+    let tmp = tempfile::Builder::new()
+        .prefix("hp-e2e-ninja-")
+        .tempdir()
+        .unwrap();
+    let base = tmp.path().join("base");
+    let build = base.join("build");
+    fs::create_dir_all(&build).unwrap();
+    for (name, text) in [("scale.c", SCALE), ("main.c", MAIN)] {
+        fs::write(base.join(name), text).unwrap();
+    }
+    fs::write(
+        build.join("build.ninja"),
+        "rule cc\n  command = gcc -O2 -g $flags -c $in -o $out\n\
+         rule shared\n  command = : && gcc -fPIC -shared -Wl,-soname,libscale.so.1 -o $out $in && :\n\
+         rule link\n  command = : && gcc -o $out $in && :\n\
+         rule static\n  command = : && rm -f $out && ar qc $out $in && ranlib $out && :\n\
+         build CMakeFiles/scale.dir/scale.c.o: cc ../scale.c\n  flags = -fPIC\n\
+         build libscale.so.1: shared CMakeFiles/scale.dir/scale.c.o\n\
+         build CMakeFiles/prog.dir/main.c.o: cc ../main.c\n\
+         build prog: link CMakeFiles/prog.dir/main.c.o libscale.so.1\n",
+    )
+    .unwrap();
+    let compdb = Command::new("ninja")
+        .args(["-t", "compdb", "cc"])
+        .current_dir(&build)
+        .output()
+        .expect("ninja is installed (xtask/src/tools.list)");
+    assert!(compdb.status.success(), "{compdb:?}");
+    fs::write(build.join("compile_commands.json"), &compdb.stdout).unwrap();
+    fs::write(tmp.path().join("fix.patch"), FIX).unwrap();
+
+    let (out, manifest) = build_patch(tmp.path(), &base, "ninja", &[]);
+    assert_eq!(manifest["target"], "libscale.so.1", "{}", out.report());
+    let notes = manifest["notes"].to_string();
+    assert!(
+        notes.contains("the patch is for libscale.so.1") && notes.contains("build.ninja"),
+        "{notes}"
+    );
 }

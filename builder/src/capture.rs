@@ -44,11 +44,9 @@ fn tool_names(path: &str) -> Vec<String> {
         let Ok(rd) = fs::read_dir(&dir) else { continue };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let base = name.rsplit('-').find(|p| p.parse::<u32>().is_err());
-            let is_cc = base.is_some_and(|b| b == "gcc" || b == "clang" || b == "ar")
-                && !name.contains("++")
+            let is_tool = (linkrec::is_compiler(&name) || linkrec::is_archiver(&name))
                 && !names.contains(&name);
-            if is_cc {
+            if is_tool {
                 names.push(name);
             }
         }

@@ -183,14 +183,23 @@ pub fn from_ar(directory: &str, args: &[String]) -> Option<LinkStep> {
     })
 }
 
-/// Is this shim name an archiver (`ar`, `gcc-ar`, `x86_64-linux-gnu-ar`,
+/// A tool's name without its version and target triplet: `gcc` for
+/// `x86_64-linux-gnu-gcc-12`, `ar` for `llvm-ar-16`.
+fn base_name(name: &str) -> &str {
+    name.rsplit('-')
+        .find(|p| p.parse::<u32>().is_err())
+        .unwrap_or(name)
+}
+
+/// Is this tool an archiver (`ar`, `gcc-ar`, `x86_64-linux-gnu-ar`,
 /// `llvm-ar-16`)?
 pub fn is_archiver(name: &str) -> bool {
-    let base = name
-        .rsplit('-')
-        .find(|p| p.parse::<u32>().is_err())
-        .unwrap_or(name);
-    base == "ar"
+    base_name(name) == "ar"
+}
+
+/// Is this tool a C compiler driver (`cc`, `gcc-12`, `clang`, …)?
+pub fn is_compiler(name: &str) -> bool {
+    matches!(base_name(name), "cc" | "c89" | "c99" | "gcc" | "clang")
 }
 
 #[cfg(test)]

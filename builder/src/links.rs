@@ -80,12 +80,18 @@ pub struct Links {
 }
 
 impl Links {
-    /// The link steps recorded beside the compile database `db`, if any.
+    /// The link steps recorded beside the compile database `db`
+    /// (link_commands.json), else those of the Ninja build it sits in
+    /// (`ninja`), if any.
     pub fn beside(db: &Path) -> Result<Option<Links>> {
         let path = db.with_file_name(FILE_NAME);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let dir = db.parent().unwrap_or(Path::new("."));
+                return Ok(crate::ninja::link_steps(dir)
+                    .map(|steps| Links::new(steps, dir.join("build.ninja"))));
+            }
             Err(e) => return Err(Error::new(format!("cannot read {}: {e}", path.display()))),
         };
         let raw: Vec<LinkStep> = serde_json::from_str(&text).map_err(|e| {

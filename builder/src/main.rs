@@ -20,6 +20,7 @@ mod layout;
 mod linkrec;
 mod links;
 mod manifest;
+mod ninja;
 mod parsed;
 mod pipeline;
 mod progress;
