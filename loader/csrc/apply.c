@@ -145,7 +145,7 @@ static int find_target(const struct prep *p, const struct hp_func_rec *f, struct
     struct label l;
     int n = hp_exe_lookup(p->exe, f->file, f->name, 1, refs, 16);
     if (n == 0)
-        n = hp_patch_lookup(f->file, f->name, 1, refs);
+        n = hp_patch_lookup(p->exe, f->file, f->name, 1, refs);
     if (n == 0)
         return hp_fail(err, errlen,
                        "function %s is not in the running program's symbol table, and no "
@@ -350,7 +350,8 @@ static size_t add_call_sites(const struct hp_opts *o, struct redirect *r, size_t
 /* Records the switched patch on the stack. */
 static struct applied *record(const struct hp_patchobj *po, const struct hp_linked *l,
                               struct redirect *r, struct span *spans, size_t nspans, int sites,
-                              const struct hp_callbacks *cb, const char *target, int with_prev)
+                              const struct hp_callbacks *cb, const char *target, uintptr_t obj_lo,
+                              int with_prev)
 {
     struct applied *a = calloc(1, sizeof *a);
     char *id = strdup(po->patch_id), *t = strdup(target);
@@ -362,7 +363,7 @@ static struct applied *record(const struct hp_patchobj *po, const struct hp_link
         free(t);
         return NULL;
     }
-    *a = (struct applied){.id = id, .target = t, .with_prev = with_prev, .r = r,
+    *a = (struct applied){.id = id, .target = t, .obj_lo = obj_lo, .with_prev = with_prev, .r = r,
                           .n = po->nfuncs, .spans = spans, .nspans = nspans,
                           .call_sites = sites, .text = l->text, .data = l->data,
                           .cb = *cb, .defs = defs, .ndefs = ndefs,
@@ -529,7 +530,8 @@ static int record_modules(const struct hp_patchobj *po, struct module *m, size_t
 {
     for (size_t k = 0; k < nm; k++) {
         m[k].recorded = record(po, &m[k].l, m[k].r, m[k].spans, m[k].nspans,
-                               o->call_sites && o->client, &m[k].cb, m[k].target, k > 0);
+                               o->call_sites && o->client, &m[k].cb, m[k].target,
+                               m[k].exe->lo, k > 0);
         if (!m[k].recorded) {
             while (k-- > 0) {
                 hp_patch_top = m[k].recorded->prev;

@@ -146,10 +146,12 @@ int hp_library_loaded(const char *name);
  * matches (fills at most `max` entries). */
 int hp_exe_lookup(const struct hp_exe *exe, const char *file, const char *name, int funcs_only,
                   struct hp_symref *out, int max);
-/* Looks up a symbol the applied patches define (the functions and data a
- * patch added), oldest patch first: the fallback after hp_exe_lookup for a
+/* Looks up a symbol the applied patches define in `exe` (the functions and
+ * data a patch added to that object; a patch for several objects added a
+ * copy to each), oldest patch first: the fallback after hp_exe_lookup for a
  * patch built on top of others (patchdefs.c; caller holds hp_lock). */
-int hp_patch_lookup(const char *file, const char *name, int funcs_only, struct hp_symref *out);
+int hp_patch_lookup(const struct hp_exe *exe, const char *file, const char *name, int funcs_only,
+                    struct hp_symref *out);
 /* Bytes from addr to the next symbol of the executable (or the end of its
  * image): how far a redirect may extend past a tiny function into the
  * alignment padding that follows it. */

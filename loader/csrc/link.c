@@ -165,7 +165,7 @@ static int resolve_undef(const struct hp_patchobj *po, const struct hp_exe *exe,
         memcpy(name, tail, nlen + 1);
         n = hp_exe_lookup(exe, file, name, 0, refs, 4);
         if (n == 0) /* added by an applied patch this one was built on? */
-            n = hp_patch_lookup(file, name, 0, refs);
+            n = hp_patch_lookup(exe, file, name, 0, refs);
         if (n == 0)
             return hp_fail(err, errlen,
                            "static symbol %s of %s (needed by the patch) is not in the running "
@@ -174,7 +174,7 @@ static int resolve_undef(const struct hp_patchobj *po, const struct hp_exe *exe,
     } else {
         n = hp_exe_lookup(exe, NULL, full, 0, refs, 4);
         if (n == 0)
-            n = hp_patch_lookup(NULL, full, 0, refs);
+            n = hp_patch_lookup(exe, NULL, full, 0, refs);
     }
     if (n == 1 && refs[0].type == STT_TLS && *exe->name) {
         size_t modid;

@@ -55,6 +55,8 @@ struct patch_def {
 struct applied {
     char *id;
     char *target;        /* the object it patched: "" the executable, or a library */
+    uintptr_t obj_lo;    /* that object's start (hp_exe.lo): the same object
+                          * whatever name a patch gave it */
     int with_prev;       /* the same apply patched prev's object too (a patch for
                           * several outputs): they are reverted together */
     struct redirect *r;

@@ -88,13 +88,14 @@ static int same_file(const char *a, const char *b)
     return strcmp(a, b) == 0 || strcmp(base_name(a), base_name(b)) == 0;
 }
 
-int hp_patch_lookup(const char *file, const char *name, int funcs_only, struct hp_symref *out)
+int hp_patch_lookup(const struct hp_exe *exe, const char *file, const char *name, int funcs_only,
+                    struct hp_symref *out)
 {
     int found = 0;
     if (!file)
         file = "";
     for (const struct applied *p = hp_patch_top; p; p = p->prev) /* newest → oldest */
-        for (size_t i = 0; i < p->ndefs; i++) {
+        for (size_t i = 0; p->obj_lo == exe->lo && i < p->ndefs; i++) {
             const struct patch_def *d = &p->defs[i];
             if (strcmp(d->name, name) != 0 || (*file == 0) != (*d->file == 0) ||
                 (*file && !same_file(file, d->file)) || (funcs_only && d->type != STT_FUNC))
