@@ -466,11 +466,14 @@ static void module_free(struct module *m, uint32_t nfuncs, const char *patch_id)
 
 /* Does the executable have the unit the patch was built from? A list of
  * targets names every output the build links it into; a process runs one
- * program, which may or may not be one of them. */
+ * program, which may or may not be one of them. (The first function may be
+ * one an applied patch added to it.) */
 static int exe_has_unit(const struct hp_patchobj *po, const struct hp_exe *exe)
 {
     struct hp_symref ref;
-    return hp_exe_lookup(exe, po->funcs[0].file, po->funcs[0].name, 1, &ref, 1) > 0;
+    const struct hp_func_rec *f = &po->funcs[0];
+    return hp_exe_lookup(exe, f->file, f->name, 1, &ref, 1) > 0 ||
+           hp_patch_lookup(exe, f->file, f->name, 1, &ref);
 }
 
 /* The objects the patch is applied to: its one target (which must be

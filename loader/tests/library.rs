@@ -27,6 +27,11 @@ fn run(cmd: &mut Command) {
 
 /// The patch for `new` over `orig`, both compiled as the library's unit.
 fn library_patch(work: &Work, id: &str, target: &str, orig: &str, new: &str) -> Vec<u8> {
+    patch_for(work, id, &[target], orig, new)
+}
+
+/// [`library_patch`] for several objects (`""`: the executable).
+fn patch_for(work: &Work, id: &str, targets: &[&str], orig: &str, new: &str) -> Vec<u8> {
     let o = std::fs::read(common::compile(
         work,
         &format!("{id}/o"),
@@ -50,7 +55,8 @@ fn library_patch(work: &Work, id: &str, target: &str, orig: &str, new: &str) -> 
         diff: &diff,
         rel: "libdemo.c",
     };
-    emit::emit_for(&[target.to_string()], &[unit], id, "test", 0)
+    let targets: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+    emit::emit_for(&targets, &[unit], id, "test", 0)
         .unwrap()
         .object
 }
@@ -150,4 +156,80 @@ fn a_library_fix_uses_the_librarys_thread_locals() {
     let (ok, _, err) = hpctl(&["revert", &pid]);
     assert!(ok, "{err}");
     assert_eq!(p.ask("tls 5"), "4040");
+}
+
+/// libdemo.c's object linked into libdemo.so.1 and into a program that
+/// also loads the library: a patch for both objects, and one built on top of
+/// it. The first adds a function (`bonus`) that lib_scale calls; each
+/// object gets its own copy. The second replaces `bonus`, and must replace
+/// each object's own copy, so that each lib_scale sees the fix.
+#[test]
+fn a_patch_for_two_objects_and_one_built_on_top_of_it() {
+    let work = Work::new("library-both");
+    let v1 = lib_version(2, "");
+    let lib_obj = common::compile(&work, "lib", "libdemo.c", &v1, &["-fPIC"]);
+    let lib_dir = work.path("lib");
+    run(Command::new("gcc")
+        .args(["-shared", "-Wl,-soname,libdemo.so.1", "-o", "libdemo.so.1"])
+        .arg(&lib_obj)
+        .current_dir(&lib_dir));
+    let prog_obj = common::compile(
+        &work,
+        "prog",
+        "bothlib.c",
+        include_str!("programs/bothlib.c"),
+        &[],
+    );
+    let exe = work.path("lib/bothlib");
+    run(Command::new("gcc")
+        .arg(&prog_obj)
+        .arg(&lib_obj)
+        .args(["-o", exe.to_str().unwrap(), "-ldl"])
+        .args(loader::link_args(&work.path("loader"))));
+
+    let bonus = |n: u32| {
+        format!(
+            "int bonus(void);\n{}\n__attribute__((noinline)) int bonus(void)\n{{\n    return {n};\n}}\n",
+            lib_version(2, "+ bonus()")
+        )
+    };
+    let both = ["libdemo.so.1", ""];
+    let first = work.path("first.hpo");
+    std::fs::write(&first, patch_for(&work, "first", &both, &v1, &bonus(1000))).unwrap();
+    let second = work.path("second.hpo");
+    let on_top = patch_for(&work, "second", &both, &bonus(1000), &bonus(2000));
+    std::fs::write(&second, on_top).unwrap();
+
+    let mut p = Proc::start(&exe, &work);
+    let pid = p.pid().to_string();
+    // 5*2 + bump: each object counts its own bumps.
+    assert_eq!(
+        (p.ask("scale 5"), p.ask("libscale 5")),
+        ("11".into(), "11".into())
+    );
+    let (ok, out, err) = hpctl(&["apply", &pid, first.to_str().unwrap()]);
+    assert!(ok, "{err}\n{}", p.log_text());
+    assert!(out.contains("in libdemo.so.1, the executable"), "{out}");
+    assert_eq!(p.ask("scale 5"), "1012");
+    assert_eq!(p.ask("libscale 5"), "1012");
+    let (ok, _, err) = hpctl(&["apply", &pid, second.to_str().unwrap()]);
+    assert!(ok, "{err}\n{}", p.log_text());
+    assert_eq!(
+        p.ask("scale 5"),
+        "2013",
+        "the program's lib_scale calls its new bonus"
+    );
+    assert_eq!(
+        p.ask("libscale 5"),
+        "2013",
+        "the library's lib_scale calls its new bonus"
+    );
+    for (want, patch) in [("1014", "second"), ("15", "first")] {
+        let (ok, out, err) = hpctl(&["revert", &pid]);
+        assert!(ok && out.contains(patch), "{out}{err}\n{}", p.log_text());
+        assert_eq!(
+            (p.ask("scale 5"), p.ask("libscale 5")),
+            (want.into(), want.into())
+        );
+    }
 }
