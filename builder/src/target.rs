@@ -97,8 +97,7 @@ fn for_named(
             ));
         }
     }
-    // Every affected unit belongs elsewhere: `kept` cannot be empty here,
-    // since `output` came from one of them.
+    // `output` came from one of the units, so `kept` holds that one at least.
     Ok(Targeted {
         targets: vec![output.target()],
         units: kept,
@@ -156,7 +155,15 @@ fn inferred(
             targets.push(String::new());
         }
     }
-    let note = if what.len() > 1 {
+    if targets.len() > format::HP_MAX_TARGETS as usize {
+        bail!(
+            "the changed units are linked into {} outputs ({}); a patch names at most {}: build one per library with --target NAME",
+            targets.len(),
+            what.join(", "),
+            format::HP_MAX_TARGETS
+        );
+    }
+    let mut notes = vec![if what.len() > 1 {
         format!(
             "the patch is for each of {}: {} links the changed unit(s) into each, and the loader patches every one of them a process has",
             what.join(", "),
@@ -168,12 +175,39 @@ fn inferred(
             what[0],
             links.path.display()
         )
-    };
+    }];
+    notes.extend(left_as_is(&known, &common, rel));
     Ok(Targeted {
         targets,
         units,
-        notes: vec![note],
+        notes,
     })
+}
+
+/// A unit also linked into an output some other changed unit is not: that
+/// output keeps its old code, and the note says so.
+fn left_as_is(
+    known: &[(&Entry, &Vec<Output>)],
+    common: &[&Output],
+    rel: impl Fn(&Entry) -> String,
+) -> Vec<String> {
+    known
+        .iter()
+        .filter_map(|(e, outs)| {
+            let rest: Vec<Output> = outs
+                .iter()
+                .filter(|o| !common.contains(o))
+                .cloned()
+                .collect();
+            (!rest.is_empty()).then(|| {
+                format!(
+                    "{} is also linked into {}, which this patch leaves as it is (not every changed unit is linked into it)",
+                    rel(e),
+                    list(&rest)
+                )
+            })
+        })
+        .collect()
 }
 
 fn list(outputs: &[Output]) -> String {
@@ -279,6 +313,12 @@ mod tests {
         assert_eq!(
             t.notes,
             ["cli.c: not linked into libcore.so.2 (the build links it into tool (program)); left out"]
+        );
+        let t = choose_for(None, &["core", "cli"]).unwrap();
+        assert!(t.targets.is_empty(), "{:?}", t.targets);
+        assert_eq!(
+            t.notes[1],
+            "core.c is also linked into libcore.so.2 (shared library), which this patch leaves as it is (not every changed unit is linked into it)"
         );
         let t = choose_for(Some("tool"), &["core", "cli"]).unwrap();
         assert_eq!((t.targets, t.units.len()), (vec![String::new()], 2));
