@@ -14,6 +14,7 @@ mod compile;
 mod deps;
 mod diff;
 mod edits;
+mod entries;
 mod error;
 mod hook;
 mod layout;
