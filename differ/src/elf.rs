@@ -53,6 +53,19 @@ impl Symbol {
     /// route can point at: functions, data objects, TLS objects and global
     /// assembler labels. Local NOTYPE labels (`.LC0`) and section symbols are
     /// anonymous: they only stand for a place in a section.
+    /// ELF's reserved symbol 0.
+    fn null() -> Symbol {
+        Symbol {
+            name: String::new(),
+            kind: SymKind::Other,
+            global: false,
+            section: None,
+            external: false,
+            value: 0,
+            size: 0,
+        }
+    }
+
     pub fn is_named(&self) -> bool {
         match self.kind {
             SymKind::Func | SymKind::Ifunc | SymKind::Object | SymKind::Tls => {
@@ -286,6 +299,14 @@ fn read_symbols(
 ) -> Result<Vec<Symbol>, DiffError> {
     let mut symbols = Vec::with_capacity(symtab.len());
     for (index, sym) in symtab.enumerate() {
+        if index.0 == 0 {
+            // ELF reserves entry 0 (a relocation naming it has no symbol):
+            // whatever its bytes say, it is nothing. Read as a symbol, a
+            // named one here is not correlated like the others, and an
+            // object compared with itself differed (fuzz, differ_object).
+            symbols.push(Symbol::null());
+            continue;
+        }
         let name = symtab
             .symbol_name(LE, sym)
             .map_err(|e| err(&format!("{which} object: symbol {} name", index.0), e))?;
@@ -309,7 +330,7 @@ fn read_symbols(
                 elf::STB_GLOBAL | elf::STB_WEAK | elf::STB_GNU_UNIQUE
             ),
             section,
-            external: index.0 != 0 && (shndx == elf::SHN_UNDEF || shndx == elf::SHN_COMMON),
+            external: shndx == elf::SHN_UNDEF || shndx == elf::SHN_COMMON,
             value: sym.st_value(LE),
             size: sym.st_size(LE),
         });
