@@ -135,15 +135,18 @@ fn write_links(dir: &Path, log: &Path) -> Result<String> {
     ))
 }
 
-/// The last step writing an output wins, except that an archive keeps the
-/// members earlier steps put in it (`ar r` adds or replaces members, and an
-/// incremental build adds only the objects it rebuilt).
+/// The last step writing an output wins, except that an archive that
+/// existed keeps the members earlier steps put in it (`ar r` adds or
+/// replaces members, and an incremental build adds only the objects it
+/// rebuilt); one the step created holds its members only.
 fn merge_links(mut steps: Vec<LinkStep>, new: &[LinkStep]) -> Vec<LinkStep> {
     for n in new {
         let same = |s: &LinkStep| s.directory == n.directory && s.output == n.output;
         let mut step = n.clone();
+        step.fresh = false; // recorded: what it says is already applied
         if let Some(old) = steps.iter().find(|s| same(s)) {
-            if old.kind == linkrec::Kind::Archive && n.kind == linkrec::Kind::Archive {
+            let adds = old.kind == linkrec::Kind::Archive && n.kind == linkrec::Kind::Archive;
+            if adds && !n.fresh {
                 let mut members = old.inputs.clone();
                 members.extend(n.inputs.iter().filter(|m| !old.inputs.contains(m)).cloned());
                 step.inputs = members;
@@ -214,4 +217,28 @@ fn read_jsonl<T: serde::de::DeserializeOwned>(log: &Path) -> Result<Vec<T>> {
                 .map_err(|e| Error::new(format!("corrupt capture log {}: {e}", log.display())))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::linkrec::from_ar;
+
+    fn ar(args: &str, fresh: bool) -> LinkStep {
+        let args: Vec<String> = args.split_whitespace().map(String::from).collect();
+        LinkStep {
+            fresh,
+            ..from_ar("/b", &args).unwrap()
+        }
+    }
+
+    #[test]
+    fn an_archive_keeps_earlier_members_unless_the_step_created_it() {
+        let built = merge_links(Vec::new(), &[ar("rcs lib.a a.o b.o", true)]);
+        let added = merge_links(built.clone(), &[ar("rcs lib.a c.o", false)]);
+        assert_eq!(added[0].inputs, ["a.o", "b.o", "c.o"]);
+        let rebuilt = merge_links(added, &[ar("rcs lib.a a.o", true)]);
+        assert_eq!(rebuilt[0].inputs, ["a.o"]);
+        assert!(!rebuilt[0].fresh);
+    }
 }

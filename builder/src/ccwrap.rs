@@ -52,6 +52,8 @@ pub fn run(args: &[String]) -> i32 {
         return 2;
     };
     let real = real_compiler(name);
+    // Before the command runs: whether an archive is new is known only then.
+    let link = link_step(name, rest);
     let status = match Command::new(&real).args(rest).status() {
         Ok(s) => s,
         Err(e) => {
@@ -60,7 +62,7 @@ pub fn run(args: &[String]) -> i32 {
         }
     };
     if status.success() {
-        if let Err(e) = record(name, rest).and_then(|()| record_link(name, rest)) {
+        if let Err(e) = record(name, rest).and_then(|()| record_link(link)) {
             // A lost record is a capture bug, not a build failure: say it.
             eprintln!("hpbuild cc-wrap: cannot record the compile command: {e}");
         }
@@ -204,24 +206,26 @@ fn record(name: &str, args: &[String]) -> std::io::Result<()> {
     append(&log, &lines)
 }
 
+/// The link or archive step a command is, if any. An archive the command
+/// creates (none was there before it ran) is `fresh`: it holds only the
+/// members named here.
+fn link_step(name: &str, args: &[String]) -> Option<linkrec::LinkStep> {
+    let directory = std::env::current_dir().ok()?.to_string_lossy().into_owned();
+    if !linkrec::is_archiver(name) {
+        return linkrec::from_cc(&directory, args);
+    }
+    let mut step = linkrec::from_ar(&directory, args)?;
+    step.fresh = !std::path::Path::new(&step.output).exists();
+    Some(step)
+}
+
 /// A link or archive step, to the links log.
-fn record_link(name: &str, args: &[String]) -> std::io::Result<()> {
-    let Ok(log) = std::env::var(LINKS_ENV) else {
+fn record_link(step: Option<linkrec::LinkStep>) -> std::io::Result<()> {
+    let (Ok(log), Some(step)) = (std::env::var(LINKS_ENV), step) else {
         return Ok(());
     };
-    let directory = std::env::current_dir()?.to_string_lossy().into_owned();
-    let step = if linkrec::is_archiver(name) {
-        linkrec::from_ar(&directory, args)
-    } else {
-        linkrec::from_cc(&directory, args)
-    };
-    match step {
-        Some(s) => append(
-            &log,
-            &format!("{}\n", serde_json::to_string(&s).expect("step serialises")),
-        ),
-        None => Ok(()),
-    }
+    let line = serde_json::to_string(&step).expect("step serialises");
+    append(&log, &format!("{line}\n"))
 }
 
 /// One O_APPEND write per command keeps parallel (`make -j`) records whole.

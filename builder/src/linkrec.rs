@@ -46,6 +46,11 @@ pub struct LinkStep {
     /// dynamic loader knows it by, and so the name a patch targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soname: Option<String>,
+    /// An archive this step created: it holds these members only. Without
+    /// it (`ar r` on an archive that exists) the members add to those an
+    /// earlier step put in.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fresh: bool,
 }
 
 /// Is `arg` a file the linker takes as input (not a source: a source is
@@ -154,6 +159,7 @@ pub fn from_cc(directory: &str, args: &[String]) -> Option<LinkStep> {
         libs,
         lib_dirs,
         soname: (kind == Kind::Shared).then(|| soname(&linker)).flatten(),
+        fresh: false,
     })
 }
 
@@ -180,6 +186,7 @@ pub fn from_ar(directory: &str, args: &[String]) -> Option<LinkStep> {
         libs: Vec::new(),
         lib_dirs: Vec::new(),
         soname: None,
+        fresh: false,
     })
 }
 
