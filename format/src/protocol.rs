@@ -40,8 +40,10 @@
 //! * `TARGETS <nfuncs> <ncode> <bias>\n`, then `nfuncs` lines
 //!   `F <addr>` (runtime entry of each replaced function, in the patch's
 //!   order) and `ncode` lines `C <lo> <hi>` (code of earlier patches). The
-//!   client decodes the executable (whose link-time addresses plus `bias` are
-//!   runtime addresses) and those ranges, and answers `SITES <k>\n` and `k`
+//!   client decodes the object the functions are in (the executable, or the
+//!   shared library a patch is for: the file mapped at the first function;
+//!   its link-time addresses plus `bias` are runtime addresses) and those
+//!   ranges, and answers `SITES <k>\n` and `k`
 //!   lines `<addr> <func-index> <instruction bytes in hex>`: each direct
 //!   call/jmp/jcc with a 32-bit displacement to one of the functions. The
 //!   loader checks every site's bytes before using it.
@@ -252,7 +254,8 @@ pub struct Targets {
     pub funcs: Vec<u64>,
     /// Code ranges `[lo, hi)` of earlier patches to search too.
     pub code: Vec<(u64, u64)>,
-    /// Runtime address minus link-time address of the executable.
+    /// Runtime address minus link-time address of the object the
+    /// functions are in (the executable, or the library a patch is for).
     pub bias: u64,
 }
 

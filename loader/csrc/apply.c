@@ -323,8 +323,8 @@ static size_t add_chains(const struct redirect *r, size_t n, struct span **spans
 /* With --redirect call-site: the client's sites, checked, as spans after
  * the entry jumps. Returns the new span count (nspans on any problem: the
  * entry jumps alone still switch every call). */
-static size_t add_call_sites(const struct hp_opts *o, struct redirect *r, size_t n,
-                             struct span **spans, size_t nspans, size_t *skipped)
+static size_t add_call_sites(const struct hp_opts *o, const struct hp_exe *exe, struct redirect *r,
+                             size_t n, struct span **spans, size_t nspans, size_t *skipped)
 {
     struct hp_site_line *lines = NULL;
     size_t nlines = 0;
@@ -332,7 +332,7 @@ static size_t add_call_sites(const struct hp_opts *o, struct redirect *r, size_t
     *skipped = 0;
     if (!o->call_sites || !o->client)
         return nspans;
-    if (hp_client_sites(o->client, r, n, &lines, &nlines, err, sizeof err)) {
+    if (hp_client_sites(o->client, exe, r, n, &lines, &nlines, err, sizeof err)) {
         hp_log("call sites: %s; redirecting by entry jumps only", err);
         return nspans;
     }
@@ -342,7 +342,7 @@ static size_t add_call_sites(const struct hp_opts *o, struct redirect *r, size_t
         return nspans;
     }
     *spans = grown;
-    size_t total = hp_sites_to_spans(lines, nlines, r, n, grown, nspans, skipped);
+    size_t total = hp_sites_to_spans(lines, nlines, exe, r, n, grown, nspans, skipped);
     free(lines);
     return total;
 }
@@ -442,7 +442,7 @@ static int prepare_module(const struct hp_patchobj *po, const struct hp_opts *o,
     m->nspans = add_chains(m->r, po->nfuncs, &m->spans);
     if (!m->nspans)
         return hp_fail(msg, msglen, "out of memory");
-    m->nspans = add_call_sites(o, m->r, po->nfuncs, &m->spans, m->nspans, &m->skipped);
+    m->nspans = add_call_sites(o, m->exe, m->r, po->nfuncs, &m->spans, m->nspans, &m->skipped);
     m->ranges = hp_busy_ranges(m->r, po->nfuncs, NULL, &m->nranges);
     return m->ranges ? 0 : hp_fail(msg, msglen, "out of memory");
 }

@@ -249,14 +249,11 @@ static int parse_site(char *line, struct hp_site_line *s)
     return 0;
 }
 
-int hp_client_sites(struct hp_client *c, const struct redirect *r, size_t n,
-                    struct hp_site_line **out, size_t *nout, char *err, size_t errlen)
+int hp_client_sites(struct hp_client *c, const struct hp_exe *exe, const struct redirect *r,
+                    size_t n, struct hp_site_line **out, size_t *nout, char *err, size_t errlen)
 {
-    const struct hp_exe *exe;
     *out = NULL;
     *nout = 0;
-    if (hp_exe_get(&exe, err, errlen))
-        return -1;
     if (send_targets(c, r, n, exe->bias))
         return hp_fail(err, errlen, "cannot send the call-site targets to the client");
     char *line = read_line(c);

@@ -149,23 +149,25 @@ int hp_client_gone(const struct hp_client *c);
 /* RESUME / RESUMED. */
 int hp_client_resume(struct hp_client *c);
 /* TARGETS / SITES (before the stop): the call sites of the replaced
- * functions, as spans checked against the running bytes (sites.c). */
+ * functions of `exe` (the executable or a library: its load bias goes with
+ * them), as spans checked against the running bytes (sites.c). */
 struct hp_site_line {
     uintptr_t addr;
     uint32_t func;
     uint8_t len;
     uint8_t bytes[SPAN_MAX];
 };
-int hp_client_sites(struct hp_client *c, const struct redirect *r, size_t n,
-                    struct hp_site_line **out, size_t *nout, char *err, size_t errlen);
+int hp_client_sites(struct hp_client *c, const struct hp_exe *exe, const struct redirect *r,
+                    size_t n, struct hp_site_line **out, size_t *nout, char *err, size_t errlen);
 
 /* ---- sites.c -------------------------------------------------------------- */
 /* Turns the client's site lines into spans that redirect each call straight
  * to its function's new code; a line whose bytes do not match the running
  * code, that overlaps another span, or that is out of reach is skipped
  * (counted in *skipped). Appends to spans (capacity checked by caller). */
-size_t hp_sites_to_spans(const struct hp_site_line *lines, size_t nlines, struct redirect *r,
-                         size_t nr, struct span *spans, size_t nspans, size_t *skipped);
+size_t hp_sites_to_spans(const struct hp_site_line *lines, size_t nlines, const struct hp_exe *exe,
+                         struct redirect *r, size_t nr, struct span *spans, size_t nspans,
+                         size_t *skipped);
 
 /* ---- switch.c ------------------------------------------------------------- */
 /* Where no frame may be for a consistent switch. */

@@ -1,9 +1,10 @@
 /*
- * Call-site redirects: the client (hpctl) decodes the executable and the
- * earlier patches' code and reports every direct call/jmp/jcc with a rel32
+ * Call-site redirects: the client (hpctl) decodes the object the replaced
+ * functions are in and the earlier patches' code and reports every direct call/jmp/jcc with a rel32
  * whose target is a replaced function. Nothing it says is trusted: a site
  * becomes a span only if
- *   - it lies inside the executable's image or an applied patch's code,
+ *   - it lies inside the image of the object the functions are in (the
+ *     executable, or the library a patch is for) or an applied patch's code,
  *   - it is one of the forms `e8 rel32`, `e9 rel32`, `0f 8x rel32`, and the
  *     running bytes are exactly the bytes the client decoded, except for a
  *     rel32 an earlier call-site patch rewrote,
@@ -20,11 +21,9 @@
 
 #include "patch_internal.h"
 
-static int inside_known_code(uintptr_t at, size_t len)
+static int inside_known_code(const struct hp_exe *exe, uintptr_t at, size_t len)
 {
-    const struct hp_exe *exe;
-    char err[8];
-    if (hp_exe_get(&exe, err, sizeof err) == 0 && at >= exe->lo && at + len <= exe->hi)
+    if (at >= exe->lo && at + len <= exe->hi)
         return 1;
     for (const struct applied *p = hp_patch_top; p; p = p->prev)
         if (at >= p->text.at && at + len <= p->text.at + p->text.size)
@@ -65,10 +64,10 @@ static uintptr_t rel32_target(uintptr_t at, size_t len, const uint8_t *insn)
 }
 
 /* The checks above, except overlap; fills the span on success. */
-static int make_site_span(const struct hp_site_line *s, const struct redirect *r, size_t nr,
-                          struct span *out)
+static int make_site_span(const struct hp_site_line *s, const struct hp_exe *exe,
+                          const struct redirect *r, size_t nr, struct span *out)
 {
-    if (s->func >= nr || !branch_form(s) || !inside_known_code(s->addr, s->len))
+    if (s->func >= nr || !branch_form(s) || !inside_known_code(exe, s->addr, s->len))
         return -1;
     const uint8_t *now = (const uint8_t *)s->addr;
     size_t op = s->len - 4u;
@@ -125,12 +124,13 @@ static size_t drop_overlaps(struct span *spans, size_t n, size_t *skipped)
     return k;
 }
 
-size_t hp_sites_to_spans(const struct hp_site_line *lines, size_t nlines, struct redirect *r,
-                         size_t nr, struct span *spans, size_t nspans, size_t *skipped)
+size_t hp_sites_to_spans(const struct hp_site_line *lines, size_t nlines, const struct hp_exe *exe,
+                         struct redirect *r, size_t nr, struct span *spans, size_t nspans,
+                         size_t *skipped)
 {
     size_t n = nspans;
     for (size_t i = 0; i < nlines; i++) {
-        if (make_site_span(&lines[i], r, nr, &spans[n]) == 0)
+        if (make_site_span(&lines[i], exe, r, nr, &spans[n]) == 0)
             n++;
         else
             (*skipped)++;

@@ -233,3 +233,38 @@ fn a_patch_for_two_objects_and_one_built_on_top_of_it() {
         );
     }
 }
+
+/// `--redirect call-site` for a library patch: the direct calls inside the
+/// library to the replaced function (lib_scale calls the static bump) are
+/// found in the library's file and rewritten, as in the executable.
+#[test]
+fn call_sites_inside_a_library_are_rewritten() {
+    let work = Work::new("library-sites");
+    let v1 = lib_version(2, "");
+    let exe = build_uselib(&work, &v1);
+    let fixed = v1.replace("return ++bumps;", "return ++bumps + 100;");
+    let file = work.path("bumpfix.hpo");
+    std::fs::write(
+        &file,
+        library_patch(&work, "bumpfix", "libdemo.so.1", &v1, &fixed),
+    )
+    .unwrap();
+
+    let mut p = Proc::start(&exe, &work);
+    let pid = p.pid().to_string();
+    assert_eq!(p.ask("scale 5"), "11");
+    let (ok, out, err) = hpctl(&[
+        "apply",
+        "--redirect",
+        "call-site",
+        &pid,
+        file.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}\n{}", p.log_text());
+    assert!(out.contains("(1 call sites)"), "{out}\n{}", p.log_text());
+    // 5*2 + the new bump (its counter kept: 2) + 100.
+    assert_eq!(p.ask("scale 5"), "112");
+    let (ok, _, err) = hpctl(&["revert", &pid]);
+    assert!(ok, "{err}");
+    assert_eq!(p.ask("scale 5"), "13");
+}
