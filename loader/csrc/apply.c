@@ -505,7 +505,7 @@ static int find_modules(const struct hp_patchobj *po, struct module *m, size_t *
             continue;
         int seen = 0; /* two names of one loaded library */
         for (size_t k = 0; k < *nm; k++)
-            seen |= m[k].exe == exe;
+            seen |= m[k].exe->lo == exe->lo;
         if (!seen)
             m[(*nm)++] = (struct module){.exe = exe, .target = t};
     }
