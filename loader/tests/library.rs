@@ -268,3 +268,29 @@ fn call_sites_inside_a_library_are_rewritten() {
     assert!(ok, "{err}");
     assert_eq!(p.ask("scale 5"), "13");
 }
+
+/// A target list naming one loaded library twice (its soname and its link
+/// name): one object, patched once.
+#[test]
+fn two_names_of_one_library_are_one_object() {
+    let work = Work::new("library-alias");
+    let v1 = lib_version(2, "");
+    let exe = build_uselib(&work, &v1);
+    let fixed = lib_version(3, "");
+    let names = ["libdemo.so.1", "libdemo.so"];
+    let file = work.path("alias.hpo");
+    std::fs::write(&file, patch_for(&work, "alias", &names, &v1, &fixed)).unwrap();
+
+    let mut p = Proc::start(&exe, &work);
+    let pid = p.pid().to_string();
+    assert_eq!(p.ask("scale 5"), "11");
+    let (ok, out, err) = hpctl(&["apply", &pid, file.to_str().unwrap()]);
+    assert!(ok, "{err}\n{}", p.log_text());
+    assert!(out.starts_with("applied alias: 1 function ("), "{out}");
+    assert_eq!(p.ask("scale 5"), "17");
+    let (ok, _, err) = hpctl(&["revert", &pid]);
+    assert!(ok, "{err}");
+    assert_eq!(p.ask("scale 5"), "13");
+    let (_, listed, _) = hpctl(&["list", &pid]);
+    assert!(!listed.contains("alias"), "{listed}");
+}
