@@ -132,10 +132,12 @@ pub struct BuildArgs {
     /// The program or shared library the patch is for, as the build names
     /// it (a library by its soname or file name, e.g. `liblua5.4.so.0`; a
     /// program by its file name). With the link steps `hpbuild capture`
-    /// records (link_commands.json) it is inferred: the output the changed
-    /// units are linked into. It also picks, among a source's entries, the
-    /// one linked into that output. Recorded in the patch; for a library,
-    /// the loader patches that library's code.
+    /// records (link_commands.json), or a Ninja build's (`ninja -t
+    /// commands`), it is inferred: the outputs the changed units are linked
+    /// into (several, when a library and a program share the objects: each
+    /// one a process has is patched). It also picks, among a source's
+    /// entries, the one linked into that output. Recorded in the patch; for
+    /// a library, the loader patches that library's code.
     #[arg(long, value_name = "NAME")]
     pub target: Option<String>,
     /// A source compiled into several programs has several entries in the
