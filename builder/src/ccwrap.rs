@@ -136,10 +136,7 @@ fn compile_half(name: &str, args: &[String], i: usize, srcs: &[usize]) -> Vec<St
             skip = true;
             continue;
         }
-        let input = !a.starts_with('-')
-            && (srcs.contains(&j)
-                || [".o", ".a", ".so", ".lo"].iter().any(|e| a.ends_with(e))
-                || a.contains(".so."));
+        let input = (!a.starts_with('-') && srcs.contains(&j)) || linkrec::is_link_input(a);
         let link_flag = ["-l", "-L", "-Wl,", "-o"].iter().any(|p| a.starts_with(p));
         if (input && j != i) || link_flag {
             continue;

@@ -55,7 +55,7 @@ pub struct LinkStep {
 
 /// Is `arg` a file the linker takes as input (not a source: a source is
 /// compiled first, and its object stands in for it)?
-fn is_link_input(arg: &str) -> bool {
+pub fn is_link_input(arg: &str) -> bool {
     !arg.starts_with('-')
         && ([".o", ".a", ".so", ".lo", ".obj"]
             .iter()

@@ -61,14 +61,11 @@ impl Output {
         } else {
             "program"
         };
-        format!("{} ({what})", self.target_or_name())
-    }
-
-    fn target_or_name(&self) -> String {
-        match &self.soname {
-            Some(s) if self.kind == Kind::Shared => s.clone(),
+        let name = match self.kind {
+            Kind::Shared => self.target(),
             _ => self.name(),
-        }
+        };
+        format!("{name} ({what})")
     }
 }
 

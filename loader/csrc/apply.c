@@ -496,11 +496,12 @@ static int find_modules(const struct hp_patchobj *po, struct module *m, size_t *
         int w = snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "",
                          *t ? t : "the executable");
         used = w > 0 && used + (size_t)w < sizeof names ? used + (size_t)w : used;
-        if (*t && !hp_library_loaded(t))
-            continue;
         const struct hp_exe *exe;
-        if (hp_target_get(t, &exe, msg, msglen))
+        int got = hp_target_get(t, &exe, msg, msglen);
+        if (got < 0)
             return -1;
+        if (got > 0) /* not loaded here */
+            continue;
         if (!*t && !exe_has_unit(po, exe))
             continue;
         int seen = 0; /* two names of one loaded library */

@@ -545,13 +545,6 @@ struct lib_entry {
 };
 static struct lib_entry *g_libs;
 
-int hp_library_loaded(const char *name)
-{
-    struct lib_find lf = {.want = name};
-    dl_iterate_phdr(lib_phdr_cb, &lf);
-    return lf.found;
-}
-
 int hp_target_get(const char *target, const struct hp_exe **out, char *err, size_t errlen)
 {
     if (!target || !*target)
@@ -561,10 +554,11 @@ int hp_target_get(const char *target, const struct hp_exe **out, char *err, size
     g_stats.lookups = 0;
     struct lib_find lf = {.want = target};
     dl_iterate_phdr(lib_phdr_cb, &lf);
-    if (!lf.found)
-        return hp_fail(err, errlen,
-                       "the patch is for shared library %s, which this process has not loaded",
-                       target);
+    if (!lf.found) {
+        hp_fail(err, errlen,
+                "the patch is for shared library %s, which this process has not loaded", target);
+        return 1;
+    }
     for (struct lib_entry *e = g_libs; e; e = e->next) /* loaded before, same place */
         if (strcmp(e->want, target) == 0 && e->obj.bias == lf.bias) {
             *out = &e->obj;

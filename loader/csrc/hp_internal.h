@@ -136,10 +136,9 @@ int hp_exe_get(const struct hp_exe **out, char *err, size_t errlen);
 /* The object a patch is for: the executable (target "" or NULL), or the
  * loaded shared library named `target` (its path, file name or soname),
  * whose .symtab is read from the file it was loaded from. Same interface
- * as the executable's: struct hp_exe. */
+ * as the executable's: struct hp_exe. Returns 0; 1 when no such library is
+ * loaded, -1 on any other error (err says which). */
 int hp_target_get(const char *target, const struct hp_exe **out, char *err, size_t errlen);
-/* Has the process loaded a library of that name (as hp_target_get finds it)? */
-int hp_library_loaded(const char *name);
 /* Looks up a defined symbol. file == NULL or "" → global (version suffix
  * "@..." ignored); otherwise the local `name` after STT_FILE `file`.
  * funcs_only restricts to STT_FUNC / STT_GNU_IFUNC. Returns the number of

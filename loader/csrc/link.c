@@ -291,6 +291,16 @@ static int fits_s32(int64_t v)
     return v >= INT32_MIN && v <= INT32_MAX;
 }
 
+/* Stores a signed 32-bit field; -1 (nothing written) when v does not fit. */
+static int put_s32(uint8_t *place, int64_t v)
+{
+    if (!fits_s32(v))
+        return -1;
+    uint32_t v32 = (uint32_t)(int32_t)v;
+    memcpy(place, &v32, 4);
+    return 0;
+}
+
 /* Exec-model access, as the executable's code makes it. */
 static int is_tls_access(unsigned t)
 {
@@ -346,10 +356,8 @@ static int apply_one(const struct hp_patchobj *po, struct hp_linked *l, struct s
         return 0;
     case R_X86_64_32S:
         v = (int64_t)(S + (uint64_t)A);
-        if (!fits_s32(v))
+        if (put_s32(place, v))
             goto overflow;
-        v32 = (uint32_t)(int32_t)v;
-        memcpy(place, &v32, 4);
         return 0;
     case R_X86_64_PC32:
     case R_X86_64_PLT32: {
@@ -373,43 +381,33 @@ static int apply_one(const struct hp_patchobj *po, struct hp_linked *l, struct s
     }
     case R_X86_64_TPOFF32:
         v = s->tpoff + A;
-        if (!fits_s32(v))
+        if (put_s32(place, v))
             goto overflow;
-        v32 = (uint32_t)(int32_t)v;
-        memcpy(place, &v32, 4);
         return 0;
     case R_X86_64_TLSGD:
     case R_X86_64_TLSLD: {
         uint32_t pair = type == R_X86_64_TLSGD ? s->gd_slot : s->ld_slot;
         v = (int64_t)(slots + (uintptr_t)pair * 8 + (uint64_t)A - P);
-        if (!fits_s32(v))
+        if (put_s32(place, v))
             goto overflow;
-        v32 = (uint32_t)(int32_t)v;
-        memcpy(place, &v32, 4);
         return 0;
     }
     case R_X86_64_DTPOFF32:
         v = (int64_t)s->dtpoff + A;
-        if (!fits_s32(v))
+        if (put_s32(place, v))
             goto overflow;
-        v32 = (uint32_t)(int32_t)v;
-        memcpy(place, &v32, 4);
         return 0;
     case R_X86_64_GOTTPOFF:
         v = (int64_t)(slots + (uintptr_t)s->tls_slot * 8 + (uint64_t)A - P);
-        if (!fits_s32(v))
+        if (put_s32(place, v))
             goto overflow;
-        v32 = (uint32_t)(int32_t)v;
-        memcpy(place, &v32, 4);
         return 0;
     case R_X86_64_GOTPCREL:
     case R_X86_64_GOTPCRELX:
     case R_X86_64_REX_GOTPCRELX:
         v = (int64_t)(slots + (uintptr_t)s->slot * 8 + (uint64_t)A - P);
-        if (!fits_s32(v))
+        if (put_s32(place, v))
             goto overflow;
-        v32 = (uint32_t)(int32_t)v;
-        memcpy(place, &v32, 4);
         return 0;
     }
     return hp_fail(err, errlen, "internal error: relocation type %u", type);
