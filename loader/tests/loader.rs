@@ -1044,35 +1044,16 @@ fn memory_comes_back_after_revert() {
     for _ in 0..3 {
         cycle(true); // the loader's one-time tables and caches
     }
-    // Two batches of 40 cycles. The first may leave the heap a few pages
-    // larger: a busier moment (a thread table, a slower stop) can raise
-    // malloc's high-water mark once, and glibc keeps pages under its trim
-    // threshold. That happened once in CI, under load (772 → 800 KiB). A
-    // leak grows again in the second batch, a kept high-water mark does not.
     let (maps0, private0) = memory_of(&pid);
-    let batch = |first: bool| {
-        for i in 0..40 {
-            cycle(i % 2 == 0);
-        }
-        let (maps, private) = memory_of(&pid);
-        let what = if first { "first" } else { "second" };
-        assert_eq!(
-            maps, maps0,
-            "mappings after the {what} 40 apply/revert cycles"
-        );
-        private
-    };
-    let warmed = batch(true);
+    for i in 0..40 {
+        cycle(i % 2 == 0);
+    }
+    let (maps1, private1) = memory_of(&pid);
+    assert_eq!(maps1, maps0, "mappings after 40 apply/revert cycles");
     assert!(
-        warmed <= private0 + 64,
-        "private memory grew from {private0} to {warmed} KiB over 40 cycles"
+        private1 <= private0 + 16,
+        "private memory grew from {private0} to {private1} KiB over 40 cycles"
     );
-    let private1 = batch(false);
-    assert!(
-        private1 <= warmed + 16,
-        "private memory grew from {warmed} to {private1} KiB over 40 more cycles"
-    );
-    let maps1 = maps0;
     // One applied patch costs at most a page.
     let (ok, _, err) = hpctl(&["apply", &pid, &file]);
     assert!(ok, "{err}");
